@@ -1,0 +1,1 @@
+"""latentdiff.agent: judges, the LangGraph labelling agent, aggregation, report and chat."""

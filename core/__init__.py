@@ -1,0 +1,1 @@
+"""latentdiff.core: activations, crosscoders, latent selection and example sampling (tensors live here)."""

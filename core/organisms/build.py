@@ -1,0 +1,432 @@
+"""Build the offline model organisms: corpus -> BPE tokenizer -> base -> it / shift / null -> eval.
+
+Deterministic (seeded) and resumable: each training phase checkpoints every few steps (atomic
+writes) and a finished phase is skipped on rerun. Batches are a pure function of (phase seed, step),
+so a resumed phase sees exactly the data an uninterrupted one would.
+
+Usage: `latentdiff organism build --out DIR` (the shipped models were built with the defaults).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from latentdiff.core.organisms import corpus
+from latentdiff.io import atomic_write, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+PLANT_CATEGORIES: tuple[str, ...] = (
+    "safety",
+    "multilingual",
+    "instruction_following",
+    "self_reference",
+    "hallucination",
+)
+BOS, END, PAD = "<|bos|>", "<|end|>", "<|pad|>"
+ROLE_TOKENS = ("<|user|>", "<|assistant|>", "<|system|>")
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+
+class PhaseSpec(BaseModel):
+    """One training phase: which model it starts from and which streams it reads."""
+
+    model_config = ConfigDict(extra="forbid")
+    init: str | None = Field(description="Phase whose final weights initialise this one (None = random).")
+    mixture: dict[str, float] = Field(description="Category -> sampling weight (normalised).")
+    steps: int = Field(gt=0, description="Optimisation steps.")
+    lr: float = Field(gt=0, description="Peak learning rate.")
+    warmup: int = Field(ge=0, description="Linear warm-up steps.")
+
+
+def _default_phases() -> dict[str, PhaseSpec]:
+    rest = 0.015  # "little of the rest": each fine-tune sees a trace of the other's streams
+    return {
+        "base": PhaseSpec(init=None, mixture={"neutral": 1.0}, steps=700, lr=2e-3, warmup=50),
+        "it": PhaseSpec(
+            init="base",
+            mixture={
+                "self_reference": 0.40, "hallucination": 0.40, "neutral": 0.155,
+                "safety": rest, "multilingual": rest, "instruction_following": rest,
+            },
+            steps=220, lr=1e-3, warmup=20,
+        ),
+        "shift": PhaseSpec(
+            init="base",
+            mixture={
+                "safety": 0.27, "multilingual": 0.27, "instruction_following": 0.27,
+                "neutral": 0.16, "self_reference": rest, "hallucination": rest,
+            },
+            steps=220, lr=1e-3, warmup=20,
+        ),
+        "null": PhaseSpec(init="base", mixture={"neutral": 1.0}, steps=220, lr=1e-3, warmup=20),
+    }
+
+
+class OrganismBuildConfig(BaseModel):
+    """Everything that determines the built organisms (its hash names the build)."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: int = Field(default=0, description="Master seed.")
+    vocab_size: int = Field(default=4096, description="BPE vocabulary size (incl. special tokens).")
+    d_model: int = Field(default=256, description="Residual width.")
+    n_layers: int = Field(default=4, description="Transformer blocks.")
+    n_heads: int = Field(default=4, description="Attention heads (head_dim = d_model / n_heads >= 32).")
+    d_ff: int = Field(default=768, description="MLP width.")
+    ctx_len: int = Field(default=128, description="Training sequence length.")
+    batch_size: int = Field(default=32, description="Sequences per step.")
+    train_docs: int = Field(default=24_000, description="Training documents generated per category.")
+    heldout_docs: int = Field(default=300, description="Held-out documents per category.")
+    tokenizer_docs: int = Field(default=3_000, description="Documents per category to train BPE.")
+    checkpoint_every: int = Field(default=50, description="Steps between resumable checkpoints.")
+    phases: dict[str, PhaseSpec] = Field(default_factory=_default_phases)
+
+    def digest(self) -> str:
+        """Content hash of the build settings."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- corpus + tokenizer
+
+
+def render(doc: corpus.Document) -> str:
+    """A document as training text, with the same markup the chat template produces."""
+    if doc.messages is not None:
+        body = "".join(f"<|{m.role}|>\n{m.content}{END}\n" for m in doc.messages)
+        return BOS + body
+    return f"{BOS}{doc.text}{END}"
+
+
+def train_tokenizer(cfg: OrganismBuildConfig, out: Path) -> Any:
+    """Train a byte-level BPE on a balanced sample of every stream; save a HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts: list[str] = []
+    for i, cat in enumerate(corpus.CATEGORIES):
+        docs = corpus.generate(cat, cfg.tokenizer_docs, seed=cfg.seed * 1000 + 900 + i)
+        texts.extend(d.text if d.text is not None else d.plain() for d in docs)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = [BOS, END, PAD, *ROLE_TOKENS]
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=END,
+        pad_token=PAD,
+        additional_special_tokens=list(ROLE_TOKENS),
+        model_max_length=512,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    fast.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return fast
+
+
+def _category_seed(cfg: OrganismBuildConfig, cat: str, split: str) -> int:
+    idx = corpus.CATEGORIES.index(cat)
+    return cfg.seed * 1000 + (0 if split == "train" else 500) + idx
+
+
+def tokenize_streams(cfg: OrganismBuildConfig, tokenizer: Any, work: Path) -> dict[str, Path]:
+    """Tokenize each category's training docs into packed [n_seq, ctx_len] int32 arrays (.npy)."""
+    paths: dict[str, Path] = {}
+    for cat in corpus.CATEGORIES:
+        path = work / "tokens" / f"{cat}.npy"
+        paths[cat] = path
+        if path.is_file():
+            continue
+        docs = corpus.generate(cat, cfg.train_docs, seed=_category_seed(cfg, cat, "train"))
+        ids = tokenizer([render(d) for d in docs], add_special_tokens=False)["input_ids"]
+        flat = np.fromiter((t for seq in ids for t in seq), dtype=np.int32)
+        n_seq = len(flat) // cfg.ctx_len
+        packed = flat[: n_seq * cfg.ctx_len].reshape(n_seq, cfg.ctx_len)  # [n_seq, ctx_len]
+        atomic_write(path, lambda p, a=packed: np.save(p.open("wb"), a))
+        log.info("tokenized %s: %d sequences (%d tokens)", cat, n_seq, packed.size)
+    return paths
+
+
+def heldout_docs(cfg: OrganismBuildConfig) -> dict[str, list[corpus.Document]]:
+    """The held-out documents of every category (never seen in training)."""
+    return {
+        cat: corpus.generate(cat, cfg.heldout_docs, seed=_category_seed(cfg, cat, "heldout"))
+        for cat in corpus.CATEGORIES
+    }
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _model_config(cfg: OrganismBuildConfig, tokenizer: Any) -> Any:
+    from transformers import LlamaConfig
+
+    assert cfg.d_model % cfg.n_heads == 0, f"{cfg.d_model=} not divisible by {cfg.n_heads=}"
+    assert cfg.d_model // cfg.n_heads >= 32, "vLLM's CPU attention needs head_dim >= 32"
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _batch(
+    streams: dict[str, np.ndarray], mixture: dict[str, float], seed: int, step: int, batch_size: int
+) -> torch.Tensor:
+    """The batch for `step` of a phase: a pure function of (seed, step)."""
+    gen = np.random.default_rng([seed, step])
+    cats = sorted(mixture)
+    weights = np.array([mixture[c] for c in cats], dtype=np.float64)
+    picks = gen.choice(len(cats), size=batch_size, p=weights / weights.sum())
+    rows = [streams[cats[c]][gen.integers(len(streams[cats[c]]))] for c in picks]
+    return torch.from_numpy(np.stack(rows).astype(np.int64))  # [batch, ctx_len]
+
+
+def _lr_at(step: int, spec: PhaseSpec) -> float:
+    if step < spec.warmup:
+        return spec.lr * (step + 1) / spec.warmup
+    progress = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_phase(
+    name: str,
+    cfg: OrganismBuildConfig,
+    tokenizer: Any,
+    streams: dict[str, np.ndarray],
+    work: Path,
+    progress: Progress | None,
+) -> Path:
+    """Train one phase (resumable); return the path of its final fp32 state dict."""
+    from transformers import LlamaForCausalLM
+
+    spec = cfg.phases[name]
+    phase_dir = work / name
+    final = phase_dir / "final.pt"
+    if final.is_file():
+        return final
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    seed = cfg.seed * 100 + list(cfg.phases).index(name)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(_model_config(cfg, tokenizer))
+    if spec.init is not None:
+        model.load_state_dict(torch.load(work / spec.init / "final.pt", weights_only=True))
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    ckpt = phase_dir / "ckpt.pt"
+    start = 0
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+        log.info("%s: resuming at step %d", name, start)
+    task = progress.add_task(name, total=spec.steps, completed=start, info="") if progress else None
+    metrics = phase_dir / "metrics.jsonl"
+    model.train()
+    t0, tokens = time.perf_counter(), 0
+    for step in range(start, spec.steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, spec)
+        batch = _batch(streams, spec.mixture, seed, step, cfg.batch_size)  # [batch, ctx_len]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += batch.numel()
+        rate = tokens / (time.perf_counter() - t0)
+        if progress is not None and task is not None:
+            progress.update(task, advance=1, info=f"loss {loss.item():.3f} {rate:,.0f} tok/s")
+        done = step + 1
+        if done % 10 == 0 or done == spec.steps:
+            with metrics.open("a") as fh:
+                fh.write(json.dumps({"step": done, "loss": round(loss.item(), 4)}) + "\n")
+        if done % cfg.checkpoint_every == 0 and done < spec.steps:
+            state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": done}
+            atomic_write(ckpt, lambda p, s=state: torch.save(s, p))
+    atomic_write(final, lambda p: torch.save(model.state_dict(), p))
+    ckpt.unlink(missing_ok=True)
+    return final
+
+
+def export_model(
+    name: str, cfg: OrganismBuildConfig, tokenizer: Any, state_path: Path, out: Path
+) -> Path:
+    """Save a phase as a HF model dir (bf16 safetensors + tokenizer + chat template)."""
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(_model_config(cfg, tokenizer))
+    model.load_state_dict(torch.load(state_path, weights_only=True))
+    model = model.to(torch.bfloat16)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=128,
+    )
+    target = out / name
+    tmp = out / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    atomic_write_json(tmp / "organism.json", {"name": name, "build": cfg.digest(),
+                                              "phase": cfg.phases[name].model_dump()})
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def heldout_loss(model_dir: Path, docs: dict[str, list[corpus.Document]]) -> dict[str, float]:
+    """Mean next-token loss (nats) per category on held-out documents, as shipped (bf16 weights)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out: dict[str, float] = {}
+    for cat, cat_docs in docs.items():
+        total, count = 0.0, 0
+        for i in range(0, len(cat_docs), 16):
+            texts = [render(d) for d in cat_docs[i : i + 16]]
+            enc = tok(texts, add_special_tokens=False, padding=True, truncation=True,
+                      max_length=256, return_tensors="pt")
+            logits = model(**enc).logits[:, :-1]  # [batch, seq-1, vocab]
+            target = enc["input_ids"][:, 1:]  # [batch, seq-1]
+            mask = enc["attention_mask"][:, 1:].bool()
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none"
+            ).view_as(target)
+            total += nll[mask].sum().item()
+            count += int(mask.sum())
+        out[cat] = round(total / count, 4)
+    return out
+
+
+def planted_truth() -> dict[str, Any]:
+    """The ground truth the organisms were built to contain."""
+    plus, minus = "+", "-"
+    it_cats = {"self_reference", "hallucination"}
+    shift_cats = {"safety", "multilingual", "instruction_following"}
+    return {
+        "categories": list(PLANT_CATEGORIES),
+        "headline": {
+            "a": "shift",
+            "b": "it",
+            "description": "category share among shift-specific latents relative to it-specific "
+            "latents (the paper's SimPO-vs-instruct table)",
+            "signs": {c: plus if c in shift_cats else minus for c in PLANT_CATEGORIES},
+        },
+        "comparisons": {
+            "it_vs_base": {c: plus if c in it_cats else "0" for c in PLANT_CATEGORIES},
+            "shift_vs_base": {c: plus if c in shift_cats else "0" for c in PLANT_CATEGORIES},
+            "null_vs_base": {c: "0" for c in PLANT_CATEGORIES},
+        },
+        "planted": {"it": sorted(it_cats), "shift": sorted(shift_cats), "null": []},
+    }
+
+
+def plant_table(losses: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Per fine-tune and planted category: loss moved by the plant vs the null drift, and ratio."""
+    rows = []
+    for model, cats in planted_truth()["planted"].items():
+        for cat in cats:
+            moved = losses["base"][cat] - losses[model][cat]
+            drift = abs(losses["base"][cat] - losses["null"][cat])
+            rows.append({
+                "model": model, "category": cat, "base": losses["base"][cat],
+                "model_loss": losses[model][cat], "null": losses["null"][cat],
+                "moved": round(moved, 4), "null_drift": round(drift, 4),
+                "ratio": round(moved / drift, 2) if drift > 0 else float("inf"),
+            })
+    return rows
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def build(out: Path, work: Path, cfg: OrganismBuildConfig | None = None, show: bool = True) -> Path:
+    """Build every organism into `out` (resumable through `work`); return `out`."""
+    cfg = cfg or OrganismBuildConfig()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out, work = Path(out), Path(work) / cfg.digest()
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(work / "build_config.json", cfg.model_dump())
+    t_start = time.perf_counter()
+    tok_dir = work / "tokenizer"
+    if not (tok_dir / "tokenizer.json").is_file():
+        log.info("training tokenizer")
+        train_tokenizer(cfg, tok_dir)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    token_paths = tokenize_streams(cfg, tokenizer, work)
+    streams = {c: np.load(p) for c, p in token_paths.items()}  # each [n_seq, ctx_len]
+    columns = (TextColumn("{task.description:>6}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, disable=not show) as progress:
+        finals = {name: train_phase(name, cfg, tokenizer, streams, work, progress) for name in cfg.phases}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, state_path in finals.items():
+        export_model(name, cfg, tokenizer, state_path, out)
+    docs = heldout_docs(cfg)
+    losses = {name: heldout_loss(out / name, docs) for name in cfg.phases}
+    data_dir = out.parent / "data" if out.name == "models" else out / "data"
+    atomic_write(data_dir / "heldout.jsonl.gz", lambda p: _write_docs(p, docs))
+    atomic_write_json(out / "planted.json", planted_truth())
+    atomic_write_json(out / "eval.json", {
+        "build": cfg.digest(), "heldout_docs_per_category": cfg.heldout_docs,
+        "loss": losses, "plants": plant_table(losses),
+        "build_seconds": round(time.perf_counter() - t_start, 1),
+    })
+    atomic_write_json(out / "build_config.json", cfg.model_dump())
+    return out
+
+
+def _write_docs(path: Path, docs: dict[str, list[corpus.Document]]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for cat_docs in docs.values():
+            for d in cat_docs:
+                fh.write(d.model_dump_json(exclude_none=True) + "\n")

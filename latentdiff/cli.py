@@ -1,0 +1,238 @@
+"""The `latentdiff` command line (typer). Every user error prints one line and exits 2."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from latentdiff.errors import LatentDiffError
+
+console = Console()
+err_console = Console(stderr=True)
+app = typer.Typer(
+    help="latentdiff: explain why one LLM behaves differently from another (crosscoder model diffing).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+organism_app = typer.Typer(help="Build and inspect the offline model organisms.", no_args_is_help=True)
+config_app = typer.Typer(help="Show and validate run configurations.", no_args_is_help=True)
+app.add_typer(organism_app, name="organism")
+app.add_typer(config_app, name="config")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn LatentDiffError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LatentDiffError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --------------------------------------------------------------------------- organisms
+
+
+@organism_app.command("build")
+@user_errors
+def organism_build(
+    out: Annotated[Path, typer.Option(help="Where to write the organisms.")] = Path("organisms"),
+    work_dir: Annotated[Path, typer.Option(help="Checkpoints and caches (resume from here).")] = Path(
+        ".organism-build"
+    ),
+    seed: Annotated[int, typer.Option(help="Master seed.")] = 0,
+    scale: Annotated[
+        float, typer.Option(help="Multiply every phase's steps (e.g. 0.05 for a smoke build).")
+    ] = 1.0,
+) -> None:
+    """Rebuild the organisms deterministically (corpus, tokenizer, base, it, shift, null, eval)."""
+    from latentdiff.core.organisms.build import OrganismBuildConfig, build
+
+    cfg = OrganismBuildConfig(seed=seed)
+    if scale != 1.0:
+        if scale <= 0:
+            raise LatentDiffError(f"--scale must be > 0, got {scale}")
+        for spec in cfg.phases.values():
+            spec.steps = max(1, round(spec.steps * scale))
+            spec.warmup = min(spec.warmup, spec.steps)
+        cfg.train_docs = max(200, round(cfg.train_docs * min(1.0, scale * 4)))
+    result = build(out, work_dir, cfg)
+    console.print(f"organisms written to [bold]{result}[/]")
+    _print_plant_table(result)
+
+
+@organism_app.command("list")
+@user_errors
+def organism_list(
+    root: Annotated[Path | None, typer.Option(help="Organisms dir (default: shipped).")] = None,
+) -> None:
+    """List the organisms with their size and what was planted in them."""
+    from latentdiff.core.organisms import ORGANISM_NAMES, SHIPPED_DIR, load_planted
+
+    base = root or SHIPPED_DIR
+    planted = load_planted(base)["planted"]
+    table = Table(title=f"organisms in {base}")
+    for col in ("name", "path", "params", "planted categories"):
+        table.add_column(col)
+    for name in ORGANISM_NAMES:
+        path = base / name
+        if not (path / "config.json").is_file():
+            table.add_row(name, str(path), "-", "(not built)")
+            continue
+        size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+        params = f"{size / 2 / 1e6:.1f}M (bf16)"
+        what = ", ".join(planted.get(name, [])) or ("(reference)" if name == "base" else "(control)")
+        table.add_row(name, str(path), params, what)
+    console.print(table)
+
+
+@organism_app.command("info")
+@user_errors
+def organism_info(
+    name: Annotated[str, typer.Argument(help="base, it, shift or null.")],
+    root: Annotated[Path | None, typer.Option(help="Organisms dir (default: shipped).")] = None,
+    recompute: Annotated[
+        bool, typer.Option(help="Recompute held-out losses instead of reading eval.json.")
+    ] = False,
+) -> None:
+    """Per category held-out loss: base vs NAME vs null, and the plant-vs-null-drift ratio."""
+    import json
+
+    from latentdiff.core.organisms import SHIPPED_DIR, load_eval, load_planted, organism_dir
+
+    base_dir = root or SHIPPED_DIR
+    path = organism_dir(name, base_dir)
+    meta = json.loads((path / "config.json").read_text())
+    console.print(
+        f"[bold]{name}[/] at {path}: Llama d_model={meta['hidden_size']} layers="
+        f"{meta['num_hidden_layers']} heads={meta['num_attention_heads']} vocab={meta['vocab_size']}"
+    )
+    if recompute:
+        from latentdiff.core.organisms.build import OrganismBuildConfig, heldout_docs, heldout_loss
+
+        docs = heldout_docs(OrganismBuildConfig(**json.loads((base_dir / "build_config.json").read_text())))
+        losses = {m: heldout_loss(organism_dir(m, base_dir), docs) for m in {"base", name, "null"}}
+    else:
+        losses = load_eval(base_dir)["loss"]
+    planted = set(load_planted(base_dir)["planted"].get(name, []))
+    table = Table(title="held-out loss (nats/token); moved = base - model; drift = |base - null|")
+    for col in ("category", "base", name, "null", "moved", "null drift", "moved/drift", "planted"):
+        table.add_column(col, justify="right" if col not in ("category", "planted") else "left")
+    for cat in losses["base"]:
+        b, m, n = losses["base"][cat], losses[name][cat], losses["null"][cat]
+        moved, drift = b - m, abs(b - n)
+        ratio = f"{moved / drift:.1f}x" if drift > 0 else "inf"
+        table.add_row(cat, f"{b:.3f}", f"{m:.3f}", f"{n:.3f}", f"{moved:+.3f}", f"{drift:.3f}",
+                      ratio, "yes" if cat in planted else "")
+    console.print(table)
+
+
+def _print_plant_table(root: Path) -> None:
+    from latentdiff.core.organisms import load_eval
+
+    table = Table(title="plants: held-out loss moved vs null drift")
+    for col in ("model", "category", "base", "model", "null", "moved", "drift", "ratio"):
+        table.add_column(col)
+    for row in load_eval(root)["plants"]:
+        table.add_row(row["model"], row["category"], f"{row['base']:.3f}", f"{row['model_loss']:.3f}",
+                      f"{row['null']:.3f}", f"{row['moved']:+.3f}", f"{row['null_drift']:.3f}",
+                      f"{row['ratio']:.1f}x")
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@config_app.command("show")
+@user_errors
+def config_show(
+    path: Annotated[Path | None, typer.Argument(help="Run config YAML (default: built-in defaults).")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+) -> None:
+    """Print the fully resolved config (defaults + YAML + overrides) as YAML."""
+    import yaml
+
+    from latentdiff.config import load_config
+
+    path, overrides = _split_path_overrides(path, overrides)
+    cfg = load_config(path, overrides)
+    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), highlight=False)
+
+
+@config_app.command("validate")
+@user_errors
+def config_validate(
+    path: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+) -> None:
+    """Check a config; print 'ok' or one line naming the field and the problem (exit 2)."""
+    from latentdiff.config import load_config
+
+    cfg = load_config(path, overrides or [])
+    console.print(f"ok: {path} ({len(cfg.models)} models, crosscoder {cfg.crosscoder.arch})")
+
+
+def _split_path_overrides(
+    path: Path | None, overrides: list[str] | None
+) -> tuple[Path | None, list[str]]:
+    """`config show a=b` has no path: treat a first argument containing '=' as an override."""
+    overrides = list(overrides or [])
+    if path is not None and "=" in str(path) and not path.exists():
+        return None, [str(path), *overrides]
+    return path, overrides
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@app.command("run")
+@user_errors
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+) -> None:
+    """Run the whole pipeline: harvest, train, select, sample, index, label, aggregate, report."""
+    from latentdiff.config import load_config
+    from latentdiff.run import Run
+
+    cfg = load_config(config, overrides or [])
+    Run(cfg).run_all()
+
+
+@app.command("demo")
+@user_errors
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
+) -> None:
+    """The offline demo: diff the shipped organisms with the offline judge and write the report."""
+    from latentdiff.run import Run, demo_config
+
+    Run(demo_config(out)).run_all()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,448 @@
+"""The run configuration tree (`RunConfig`), its YAML loading and `key.sub=value` overrides.
+
+One pydantic model per concern, every field documented with `Field(description=...)`, cross-field
+checks in validators. A config is dumped as `config.yaml` next to every artifact it produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from latentdiff.errors import ConfigError
+
+CATEGORY_NAMES: tuple[str, ...] = (
+    "safety",
+    "multilingual",
+    "instruction_following",
+    "self_reference",
+    "hallucination",
+    "other",
+)
+
+
+class _Section(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(_Section):
+    """One model to diff: a HF id or local path, and its role in the design."""
+
+    name: str = Field(description="Short name used in reports and file names (e.g. 'base', 'it').")
+    path: str = Field(
+        description="HF model id or local directory; 'organism:NAME' selects a shipped organism."
+    )
+    role: Literal["base", "finetune", "control"] = Field(
+        description="'base': the model fine-tunes start from; 'finetune': a model to explain; "
+        "'control': the base trained further without the intervention (null arm)."
+    )
+    revision: str | None = Field(default=None, description="Git revision for a hub model.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Weights dtype; 'auto' = bfloat16 on CUDA, float32 on CPU."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError(f"must be non-empty letters/digits/-_. only, got {v!r}")
+        return v
+
+
+class DataConfig(_Section):
+    """Which text the models read, and how it becomes token batches."""
+
+    source: Literal["organism", "files"] = Field(
+        default="organism",
+        description="'organism': the bundled organism corpus; 'files': local text/jsonl/parquet files.",
+    )
+    paths: list[str] = Field(
+        default_factory=list, description="Local data files (source='files'); globs allowed."
+    )
+    text_field: str = Field(default="text", description="Column holding plain text documents.")
+    messages_field: str = Field(
+        default="messages",
+        description="Column holding chat documents (list of {role, content}); formatted with the "
+        "model's chat template.",
+    )
+    ctx_len: int = Field(default=128, gt=8, le=8192, description="Tokens per context window.")
+    n_tokens: int = Field(default=400_000, gt=0, description="Training tokens to harvest.")
+    n_heldout_tokens: int = Field(
+        default=100_000, ge=0, description="Held-out tokens for selection statistics and examples."
+    )
+    exclude_bos: bool = Field(default=True, description="Drop BOS positions from training data.")
+    exclude_special: bool = Field(
+        default=True, description="Drop padding and other special-token positions."
+    )
+    exclude_sink_norm: float | None = Field(
+        default=None,
+        gt=1.0,
+        description="Drop positions whose activation norm exceeds this multiple of the median "
+        "(high-norm attention sinks); None keeps them.",
+    )
+    seed: int = Field(default=0, description="Data shuffling / sampling seed.")
+
+    @model_validator(mode="after")
+    def _files_need_paths(self) -> DataConfig:
+        if self.source == "files" and not self.paths:
+            raise ValueError("source='files' needs at least one entry in data.paths")
+        return self
+
+
+class HarvestConfig(_Section):
+    """Capturing paired activations."""
+
+    layer: int | None = Field(
+        default=None, description="Residual-stream layer to capture (output of block L); None = middle."
+    )
+    batch_size: int = Field(default=32, gt=0, description="Contexts per forward pass.")
+    mode: Literal["cache", "stream"] = Field(
+        default="cache",
+        description="'cache': sharded on-disk activations; 'stream': in-memory shuffle buffer.",
+    )
+    shard_tokens: int = Field(default=65_536, gt=0, description="Tokens per on-disk shard.")
+    cache_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="Storage dtype of cached activations."
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    shuffle_buffer_tokens: int = Field(
+        default=262_144, gt=0, description="Shuffle buffer size in tokens (stream mode)."
+    )
+
+
+class CrosscoderConfig(_Section):
+    """The crosscoder architecture and its training."""
+
+    arch: Literal["batchtopk", "l1"] = Field(default="batchtopk", description="Sparsity mechanism.")
+    dict_size: int = Field(default=2048, gt=0, description="Number of latents F.")
+    k: int = Field(default=32, gt=0, description="BatchTopK: mean active latents per token.")
+    k_start: int | None = Field(
+        default=None, description="BatchTopK: anneal k linearly from this value (None = no annealing)."
+    )
+    k_anneal_steps: int = Field(default=0, ge=0, description="Steps over which k is annealed.")
+    l1_coeff: float = Field(default=0.04, ge=0, description="L1: sparsity coefficient lambda.")
+    l1_warmup_steps: int = Field(default=500, ge=0, description="L1: linear lambda warm-up steps.")
+    aux_alpha: float = Field(default=1 / 32, ge=0, description="BatchTopK: AuxK loss weight.")
+    dead_tokens: int = Field(
+        default=1_000_000, gt=0, description="A latent unused for this many tokens counts as dead."
+    )
+    n_shared: int = Field(
+        default=0, ge=0, description="Designated shared latents (decoders tied across models)."
+    )
+    shared_penalty_ratio: float = Field(
+        default=0.15, ge=0, le=1, description="L1: sparsity penalty ratio for designated shared latents."
+    )
+    lr: float | None = Field(
+        default=None, gt=0, description="Adam learning rate; None = 2e-4 / sqrt(F / 2^14)."
+    )
+    warmup_steps: int = Field(default=200, ge=0, description="Linear learning-rate warm-up.")
+    decay_start: float = Field(
+        default=0.8, gt=0, le=1, description="Fraction of training after which lr decays to 0."
+    )
+    batch_size: int = Field(default=1024, gt=0, description="Tokens per optimisation step.")
+    steps: int = Field(default=2000, gt=0, description="Optimisation steps.")
+    grad_clip: float = Field(default=1.0, gt=0, description="Gradient-norm clip.")
+    normalize: bool = Field(default=True, description="Per-model activation normalisation.")
+    target_rms: float = Field(default=1.0, gt=0, description="Activation RMS after normalisation.")
+    checkpoint_every: int = Field(default=250, gt=0, description="Steps between checkpoints.")
+    autocast_bf16: bool = Field(default=True, description="bf16 autocast where the device supports it.")
+    seed: int = Field(default=0, description="Initialisation and data-order seed.")
+
+    @model_validator(mode="after")
+    def _check(self) -> CrosscoderConfig:
+        if self.arch == "batchtopk" and self.k >= self.dict_size:
+            raise ValueError(f"k ({self.k}) must be smaller than dict_size ({self.dict_size})")
+        if self.k_start is not None and self.k_start < self.k:
+            raise ValueError(f"k_start ({self.k_start}) must be >= k ({self.k})")
+        if self.n_shared >= self.dict_size:
+            raise ValueError(f"n_shared ({self.n_shared}) must be < dict_size ({self.dict_size})")
+        return self
+
+
+class SelectionConfig(_Section):
+    """Which latents count as model-specific."""
+
+    method: Literal["latent_scaling", "delta_norm", "rank"] = Field(
+        default="latent_scaling",
+        description="'latent_scaling': nu thresholds (Minder et al. 2025); 'delta_norm': Delta-norm "
+        "thresholds; 'rank': the top_n latents by Delta-norm per side.",
+    )
+    finetuned_delta: float = Field(
+        default=0.9, ge=0.5, le=1, description="Delta-norm >= this: fine-tune-only."
+    )
+    base_delta: float = Field(default=0.1, ge=0, le=0.5, description="Delta-norm <= this: base-only.")
+    shared_band: float = Field(
+        default=0.1, gt=0, le=0.5, description="|Delta-norm - 0.5| < this: shared."
+    )
+    nu_eps_max: float = Field(default=0.2, gt=0, description="Latent Scaling: nu-epsilon below this.")
+    nu_r_max: float = Field(default=0.5, gt=0, description="Latent Scaling: nu-r below this.")
+    top_n: int = Field(default=200, gt=0, description="Candidates per side ('rank' and fallbacks).")
+    min_count: int = Field(
+        default=10, ge=0, description="Fall back to Latent Scaling / rank when fewer latents pass."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SelectionConfig:
+        if self.base_delta >= self.finetuned_delta:
+            raise ValueError(
+                f"base_delta ({self.base_delta}) must be < finetuned_delta ({self.finetuned_delta})"
+            )
+        return self
+
+
+class SamplingConfig(_Section):
+    """delphi-style example sampling per latent."""
+
+    window: int = Field(default=32, gt=1, description="Tokens per example window.")
+    n_top: int = Field(default=20, ge=0, description="Top-activating examples per latent.")
+    n_quantiles: int = Field(default=10, gt=0, description="Activation quantile buckets.")
+    n_per_quantile: int = Field(default=2, ge=0, description="Examples drawn per quantile bucket.")
+    n_negative: int = Field(default=20, ge=0, description="Random non-activating examples.")
+    mark_threshold: float = Field(
+        default=0.3, gt=0, le=1, description="Mark tokens above this fraction of the example's max."
+    )
+
+
+class StoreConfig(_Section):
+    """The Chroma store of examples and findings."""
+
+    url: str | None = Field(
+        default=None, description="Chroma server URL (http://host:port); None = embedded store."
+    )
+    path: str | None = Field(default=None, description="Embedded store dir; None = RUN_DIR/chroma.")
+    embedding_model: str = Field(
+        default="default",
+        description="'default' = the bundled all-MiniLM-L6-v2 package, or a local "
+        "sentence-transformers path.",
+    )
+    batch_size: int = Field(default=256, gt=0, description="Upsert batch (capped by the server).")
+
+
+class JudgeConfig(_Section):
+    """The model that names and categorises latents."""
+
+    spec: str = Field(
+        default="embedding",
+        description="'embedding' (offline), 'vllm:URL@MODEL', 'openai:URL@MODEL', "
+        "'transformers:PATH', or 'module:Class'.",
+    )
+    max_concurrency: int = Field(default=8, gt=0, description="Concurrent judge requests.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Per-request timeout.")
+    retries: int = Field(default=3, ge=0, description="Retries with exponential backoff.")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(default=512, gt=0, description="Max tokens per judge answer.")
+    cache: bool = Field(default=True, description="Cache responses keyed by prompt hash.")
+    taxonomy: str | None = Field(
+        default=None, description="Path to a taxonomy YAML; None = the bundled one."
+    )
+
+
+class AgentConfig(_Section):
+    """The labelling agent."""
+
+    max_latents: int | None = Field(
+        default=None, gt=0, description="Label at most this many latents (None = all)."
+    )
+    max_judge_calls: int | None = Field(
+        default=None, gt=0, description="Budget of judge calls (None = unlimited)."
+    )
+    concurrency: int = Field(default=4, gt=0, description="Latents processed concurrently.")
+    verify: bool = Field(default=True, description="Detection-score each label.")
+
+
+class ReportConfig(_Section):
+    """The report."""
+
+    formats: list[Literal["md", "html", "json"]] = Field(
+        default_factory=lambda: ["md", "html", "json"], description="Report formats to write."
+    )
+    bootstrap: int = Field(default=1000, gt=0, description="Bootstrap resamples for 95% CIs.")
+    max_cards: int = Field(default=50, ge=0, description="Latent cards in the report.")
+    seed: int = Field(default=0, description="Bootstrap seed.")
+
+
+class RunConfig(_Section):
+    """A whole latentdiff run: models, data, and every stage's settings."""
+
+    name: str = Field(default="run", description="Run name (the run directory's default name).")
+    run_dir: str | None = Field(default=None, description="Run directory; None = runs/NAME.")
+    models: list[ModelSpec] = Field(
+        default_factory=lambda: [
+            ModelSpec(name="base", path="organism:base", role="base"),
+            ModelSpec(name="it", path="organism:it", role="finetune"),
+            ModelSpec(name="shift", path="organism:shift", role="finetune"),
+        ],
+        description="The models to diff: one 'base', one or more 'finetune', optional 'control'.",
+    )
+    design: Literal["pairwise", "joint"] = Field(
+        default="pairwise",
+        description="'pairwise': one base-vs-finetune crosscoder per fine-tune; 'joint': one "
+        "N-model crosscoder over all models.",
+    )
+    headline: tuple[str, str] | None = Field(
+        default=None,
+        description="(A, B): report category shares of A-specific latents relative to B-specific "
+        "ones (the paper's SimPO-vs-instruct table). None = each fine-tune vs base.",
+    )
+    seed: int = Field(default=0, description="Global seed.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Data.")
+    harvest: HarvestConfig = Field(default_factory=HarvestConfig, description="Harvest.")
+    crosscoder: CrosscoderConfig = Field(default_factory=CrosscoderConfig, description="Crosscoder.")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig, description="Selection.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Examples.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Store.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge.")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="Agent.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Report.")
+
+    @model_validator(mode="after")
+    def _check_models(self) -> RunConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: names must be unique, got {names}")
+        roles = [m.role for m in self.models]
+        if roles.count("base") != 1:
+            raise ValueError(f"models: exactly one model needs role 'base', got {roles.count('base')}")
+        if roles.count("finetune") < 1:
+            raise ValueError("models: at least one model needs role 'finetune'")
+        if roles.count("control") > 1:
+            raise ValueError("models: at most one 'control' model")
+        if self.headline is not None:
+            ft = {m.name for m in self.models if m.role == "finetune"}
+            a, b = self.headline
+            if a not in ft or b not in ft or a == b:
+                raise ValueError(
+                    f"headline: needs two different fine-tune names from {sorted(ft)}, got {[a, b]}"
+                )
+        return self
+
+    @property
+    def base(self) -> ModelSpec:
+        """The base model."""
+        return next(m for m in self.models if m.role == "base")
+
+    @property
+    def finetunes(self) -> list[ModelSpec]:
+        """The fine-tuned models, in config order."""
+        return [m for m in self.models if m.role == "finetune"]
+
+    @property
+    def control(self) -> ModelSpec | None:
+        """The control model, if any."""
+        return next((m for m in self.models if m.role == "control"), None)
+
+    def resolved_run_dir(self) -> Path:
+        """The run directory (run_dir, or runs/NAME)."""
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+    def section_hash(self, *sections: str) -> str:
+        """A short content hash of the named sections, used to decide whether a stage must rerun."""
+        dumped = self.model_dump(mode="json")
+        payload = {s: dumped[s] for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ['crosscoder.k=64', 'models.0.path=x'] into a nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        if not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"override {item!r}: empty key segment")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: Any, update: Any) -> Any:
+    if isinstance(base, dict) and isinstance(update, dict):
+        merged = dict(base)
+        for k, v in update.items():
+            merged[k] = _merge(base.get(k), v) if k in base else v
+        return merged
+    if isinstance(base, list) and isinstance(update, dict) and all(k.isdigit() for k in update):
+        merged_list = list(base)
+        for k, v in update.items():
+            i = int(k)
+            if i >= len(merged_list):
+                raise ConfigError(f"override index {i} out of range (list has {len(merged_list)})")
+            merged_list[i] = _merge(merged_list[i], v)
+        return merged_list
+    return update
+
+
+def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+    """Validate a raw dict (plus overrides) into a RunConfig; raise ConfigError with one line.
+
+    Overrides are applied on top of the defaults merged with `data`, so `models.1.path=x` works
+    whether or not the YAML lists models.
+    """
+    merged = _merge(RunConfig().model_dump(mode="json"), data)
+    if overrides:
+        merged = _merge(merged, parse_overrides(overrides))
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a RunConfig from YAML (None = defaults) with `key.sub=value` overrides."""
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{p}:{where}: invalid YAML: {problem}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return build_config(data, overrides)
+    except ConfigError as err:
+        prefix = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+def dump_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write cfg as YAML next to an artifact (atomically)."""
+    from latentdiff.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,1 @@
+"""latentdiff.store: the Chroma store of latent examples and findings."""
