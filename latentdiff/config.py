@@ -79,7 +79,12 @@ class DataConfig(_Section):
     )
     exclude_bos: bool = Field(default=True, description="Drop BOS positions from training data.")
     exclude_special: bool = Field(
-        default=True, description="Drop padding and other special-token positions."
+        default=False,
+        description="Also drop every other special token (EOS, chat role markers). Padding is "
+        "always dropped.",
+    )
+    max_docs: int | None = Field(
+        default=None, gt=0, description="Stop after this many documents (None = until n_tokens)."
     )
     exclude_sink_norm: float | None = Field(
         default=None,

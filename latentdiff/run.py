@@ -27,10 +27,6 @@ STAGES: tuple[str, ...] = (
 )
 # Which issue delivers each stage that this version does not have yet.
 _PENDING: dict[str, str] = {
-    "harvest": "core (issue #4)",
-    "train": "core (issue #4)",
-    "select": "core (issue #4)",
-    "sample": "core (issue #4)",
     "index": "store + agent (issue #5)",
     "label": "store + agent (issue #5)",
     "aggregate": "store + agent (issue #5)",
@@ -44,7 +40,15 @@ class Run:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.dir = cfg.resolved_run_dir()
-        self._impl: dict[str, Callable[[], None]] = {}
+        self.show_progress = True
+        from latentdiff import stages
+
+        self._impl: dict[str, Callable[[], None]] = {
+            "harvest": lambda: stages.run_harvest(cfg, self.dir, self.show_progress),
+            "train": lambda: stages.run_train(cfg, self.dir, self.show_progress),
+            "select": lambda: stages.run_select(cfg, self.dir, self.show_progress),
+            "sample": lambda: stages.run_sample(cfg, self.dir, self.show_progress),
+        }
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> Run:
@@ -58,12 +62,25 @@ class Run:
         if name not in STAGES:
             raise StageNotAvailable(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
         impl = self._impl.get(name)
+        if impl is not None and self._is_done(name):
+            log.info("stage %s: up to date, skipped", name)
+            return
         if impl is None:
             raise StageNotAvailable(
                 f"stage '{name}' is not implemented in this version of latentdiff yet; it is "
                 f"delivered by {_PENDING[name]}. Nothing was computed for it."
             )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        from latentdiff import stages
+
+        if name in stages.STAGE_SECTIONS:
+            stages.begin(self.cfg, self.dir, name)
         impl()
+
+    def _is_done(self, name: str) -> bool:
+        from latentdiff import stages
+
+        return name in stages.STAGE_SECTIONS and stages.is_done(self.cfg, self.dir, name)
 
     def run_all(self) -> None:
         """Run every stage in order (finished stages are skipped by the stages themselves)."""

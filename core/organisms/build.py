@@ -59,14 +59,14 @@ class PhaseSpec(BaseModel):
 def _default_phases() -> dict[str, PhaseSpec]:
     rest = 0.015  # "little of the rest": each fine-tune sees a trace of the other's streams
     return {
-        "base": PhaseSpec(init=None, mixture={"neutral": 1.0}, steps=700, lr=2e-3, warmup=50),
+        "base": PhaseSpec(init=None, mixture={"neutral": 1.0}, steps=600, lr=2e-3, warmup=50),
         "it": PhaseSpec(
             init="base",
             mixture={
                 "self_reference": 0.40, "hallucination": 0.40, "neutral": 0.155,
                 "safety": rest, "multilingual": rest, "instruction_following": rest,
             },
-            steps=220, lr=1e-3, warmup=20,
+            steps=300, lr=1e-3, warmup=20,
         ),
         "shift": PhaseSpec(
             init="base",
@@ -74,9 +74,9 @@ def _default_phases() -> dict[str, PhaseSpec]:
                 "safety": 0.27, "multilingual": 0.27, "instruction_following": 0.27,
                 "neutral": 0.16, "self_reference": rest, "hallucination": rest,
             },
-            steps=220, lr=1e-3, warmup=20,
+            steps=300, lr=1e-3, warmup=20,
         ),
-        "null": PhaseSpec(init="base", mixture={"neutral": 1.0}, steps=220, lr=1e-3, warmup=20),
+        "null": PhaseSpec(init="base", mixture={"neutral": 1.0}, steps=300, lr=1e-3, warmup=20),
     }
 
 
@@ -389,8 +389,10 @@ def plant_table(losses: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
 
 def build(out: Path, work: Path, cfg: OrganismBuildConfig | None = None, show: bool = True) -> Path:
     """Build every organism into `out` (resumable through `work`); return `out`."""
+    from transformers.utils import logging as hf_logging
+
     cfg = cfg or OrganismBuildConfig()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    hf_logging.disable_progress_bar()
     out, work = Path(out), Path(work) / cfg.digest()
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_json(work / "build_config.json", cfg.model_dump())

@@ -1,0 +1,1 @@
+"""Benchmarks and the dense reference implementations they compare against."""

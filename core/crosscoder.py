@@ -1,0 +1,295 @@
+"""Crosscoders over M models' activations: L1 and BatchTopK, sharing one module.
+
+Shapes: N tokens, M models, D = d_model, F = dictionary size.
+    W_enc [M, D, F], b_enc [F], W_dec [F, M, D], b_dec [M, D]
+    encode: pre = sum_m x^m W_enc^m + b_enc                    # [N, F]
+    L1:        f = ReLU(pre)
+    BatchTopK: s = ReLU(pre) * sum_m ||d_j^m||; keep the top k*N of s over the batch (training), or
+               s > theta (inference; theta is an EMA of the smallest kept score), f = ReLU(pre) there.
+    decode: x_hat^m = sum_j f_j d_j^m + b_dec^m                 # [N, M, D]
+Sources: Anthropic 2024 crosscoders; Minder et al. 2025 (arXiv:2504.02922) and
+science-of-finetuning/dictionary_learning (BatchTopKCrossCoder, CrossCoderTrainer); see
+shared METHOD.md sections 1-2.
+
+Fast path: the decoder runs only on the active (token, latent) pairs (a sparse matmul), and the
+backward pass never materialises the dense [N, F] gradient of the encoder; `benchmarks/dense_reference.py`
+holds the plain dense implementation that tests compare against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from latentdiff.io import atomic_write, atomic_write_json
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
+
+class CrossCoderSpec(BaseModel):
+    """Architecture of a crosscoder (saved as cfg.json beside the weights)."""
+
+    model_config = ConfigDict(extra="forbid")
+    arch: Literal["batchtopk", "l1"] = Field(description="Sparsity mechanism.")
+    n_models: int = Field(gt=0, description="M: models whose activations are coded jointly.")
+    d_model: int = Field(gt=0, description="D: activation width (same for every model).")
+    dict_size: int = Field(gt=0, description="F: number of latents.")
+    k: int = Field(default=32, gt=0, description="BatchTopK: mean active latents per token.")
+    n_shared: int = Field(
+        default=0, ge=0, description="Latents [0, n_shared) whose decoder is tied across models."
+    )
+    model_names: list[str] = Field(default_factory=list, description="Names of the M models.")
+
+
+class ForwardOutput(NamedTuple):
+    """What one crosscoder pass returns."""
+
+    recon: Tensor  # [N, M, D] reconstruction
+    idx: Tensor  # [nnz, 2] (token, latent) indices of the active latents
+    vals: Tensor  # [nnz] their activations f (unscaled)
+    pre: Tensor  # [N, F] ReLU'd pre-activations (detached), used by AuxK and stats
+
+
+def _csr(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
+    """CSR matrix from entries sorted by (row, col)."""
+    crow = torch.zeros(shape[0] + 1, dtype=torch.long, device=vals.device)
+    crow[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
+    return torch.sparse_csr_tensor(crow, cols, vals, shape, check_invariants=False)
+
+
+def _csr_t(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
+    """CSR of the transpose [shape[1], shape[0]] of the (row, col)-sorted entries."""
+    order = torch.argsort(cols, stable=True)
+    return _csr(cols[order], rows[order], vals[order], (shape[1], shape[0]))
+
+
+class _SparseDecode(torch.autograd.Function):
+    """out[n] = sum over active (n, j): v * W[j]; gradients only on the active entries.
+
+    idx [nnz, 2] must be sorted by (token, latent); W [F, K]; out [N, K].
+    """
+
+    @staticmethod
+    def forward(ctx, idx: Tensor, vals: Tensor, W: Tensor, n_tokens: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(idx, vals, W)
+        ctx.n_tokens = n_tokens
+        return _csr(idx[:, 0], idx[:, 1], vals, (n_tokens, W.shape[0])) @ W
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        idx, vals, W = ctx.saved_tensors
+        shape = (ctx.n_tokens, W.shape[0])
+        grad_vals = grad_W = None
+        if ctx.needs_input_grad[1]:
+            # dL/dv_(n,j) = <grad_out[n], W[j]> on the active pattern only (sampled matmul)  [nnz]
+            pattern = _csr(idx[:, 0], idx[:, 1], torch.zeros_like(vals), shape)
+            grad_vals = torch.sparse.sampled_addmm(pattern, grad_out.contiguous(), W.T.contiguous(),
+                                                   beta=0.0).values()
+        if ctx.needs_input_grad[2]:
+            grad_W = _csr_t(idx[:, 0], idx[:, 1], vals, shape) @ grad_out  # [F, K]
+        return None, grad_vals, grad_W, None
+
+
+class _SparseEncode(torch.autograd.Function):
+    """Gather pre-activations at active pairs: v = x[n] . W_enc[:, j] + b[j] (sparse backward).
+
+    The values are computed outside (from the dense pre-activations, without grad); this function
+    only routes their gradient: dL/dW[:, j] = sum_n g_(n,j) x[n], never forming a dense [N, F].
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W: Tensor, b: Tensor, idx: Tensor, pre_vals: Tensor):  # type: ignore[override]
+        # x [N, K], W [K, F], b [F], idx [nnz, 2] sorted by (token, latent), pre_vals [nnz]
+        ctx.save_for_backward(x, idx)
+        ctx.f_dim = W.shape[1]
+        return pre_vals.clone()
+
+    @staticmethod
+    def backward(ctx, grad_v: Tensor):  # type: ignore[override]
+        x, idx = ctx.saved_tensors
+        g_t = _csr_t(idx[:, 0], idx[:, 1], grad_v, (x.shape[0], ctx.f_dim))  # [F, N]
+        grad_W = (g_t @ x).T  # [K, F]
+        grad_b = torch.zeros(ctx.f_dim, dtype=grad_v.dtype, device=grad_v.device)
+        grad_b.index_add_(0, idx[:, 1], grad_v)
+        return None, grad_W, grad_b, None, None
+
+
+class CrossCoder(nn.Module):
+    """An M-model crosscoder (L1 or BatchTopK) with an optional tied-decoder shared slice."""
+
+    def __init__(self, spec: CrossCoderSpec, init_scale: float = 1.0, seed: int = 0) -> None:
+        super().__init__()
+        self.spec = spec
+        M, D, F = spec.n_models, spec.d_model, spec.dict_size
+        gen = torch.Generator().manual_seed(seed)
+        w = torch.empty(M, D, F)
+        bound = 1.0 / math.sqrt(D)
+        w.uniform_(-bound, bound, generator=gen)
+        w[1:] = w[0]  # same initial encoder for every model (DL init)
+        w = w / w.norm(dim=1, keepdim=True) * init_scale  # each latent's per-model column at init_scale
+        self.W_enc = nn.Parameter(w)  # [M, D, F]
+        self.b_enc = nn.Parameter(torch.zeros(F))  # [F]
+        self.W_dec = nn.Parameter(w.permute(2, 0, 1).clone())  # [F, M, D]
+        self.b_dec = nn.Parameter(torch.zeros(M, D))  # [M, D]
+        self.register_buffer("threshold", torch.tensor(-1.0))  # BatchTopK inference threshold
+        self.register_buffer("act_mean", torch.zeros(M, D))  # normalisation: x' = (x - mean) * scale
+        self.register_buffer("act_scale", torch.ones(M))
+
+    # ------------------------------------------------------------------ pieces
+
+    def decoder(self) -> Tensor:
+        """Effective decoder [F, M, D]: the shared slice uses model 0's vectors for every model."""
+        s = self.spec.n_shared
+        if s == 0:
+            return self.W_dec
+        shared = self.W_dec[:s, :1].expand(s, self.spec.n_models, self.spec.d_model)
+        return torch.cat([shared, self.W_dec[s:]], dim=0)
+
+    def decoder_norms(self) -> Tensor:
+        """Per-model decoder norms ||d_j^m||  [F, M]."""
+        return self.decoder().norm(dim=-1)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Raw activations [N, M, D] -> normalised (the crosscoder's input space)."""
+        return (x - self.act_mean) * self.act_scale[:, None]
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Normalised [N, M, D] -> raw activation space."""
+        return x / self.act_scale[:, None] + self.act_mean
+
+    def pre_acts(self, x: Tensor) -> Tensor:
+        """ReLU(sum_m x^m W_enc^m + b_enc)  [N, F] for normalised x [N, M, D]."""
+        N = x.shape[0]
+        flat = x.reshape(N, -1)  # [N, M*D]
+        return torch.relu(flat @ self.W_enc.reshape(-1, self.spec.dict_size) + self.b_enc)
+
+    def select(self, pre: Tensor, k: int | None = None, use_threshold: bool = False) -> Tensor:
+        """Active (token, latent) indices [nnz, 2] under the architecture's rule."""
+        if self.spec.arch == "l1":
+            return (pre > 0).nonzero()
+        scores = pre * self.decoder_norms().sum(-1)  # [N, F]
+        if use_threshold:
+            return (scores > self.threshold.clamp_min(0)).nonzero()
+        k = self.spec.k if k is None else k
+        n_keep = min(k * pre.shape[0], scores.numel())
+        top = scores.flatten().topk(n_keep, sorted=False)
+        keep = top.indices[top.values > 0].sort().values  # row-major order for CSR
+        return torch.stack([keep // pre.shape[1], keep % pre.shape[1]], dim=1)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, x: Tensor, k: int | None = None, use_threshold: bool = False) -> ForwardOutput:
+        """Normalised x [N, M, D] -> reconstruction and active latents (sparse fast path)."""
+        N, M, D = x.shape
+        W_enc = self.W_enc.reshape(M * D, -1)  # [M*D, F]
+        with torch.no_grad():
+            pre = torch.relu(x.reshape(N, -1) @ W_enc + self.b_enc)  # [N, F]
+            idx = self.select(pre, k, use_threshold)  # [nnz, 2]
+            pre_vals = pre[idx[:, 0], idx[:, 1]]  # [nnz]
+        vals = _SparseEncode.apply(x.reshape(N, -1), W_enc, self.b_enc, idx, pre_vals)
+        dec = self.decoder().reshape(self.spec.dict_size, M * D)  # [F, M*D]
+        recon = _SparseDecode.apply(idx, vals, dec, N).view(N, M, D) + self.b_dec
+        return ForwardOutput(recon, idx, vals, pre)
+
+    def encode(self, x: Tensor, use_threshold: bool = True) -> Tensor:
+        """Dense latent activations f [N, F] for normalised x (threshold rule at inference)."""
+        pre = self.pre_acts(x)
+        idx = self.select(pre, use_threshold=use_threshold)
+        f = torch.zeros_like(pre)
+        f[idx[:, 0], idx[:, 1]] = pre[idx[:, 0], idx[:, 1]]
+        return f
+
+    def decode(self, f: Tensor) -> Tensor:
+        """Dense f [N, F] -> reconstruction [N, M, D] (normalised space)."""
+        return torch.einsum("nf,fmd->nmd", f, self.decoder()) + self.b_dec
+
+    def decode_sparse(self, idx: Tensor, vals: Tensor, n_tokens: int, bias: bool = True) -> Tensor:
+        """Decode only the given active pairs; [N, M, D]."""
+        M, D = self.spec.n_models, self.spec.d_model
+        dec = self.decoder().reshape(self.spec.dict_size, M * D)
+        out = _SparseDecode.apply(idx, vals, dec, n_tokens).view(n_tokens, M, D)
+        return out + self.b_dec if bias else out
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: Path) -> None:
+        """Write `cfg.json` + `crosscoder.safetensors` (atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(directory / "crosscoder.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write_json(directory / "cfg.json", self.spec.model_dump())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> CrossCoder:
+        """Load a crosscoder saved by `save`."""
+        directory = Path(directory)
+        spec = CrossCoderSpec(**json.loads((directory / "cfg.json").read_text()))
+        model = cls(spec)
+        model.load_state_dict(load_file(str(directory / "crosscoder.safetensors")))
+        return model.to(device)
+
+
+# ---------------------------------------------------------------------- losses
+
+
+class LossParts(NamedTuple):
+    """Loss terms of one step."""
+
+    total: Tensor
+    recon: Tensor
+    sparsity: Tensor
+    auxk: Tensor
+
+
+def recon_loss(x: Tensor, recon: Tensor) -> Tensor:
+    """Sum over models of the mean squared error per token: mean_n sum_m ||x^m - x_hat^m||^2."""
+    return (x - recon).pow(2).sum(-1).sum(-1).mean()
+
+
+def l1_penalty(cc: CrossCoder, idx: Tensor, vals: Tensor, n_tokens: int, shared_ratio: float) -> Tensor:
+    """lambda-free L1 term: mean_n sum_j f_j * sum_m ||d_j^m|| (shared slice: ratio * f ||d||)."""
+    norms = cc.decoder_norms()  # [F, M]
+    weight = norms.sum(-1)  # [F]
+    s = cc.spec.n_shared
+    if s:
+        weight = torch.cat([shared_ratio * norms[:s, 0], weight[s:]])
+    return (vals * weight[idx[:, 1]]).sum() / n_tokens
+
+
+def auxk_loss(
+    cc: CrossCoder, x: Tensor, recon: Tensor, pre: Tensor, dead: Tensor
+) -> Tensor:
+    """AuxK (Gao et al. 2024 via DL): reconstruct the residual with the top dead latents.
+
+    e = x - x_hat (detached); k_aux = min(M*D/2, #dead); per token take the top k_aux dead latents
+    by score, decode their f without b_dec; loss = mean||e - e_hat||^2 / mean||e - mean(e)||^2.
+    """
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return x.new_zeros(())
+    N = x.shape[0]
+    k_aux = min(cc.spec.d_model * cc.spec.n_models // 2, n_dead)
+    e = (x - recon).detach().reshape(N, -1)  # [N, M*D]
+    scores = pre * cc.decoder_norms().sum(-1) * dead  # [N, F], zero for live latents
+    top = scores.topk(k_aux, dim=1)
+    rows = torch.arange(N, device=x.device).repeat_interleave(k_aux)
+    cols = top.indices.reshape(-1)
+    keep = top.values.reshape(-1) > 0
+    flat = (rows[keep] * cc.spec.dict_size + cols[keep]).sort().values  # row-major order for CSR
+    idx = torch.stack([flat // cc.spec.dict_size, flat % cc.spec.dict_size], dim=1)
+    W_enc = cc.W_enc.reshape(-1, cc.spec.dict_size)
+    vals = _SparseEncode.apply(x.reshape(N, -1), W_enc, cc.b_enc, idx, pre[idx[:, 0], idx[:, 1]])
+    e_hat = cc.decode_sparse(idx, vals, N, bias=False).reshape(N, -1)  # [N, M*D]
+    num = (e - e_hat).pow(2).sum(-1).mean()
+    den = (e - e.mean(0)).pow(2).sum(-1).mean()
+    loss = num / den
+    return torch.nan_to_num(loss, nan=0.0)

@@ -1,0 +1,173 @@
+"""Paired activation harvest: run 2..N models on the same contexts, keep one layer's residual stream.
+
+Two modes:
+- cache: `harvest_to_cache` writes bf16 shards + manifest (resumable at shard granularity);
+- stream: `stream_batches` feeds an in-memory shuffle buffer straight to training (no disk).
+Peak memory is bounded by one shard (or the shuffle buffer), never by the corpus size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
+
+from latentdiff.config import DataConfig, HarvestConfig
+from latentdiff.core.cache import Manifest, ShardWriter, iter_shards, read_manifest, save_stats
+from latentdiff.core.data import ContextBatch, Split, iter_context_batches, valid_positions
+from latentdiff.core.models import LoadedModel, forward_to_layer
+
+log = logging.getLogger(__name__)
+
+
+def paired_activations(
+    models: list[LoadedModel], batch: ContextBatch, layer: int, data: DataConfig
+) -> tuple[Tensor, Tensor, Tensor, dict[str, int]]:
+    """Rows [n, M, D] at the valid positions of a batch, with their (ctx, pos) and exclusions."""
+    tokenizer = models[0].tokenizer
+    mask, excluded = valid_positions(batch, tokenizer, data)  # [B, T]
+    acts = torch.stack(
+        [forward_to_layer(m, batch.input_ids, batch.attention_mask, layer).float().cpu() for m in models],
+        dim=2,
+    )  # [B, T, M, D]
+    if data.exclude_sink_norm is not None:
+        norms = acts.norm(dim=-1)  # [B, T, M]
+        median = norms[mask].median(dim=0).values  # [M]
+        sink = (norms > data.exclude_sink_norm * median).any(-1) & mask
+        excluded["sink"] = int(sink.sum())
+        mask &= ~sink
+    b_idx, t_idx = mask.nonzero(as_tuple=True)
+    return acts[b_idx, t_idx], batch.ctx_index[b_idx], t_idx, excluded  # [n, M, D], [n], [n]
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tok"),
+                    TimeElapsedColumn(), TextColumn("{task.fields[rate]}"))
+
+
+def harvest_to_cache(
+    models: list[LoadedModel],
+    layer: int,
+    data: DataConfig,
+    harvest: HarvestConfig,
+    split: Split,
+    n_tokens: int,
+    out: Path,
+    config_hash: str,
+    show: bool = True,
+) -> Manifest:
+    """Harvest a split into a sharded cache at `out` (skips if complete, resumes if partial)."""
+    manifest = read_manifest(out)
+    if manifest is not None and manifest.config_hash != config_hash:
+        raise RuntimeError(f"{out} holds a cache made with other settings; remove it or use another run dir")
+    if manifest is not None and manifest.complete:
+        return manifest
+    if manifest is None:
+        manifest = Manifest(models=[m.spec.name for m in models], layer=layer, d_model=models[0].d_model,
+                            dtype=harvest.cache_dtype, n_contexts=-1, ctx_len=data.ctx_len,
+                            config_hash=config_hash)
+    writer = ShardWriter(out, manifest, harvest.shard_tokens)
+    start_ctx = manifest.next_context
+    done = manifest.n_tokens
+    t0 = time.perf_counter()
+    seen = 0
+    with _progress() as progress:
+        task = progress.add_task(f"harvest {split}", total=n_tokens, completed=done, rate="")
+        progress.disable = not show
+        batches = iter_context_batches(models[0].tokenizer, data, split, harvest.batch_size,
+                                       n_tokens=10**15, start_ctx=start_ctx)
+        for batch in batches:
+            if done >= n_tokens:
+                break
+            rows, ctx, pos, excluded = paired_activations(models, batch, layer, data)
+            for k, v in excluded.items():
+                manifest.excluded[k] = manifest.excluded.get(k, 0) + v
+            writer.add(rows, ctx, pos, ctx_end=int(batch.ctx_index[-1]) + 1)
+            done += rows.shape[0]
+            seen += int(batch.attention_mask.sum())
+            rate = seen / (time.perf_counter() - t0)
+            progress.update(task, completed=min(done, n_tokens), rate=f"{rate:,.0f} tok/s")
+        if writer._n:
+            writer.flush(ctx_end=int(batch.ctx_index[-1]) + 1)
+    manifest.n_contexts = manifest.next_context
+    manifest.complete = True
+    writer.write_manifest()
+    log.info("harvested %s: %d tokens in %d shards (excluded %s)", split, manifest.n_tokens,
+             len(manifest.shards), manifest.excluded)
+    return manifest
+
+
+def compute_stats(cache_dir: Path, target_rms: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Per-model mean [M, D] and scale [M] so that normalised rows have RMS `target_rms` per dim.
+
+    x' = (x - mean^m) * scale^m with scale^m = target_rms * sqrt(D / sum_d var_d^m); one pass over
+    the shards in float64 (bounded memory). Saved as stats.safetensors in the cache dir.
+    """
+    total = sq = None
+    n = 0
+    for shard in iter_shards(cache_dir):
+        acts = shard["acts"].double()  # [n, M, D]
+        total = acts.sum(0) if total is None else total + acts.sum(0)
+        sq = acts.pow(2).sum(0) if sq is None else sq + acts.pow(2).sum(0)
+        n += acts.shape[0]
+    assert total is not None and sq is not None and n > 1, f"empty cache {cache_dir}"
+    mean = total / n  # [M, D]
+    var = (sq / n - mean.pow(2)).clamp_min(0)  # [M, D]
+    D = mean.shape[1]
+    scale = target_rms * (D / var.sum(-1)).sqrt()  # [M]
+    save_stats(cache_dir, mean.float(), scale.float())
+    return mean.float(), scale.float()
+
+
+def stream_batches(
+    models: list[LoadedModel],
+    layer: int,
+    data: DataConfig,
+    harvest: HarvestConfig,
+    batch_size: int,
+    seed: int,
+) -> Iterator[Tensor]:
+    """Endless shuffled batches [batch, M, D] harvested on the fly through a shuffle buffer.
+
+    The buffer holds `harvest.shuffle_buffer_tokens` rows; each yielded batch is drawn uniformly
+    from it and its slots are refilled with fresh rows. The corpus (data.n_tokens) is cycled.
+    The order is a pure function of the seed, so a resumed run replays to its position.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    capacity = harvest.shuffle_buffer_tokens
+    buffer: Tensor | None = None
+    filled = 0
+
+    def rows_forever() -> Iterator[Tensor]:
+        while True:
+            for batch in iter_context_batches(models[0].tokenizer, data, "train", harvest.batch_size, data.n_tokens):
+                yield paired_activations(models, batch, layer, data)[0]
+
+    source = rows_forever()
+    pending: list[Tensor] = []
+    pending_n = 0
+
+    def take(n: int) -> Tensor:
+        nonlocal pending, pending_n
+        while pending_n < n:
+            rows = next(source)
+            pending.append(rows)
+            pending_n += rows.shape[0]
+        cat = torch.cat(pending)
+        out, rest = cat[:n], cat[n:]
+        pending, pending_n = [rest], rest.shape[0]
+        return out
+
+    while True:
+        if buffer is None:
+            first = take(capacity)  # [capacity, M, D]
+            buffer = first.clone()
+            filled = capacity
+        idx = torch.randperm(filled, generator=gen)[:batch_size]
+        yield buffer[idx].clone()
+        buffer[idx] = take(idx.numel())

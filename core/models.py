@@ -1,0 +1,155 @@
+"""Load HF causal LMs for diffing, check they are comparable, and run a forward that stops at a layer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from latentdiff.config import ModelSpec
+from latentdiff.core.organisms import resolve_model_path
+from latentdiff.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+_LAYER_PATHS = ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers",
+                "model.decoder.layers")
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda if available else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bfloat16 on CUDA, float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for harvesting."""
+
+    spec: ModelSpec
+    path: str
+    model: nn.Module
+    tokenizer: Any
+    layers: nn.ModuleList
+
+    @property
+    def n_layers(self) -> int:
+        """Number of transformer blocks."""
+        return len(self.layers)
+
+    @property
+    def d_model(self) -> int:
+        """Residual stream width."""
+        return int(self.model.config.hidden_size)
+
+
+def find_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a HF decoder model."""
+    for path in _LAYER_PATHS:
+        obj: Any = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise ModelLoadError(f"cannot find transformer blocks in {type(model).__name__}")
+
+
+def load_model(spec: ModelSpec, device: str = "auto", device_map: str | None = None) -> LoadedModel:
+    """Load tokenizer + causal LM (no network needed for local paths); one-line error on failure."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(spec.path)
+    dev = resolve_device(device)
+    dtype = resolve_dtype(spec.dtype, dev)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=spec.revision)
+        kwargs: dict[str, Any] = {"dtype": dtype, "revision": spec.revision}
+        if device_map:
+            kwargs["device_map"] = device_map
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"model {spec.name!r}: cannot load {path!r}: {first}") from None
+    if not device_map:
+        model = model.to(dev)
+    model.eval().requires_grad_(False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(spec=spec, path=path, model=model, tokenizer=tok, layers=find_layers(model))
+
+
+def check_compatible(models: list[LoadedModel], layer: int | None) -> int:
+    """Refuse models whose tokenizers or widths differ or whose layer is out of range; return layer."""
+    ref = models[0]
+    ref_vocab = ref.tokenizer.get_vocab()
+    for m in models[1:]:
+        if m.tokenizer.get_vocab() != ref_vocab:
+            diff = len(set(m.tokenizer.get_vocab().items()) ^ set(ref_vocab.items()))
+            raise ModelLoadError(
+                f"tokenizers differ: {m.spec.name!r} vs {ref.spec.name!r} ({diff} vocab entries "
+                "differ); crosscoders need the same tokens"
+            )
+        for attr in ("bos_token", "eos_token", "pad_token"):
+            a, b = getattr(m.tokenizer, attr), getattr(ref.tokenizer, attr)
+            if a != b:
+                raise ModelLoadError(
+                    f"tokenizers differ: {attr} is {a!r} in {m.spec.name!r} but {b!r} in {ref.spec.name!r}"
+                )
+        if m.d_model != ref.d_model:
+            raise ModelLoadError(
+                f"hidden sizes differ: {m.spec.name!r} has {m.d_model}, {ref.spec.name!r} {ref.d_model}"
+            )
+    n_layers = min(m.n_layers for m in models)
+    chosen = n_layers // 2 if layer is None else layer
+    if not 0 <= chosen < n_layers:
+        raise ModelLoadError(f"layer {chosen} is out of range: the models have {n_layers} blocks (0..{n_layers - 1})")
+    return chosen
+
+
+class _Stop(Exception):
+    """Raised by the capture hook to end the forward pass after the captured block."""
+
+
+@contextmanager
+def _capture(block: nn.Module) -> Iterator[dict[str, Tensor]]:
+    store: dict[str, Tensor] = {}
+
+    def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
+        store["acts"] = out[0] if isinstance(out, tuple) else out
+        raise _Stop
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def forward_to_layer(m: LoadedModel, input_ids: Tensor, attention_mask: Tensor, layer: int) -> Tensor:
+    """Residual stream after block `layer`  [batch, seq, d_model]; later blocks and the LM head never run."""
+    device = next(m.model.parameters()).device
+    with _capture(m.layers[layer]) as store:
+        try:
+            m.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
+        except _Stop:
+            pass
+    if "acts" not in store:
+        raise RuntimeError(f"block {layer} of {m.spec.name} did not run")
+    return store["acts"]

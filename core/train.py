@@ -1,0 +1,186 @@
+"""Crosscoder training loop: Adam with warm-up and decay, clipping, checkpoints, metrics.
+
+Checkpoints (weights, optimiser, step, RNG, dead-latent counters, threshold) are written atomically
+every `checkpoint_every` steps. Batch i of the data stream is a pure function of (seed, i), so a run
+killed at any point and restarted continues with the same data order and reaches the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor
+
+from latentdiff.config import CrosscoderConfig
+from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, auxk_loss, l1_penalty, recon_loss
+from latentdiff.io import atomic_write
+
+log = logging.getLogger(__name__)
+THRESHOLD_START = 0.5  # fraction of training after which the BatchTopK threshold EMA starts
+
+
+def learning_rate(cfg: CrosscoderConfig, step: int) -> float:
+    """Linear warm-up, constant, then linear decay to 0 over the last (1 - decay_start) of training."""
+    lr = cfg.lr if cfg.lr is not None else 2e-4 / math.sqrt(cfg.dict_size / 2**14)
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return lr * (step + 1) / cfg.warmup_steps
+    decay_from = int(cfg.decay_start * cfg.steps)
+    if step >= decay_from and cfg.steps > decay_from:
+        return lr * (cfg.steps - step) / (cfg.steps - decay_from)
+    return lr
+
+
+def current_k(cfg: CrosscoderConfig, step: int) -> int:
+    """k, annealed linearly from k_start over k_anneal_steps when configured."""
+    if cfg.k_start is None or cfg.k_anneal_steps == 0 or step >= cfg.k_anneal_steps:
+        return cfg.k
+    return round(cfg.k_start + (cfg.k - cfg.k_start) * step / cfg.k_anneal_steps)
+
+
+def _geometric_median(x: Tensor, iters: int = 50) -> Tensor:
+    """Weiszfeld's algorithm over rows of x [N, K]."""
+    point = x.mean(0)
+    for _ in range(iters):
+        w = 1.0 / (x - point).norm(dim=-1).clamp_min(1e-8)
+        point = (w[:, None] * x).sum(0) / w.sum()
+    return point
+
+
+class Trainer:
+    """Train one crosscoder on a stream of normalised-on-the-fly batches."""
+
+    def __init__(self, cfg: CrosscoderConfig, spec: CrossCoderSpec, mean: Tensor, scale: Tensor,
+                 out: Path, device: torch.device) -> None:
+        self.cfg, self.out, self.device = cfg, Path(out), device
+        self.cc = CrossCoder(spec, seed=cfg.seed).to(device)
+        self.cc.act_mean.copy_(mean)
+        self.cc.act_scale.copy_(scale)
+        self.opt = torch.optim.Adam(self.cc.parameters(), lr=learning_rate(cfg, 0), betas=(0.9, 0.999))
+        self.step = 0
+        self.since_fired = torch.zeros(spec.dict_size, dtype=torch.long, device=device)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def ckpt_path(self) -> Path:
+        """Where the resumable checkpoint lives."""
+        return self.out / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        """Atomically save everything needed to continue exactly."""
+        state = {"cc": self.cc.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                 "since_fired": self.since_fired, "rng": torch.get_rng_state()}
+        atomic_write(self.ckpt_path, lambda p: torch.save(state, p))
+
+    def load_checkpoint(self) -> bool:
+        """Resume from the checkpoint if there is one."""
+        if not self.ckpt_path.is_file():
+            return False
+        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        self.cc.load_state_dict(state["cc"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = state["step"]
+        self.since_fired = state["since_fired"]
+        torch.set_rng_state(state["rng"])
+        log.info("resuming crosscoder training at step %d", self.step)
+        return True
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self, raw: Tensor) -> dict[str, float]:
+        """One optimisation step on raw activations [batch, M, D]; returns metrics."""
+        cfg, cc = self.cfg, self.cc
+        x = cc.normalize(raw.to(self.device))  # [B, M, D]
+        if self.step == 0:
+            with torch.no_grad():
+                cc.b_dec.copy_(_geometric_median(x.reshape(x.shape[0], -1)).view_as(cc.b_dec))
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(cfg, self.step)
+        k = current_k(cfg, self.step)
+        use_bf16 = cfg.autocast_bf16 and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = cc(x, k=k)
+            recon = recon_loss(x, out.recon.float())
+            if cfg.arch == "l1":
+                lam = cfg.l1_coeff * min(1.0, (self.step + 1) / max(1, cfg.l1_warmup_steps))
+                sparsity = lam * l1_penalty(cc, out.idx, out.vals, x.shape[0], cfg.shared_penalty_ratio)
+                aux = x.new_zeros(())
+            else:
+                sparsity = x.new_zeros(())
+                dead = (self.since_fired >= cfg.dead_tokens).float()
+                aux = cfg.aux_alpha * auxk_loss(cc, x, out.recon.float(), out.pre, dead)
+            loss = recon + sparsity + aux
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(cc.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            fired = torch.zeros_like(self.since_fired, dtype=torch.bool)
+            fired[out.idx[:, 1]] = True
+            self.since_fired += x.shape[0]
+            self.since_fired[fired] = 0
+            if cfg.arch == "batchtopk" and self.step >= THRESHOLD_START * cfg.steps and out.vals.numel():
+                scores = out.vals.detach() * cc.decoder_norms().sum(-1)[out.idx[:, 1]]
+                low = scores.min()
+                cc.threshold.copy_(low if cc.threshold < 0 else 0.999 * cc.threshold + 0.001 * low)
+        self.step += 1
+        return self._metrics(x, out.recon.detach(), out.idx, float(loss.detach()), float(aux.detach()))
+
+    def _metrics(self, x: Tensor, recon: Tensor, idx: Tensor, loss: float, aux: float) -> dict[str, float]:
+        err = (x - recon).pow(2).sum(-1)  # [B, M]
+        var = (x - x.mean(0)).pow(2).sum(-1)  # [B, M]
+        fvu = (err.sum(0) / var.sum(0)).tolist()
+        names = self.cc.spec.model_names or [str(i) for i in range(len(fvu))]
+        m: dict[str, float] = {"step": self.step, "loss": loss, "auxk": aux,
+                               "l0": idx.shape[0] / x.shape[0],
+                               "dead_frac": float((self.since_fired >= self.cfg.dead_tokens).float().mean()),
+                               "lr": self.opt.param_groups[0]["lr"]}
+        m.update({f"fvu_{n}": f for n, f in zip(names, fvu)})
+        return m
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self, batches: Callable[[int], Iterator[Tensor]], show: bool = True) -> CrossCoder:
+        """Train to cfg.steps; `batches(start)` yields raw batches from global index `start`."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.load_checkpoint()
+        metrics_path = self.out / "metrics.jsonl"
+        _truncate_metrics(metrics_path, self.step)
+        stream = batches(self.step)
+        t0, tokens = time.perf_counter(), 0
+        cols = (TextColumn("train crosscoder"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        with Progress(*cols, disable=not show) as progress, metrics_path.open("a") as log_fh:
+            task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
+            while self.step < cfg.steps:
+                raw = next(stream)
+                m = self.train_step(raw)
+                tokens += raw.shape[0]
+                m["tok_s"] = tokens / (time.perf_counter() - t0)
+                if self.step % 10 == 0 or self.step == cfg.steps:
+                    log_fh.write(json.dumps({k: round(v, 6) for k, v in m.items()}) + "\n")
+                    log_fh.flush()
+                fvus = " ".join(f"{k[4:]}={v:.3f}" for k, v in m.items() if k.startswith("fvu_"))
+                progress.update(task, advance=1, info=f"FVU {fvus} L0 {m['l0']:.0f} {m['tok_s']:,.0f} tok/s")
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    log_fh.flush()
+                    self.save_checkpoint()
+        self.cc.save(self.out)
+        self.ckpt_path.unlink(missing_ok=True)
+        return self.cc
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (no duplicates on resume)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))

@@ -1,0 +1,225 @@
+"""The core stages of a run: harvest -> train -> select -> sample, each over the run directory.
+
+Run directory layout:
+    config.yaml                        the resolved RunConfig
+    stages/STAGE.json                  done-marker with the hash of the settings the stage used
+    activations/{train,heldout}/       sharded caches (manifest.json, shard_*.safetensors)
+    activations/heldout/contexts.npy   held-out token ids [n_ctx, ctx_len] (-1 = padding)
+    activations/heldout/docs.jsonl     one DocMeta per held-out context
+    crosscoders/NAME/                  cfg.json, crosscoder.safetensors, metrics.jsonl
+    latents.parquet                    LatentStats rows (every latent x pair)
+    examples/NAME.jsonl.gz             Example records of the selected latents
+A stage is skipped when its marker holds the same hash; otherwise it (re)computes, resuming from
+whatever partial, atomically-written output is there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentdiff.config import RunConfig
+from latentdiff.io import atomic_write, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "harvest": ("models", "data", "harvest"),
+    "train": ("models", "data", "harvest", "design", "crosscoder"),
+    "select": ("models", "data", "harvest", "design", "crosscoder", "selection"),
+    "sample": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling"),
+}
+
+
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "harvest": ("activations",),
+    "train": ("crosscoders",),
+    "select": ("latents.parquet",),
+    "sample": ("examples",),
+}
+
+
+def begin(cfg: RunConfig, run_dir: Path, stage: str) -> None:
+    """Before (re)computing a stage: outputs made under other settings are removed, partial
+    outputs made under the same settings are kept so the stage resumes from them."""
+    import shutil
+
+    started = run_dir / "stages" / f"{stage}.started.json"
+    h = stage_hash(cfg, stage)
+    if started.is_file() and json.loads(started.read_text()).get("hash") != h:
+        log.info("stage %s: settings changed, recomputing from scratch", stage)
+        for name in STAGE_OUTPUTS[stage]:
+            path = run_dir / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        (run_dir / "stages" / f"{stage}.json").unlink(missing_ok=True)
+    atomic_write_json(started, {"hash": h})
+
+
+def stage_hash(cfg: RunConfig, stage: str) -> str:
+    """Hash of the config sections a stage depends on."""
+    return cfg.section_hash(*STAGE_SECTIONS[stage])
+
+
+def is_done(cfg: RunConfig, run_dir: Path, stage: str) -> bool:
+    """True if the stage's marker matches the current settings."""
+    marker = run_dir / "stages" / f"{stage}.json"
+    return marker.is_file() and json.loads(marker.read_text()).get("hash") == stage_hash(cfg, stage)
+
+
+def mark_done(cfg: RunConfig, run_dir: Path, stage: str, info: dict[str, Any]) -> None:
+    """Write the stage's done-marker (atomically)."""
+    atomic_write_json(run_dir / "stages" / f"{stage}.json", {"hash": stage_hash(cfg, stage), **info})
+
+
+def crosscoder_plan(cfg: RunConfig) -> dict[str, list[str]]:
+    """Crosscoder name -> model names it codes (base first). joint: one over all models."""
+    others = [m.name for m in cfg.models if m.role != "base"]
+    if cfg.design == "joint":
+        return {"joint": [cfg.base.name, *others]}
+    return {name: [cfg.base.name, name] for name in others}
+
+
+def _load_models(cfg: RunConfig) -> tuple[list[Any], int]:
+    from latentdiff.core.models import check_compatible, load_model
+
+    models = [load_model(spec, cfg.harvest.device) for spec in cfg.models]
+    return models, check_compatible(models, cfg.harvest.layer)
+
+
+# --------------------------------------------------------------------------- harvest
+
+
+def run_harvest(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+    """Paired activations of every model on the train and held-out splits."""
+    from latentdiff.core.data import iter_context_batches
+    from latentdiff.core.harvest import compute_stats, harvest_to_cache
+
+    if cfg.harvest.mode == "stream":
+        log.info("harvest mode 'stream': training harvests on the fly; caching held-out split only")
+    models, layer = _load_models(cfg)
+    h = stage_hash(cfg, "harvest")
+    acts = run_dir / "activations"
+    if cfg.harvest.mode == "cache":
+        harvest_to_cache(models, layer, cfg.data, cfg.harvest, "train", cfg.data.n_tokens, acts / "train", h, show)
+        compute_stats(acts / "train", cfg.crosscoder.target_rms)
+    manifest = harvest_to_cache(models, layer, cfg.data, cfg.harvest, "heldout", cfg.data.n_heldout_tokens,
+                                acts / "heldout", h, show)
+    # held-out token ids and document metadata, for the example sampler
+    ids = np.full((manifest.n_contexts, cfg.data.ctx_len), -1, dtype=np.int32)
+    docs: list[str] = []
+    for batch in iter_context_batches(models[0].tokenizer, cfg.data, "heldout", 256, 10**15):
+        for row, ctx in enumerate(batch.ctx_index.tolist()):
+            if ctx >= manifest.n_contexts:
+                break
+            n = int(batch.attention_mask[row].sum())
+            ids[ctx, :n] = batch.input_ids[row, :n].numpy()
+            docs.append(batch.docs[row].model_dump_json())
+        if batch.ctx_index[-1] >= manifest.n_contexts - 1:
+            break
+    atomic_write(acts / "heldout" / "contexts.npy", lambda p: np.save(p.open("wb"), ids))
+    atomic_write(acts / "heldout" / "docs.jsonl", lambda p: p.write_text("\n".join(docs) + "\n"))
+    mark_done(cfg, run_dir, "harvest", {"layer": layer, "heldout_tokens": manifest.n_tokens,
+                                        "excluded": manifest.excluded})
+
+
+# --------------------------------------------------------------------------- train
+
+
+def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+    """Train every planned crosscoder (resumable)."""
+    from latentdiff.core.cache import ShuffledStream, load_stats, read_manifest
+    from latentdiff.core.crosscoder import CrossCoderSpec
+    from latentdiff.core.models import resolve_device
+    from latentdiff.core.train import Trainer
+
+    names = [m.name for m in cfg.models]
+    acts = run_dir / "activations" / "train"
+    manifest = read_manifest(acts)
+    if cfg.harvest.mode == "stream":
+        raise NotImplementedError("stream-mode training is wired in run_train_stream")
+    assert manifest is not None, "harvest first"
+    mean, scale = load_stats(acts)  # [M_all, D], [M_all]
+    device = resolve_device(cfg.harvest.device)
+    for cc_name, members in crosscoder_plan(cfg).items():
+        out = run_dir / "crosscoders" / cc_name
+        if (out / "crosscoder.safetensors").is_file() and not (out / "checkpoint.pt").is_file():
+            continue
+        cols = [names.index(m) for m in members]
+        c = cfg.crosscoder
+        spec = CrossCoderSpec(arch=c.arch, n_models=len(cols), d_model=manifest.d_model,
+                              dict_size=c.dict_size, k=c.k, n_shared=c.n_shared, model_names=members)
+        trainer = Trainer(c, spec, mean[cols], scale[cols], out, device)
+        stream = ShuffledStream(acts, c.batch_size, seed=c.seed)
+
+        def batches(start: int, stream: ShuffledStream = stream, cols: list[int] = cols):
+            for b in stream.batches(start):
+                yield b[:, cols]
+
+        trainer.fit(batches, show=show)
+    mark_done(cfg, run_dir, "train", {"crosscoders": list(crosscoder_plan(cfg))})
+
+
+# --------------------------------------------------------------------------- select
+
+
+def run_select(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+    """Latent statistics and sides for every pair, written to latents.parquet."""
+    from latentdiff.core.cache import iter_shards
+    from latentdiff.core.crosscoder import CrossCoder
+    from latentdiff.core.select import latent_statistics, latents_table, write_table
+
+    names = [m.name for m in cfg.models]
+    heldout = run_dir / "activations" / "heldout"
+    rows = []
+    for cc_name, members in crosscoder_plan(cfg).items():
+        cc = CrossCoder.from_pretrained(run_dir / "crosscoders" / cc_name)
+        cols = [names.index(m) for m in members]
+        batches = (s["acts"][:, cols] for s in iter_shards(heldout))
+        stats = latent_statistics(cc, batches, base=0, fts={m: i for i, m in enumerate(members) if i > 0})
+        for row in latents_table(stats, cfg.selection):
+            rows.append(row.model_copy(update={"crosscoder": cc_name}))
+    write_table(rows, run_dir / "latents.parquet")
+    counts: dict[str, dict[str, int]] = {}
+    for r in rows:
+        counts.setdefault(r.pair, {}).setdefault(r.side, 0)
+        counts[r.pair][r.side] += 1
+    log.info("sides per pair: %s", counts)
+    mark_done(cfg, run_dir, "select", {"sides": counts})
+
+
+# --------------------------------------------------------------------------- sample
+
+
+def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+    """Examples for every selected latent (and a same-size random sample of shared ones)."""
+    from transformers import AutoTokenizer
+
+    from latentdiff.core.crosscoder import CrossCoder
+    from latentdiff.core.examples import build_examples, write_examples
+    from latentdiff.core.organisms import resolve_model_path
+    from latentdiff.core.select import read_table
+
+    heldout = run_dir / "activations" / "heldout"
+    contexts = np.load(heldout / "contexts.npy")
+    docs = [json.loads(ln) for ln in (heldout / "docs.jsonl").read_text().splitlines() if ln]
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.base.path), revision=cfg.base.revision)
+    table = read_table(run_dir / "latents.parquet")
+    rng = np.random.default_rng(cfg.seed)
+    counts = {}
+    for cc_name, members in crosscoder_plan(cfg).items():
+        rows = [r for r in table if r.crosscoder == cc_name]
+        chosen = sorted({r.latent for r in rows if r.side in ("finetuned", "base")})
+        shared = sorted({r.latent for r in rows if r.side == "shared"} - set(chosen))
+        if shared:
+            chosen += rng.choice(shared, size=min(len(shared), max(10, len(chosen) // 4)), replace=False).tolist()
+        cc = CrossCoder.from_pretrained(run_dir / "crosscoders" / cc_name)
+        cols = [[m.name for m in cfg.models].index(name) for name in members]
+        examples = build_examples(cc, heldout, sorted(chosen), contexts, docs, tokenizer, cfg.sampling,
+                                  seed=cfg.seed + 22, cols=cols)
+        counts[cc_name] = write_examples(examples, run_dir / "examples" / f"{cc_name}.jsonl.gz")
+    mark_done(cfg, run_dir, "sample", {"examples": counts})

@@ -1,0 +1,126 @@
+"""Crosscoder math: losses by hand, sparse fast path == dense reference, persistence."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.dense_reference import dense_forward
+from latentdiff.core.crosscoder import (
+    CrossCoder,
+    CrossCoderSpec,
+    auxk_loss,
+    l1_penalty,
+    recon_loss,
+)
+
+
+def _tiny(arch: str = "batchtopk", n_shared: int = 0, F: int = 6, k: int = 2) -> CrossCoder:
+    spec = CrossCoderSpec(arch=arch, n_models=2, d_model=3, dict_size=F, k=k, n_shared=n_shared)
+    return CrossCoder(spec, seed=1)
+
+
+def test_l1_loss_by_hand() -> None:
+    cc = _tiny("l1", F=2)
+    with torch.no_grad():
+        cc.W_dec.zero_()
+        cc.W_dec[0, 0] = torch.tensor([3.0, 4.0, 0.0])  # ||d_0^0|| = 5
+        cc.W_dec[0, 1] = torch.tensor([0.0, 0.0, 2.0])  # ||d_0^1|| = 2
+        cc.W_dec[1, 1] = torch.tensor([1.0, 0.0, 0.0])  # ||d_1^1|| = 1
+    idx = torch.tensor([[0, 0], [0, 1], [1, 1]])
+    vals = torch.tensor([2.0, 1.0, 4.0])
+    # token 0: 2*(5+2) + 1*(0+1) = 15; token 1: 4*(0+1) = 4; mean over 2 tokens = 9.5
+    assert l1_penalty(cc, idx, vals, 2, 0.1).item() == pytest.approx(9.5)
+    x = torch.tensor([[[1.0, 0, 0], [0, 2.0, 0]]])
+    recon = torch.zeros_like(x)
+    assert recon_loss(x, recon).item() == pytest.approx(5.0)  # 1 + 4, summed over models
+
+
+def test_l1_shared_latents_pay_reduced_penalty() -> None:
+    cc = _tiny("l1", n_shared=1, F=2)
+    with torch.no_grad():
+        cc.W_dec.zero_()
+        cc.W_dec[0, 0] = torch.tensor([3.0, 4.0, 0.0])  # shared: both models use this vector
+        cc.W_dec[0, 1] = torch.tensor([9.0, 9.0, 9.0])  # ignored (tied to model 0)
+    dec = cc.decoder()
+    assert torch.equal(dec[0, 0], dec[0, 1])
+    idx, vals = torch.tensor([[0, 0]]), torch.tensor([2.0])
+    assert l1_penalty(cc, idx, vals, 1, 0.1).item() == pytest.approx(0.1 * 2 * 5)
+
+
+def test_batchtopk_selects_top_k_times_n_by_scaled_score() -> None:
+    cc = _tiny(F=3, k=1)
+    with torch.no_grad():
+        cc.W_dec.zero_()
+        cc.W_dec[:, 0, 0] = torch.tensor([1.0, 10.0, 1.0])  # decoder norm sums 1, 10, 1
+    pre = torch.tensor([[5.0, 1.0, 0.0], [4.0, 0.0, 3.0]])  # scores [[5,10,0],[4,0,3]]
+    idx = cc.select(pre, k=1)  # keep 2 of 6: (0,1)=10 and (0,0)=5
+    assert sorted(map(tuple, idx.tolist())) == [(0, 0), (0, 1)]
+    cc.threshold.fill_(3.5)
+    idx = cc.select(pre, use_threshold=True)  # scores > 3.5: 5, 10, 4
+    assert sorted(map(tuple, idx.tolist())) == [(0, 0), (0, 1), (1, 0)]
+
+
+def test_auxk_by_hand() -> None:
+    cc = _tiny(F=2, k=1)
+    with torch.no_grad():
+        cc.W_dec.zero_()
+        cc.W_dec[1, 0] = torch.tensor([1.0, 0.0, 0.0])
+        cc.W_enc.zero_()
+        cc.W_enc[0, 0, 1] = 1.0  # latent 1 reads x^0[0]
+    x = torch.tensor([[[2.0, 0, 0], [0, 0, 0]], [[0.0, 0, 0], [0, 0, 0]]])  # [2, 2, 3]
+    recon = torch.zeros_like(x)
+    pre = torch.relu(x.reshape(2, -1) @ cc.W_enc.reshape(6, 2))
+    dead = torch.tensor([0.0, 1.0])
+    # e = x; e_hat = f_1 d_1 = [2,0,0] for token 0 -> perfect; den = mean ||e - mean e||^2 = 1
+    assert auxk_loss(cc, x, recon, pre, dead).item() == pytest.approx(0.0, abs=1e-6)
+    cc.W_dec.data[1, 0] = torch.tensor([0.5, 0.0, 0.0])  # e_hat = [1,0,0]: residual 1 on token 0
+    assert auxk_loss(cc, x, recon, pre, dead).item() == pytest.approx((1.0 / 2) / 1.0)
+    assert auxk_loss(cc, x, recon, pre, torch.zeros(2)).item() == 0.0
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "l1"])
+@pytest.mark.parametrize("n_shared", [0, 8])
+def test_fast_path_equals_dense_reference(arch: str, n_shared: int) -> None:
+    torch.manual_seed(0)
+    spec = CrossCoderSpec(arch=arch, n_models=2, d_model=16, dict_size=64, k=4, n_shared=n_shared)
+    fast, ref = CrossCoder(spec, seed=3), CrossCoder(spec, seed=3)
+    with torch.no_grad():
+        fast.b_enc.normal_(0, 0.1)
+        ref.b_enc.copy_(fast.b_enc)
+    x = torch.randn(32, 2, 16)
+    out = fast(x)
+    recon_ref, f_ref = dense_forward(ref, x)
+    torch.testing.assert_close(out.recon, recon_ref, rtol=1e-5, atol=1e-5)
+    f_fast = torch.zeros_like(f_ref)
+    f_fast[out.idx[:, 0], out.idx[:, 1]] = out.vals.detach()
+    torch.testing.assert_close(f_fast, f_ref.detach())
+    recon_loss(x, out.recon).backward()
+    recon_loss(x, recon_ref).backward()
+    for name, p in fast.named_parameters():
+        q = dict(ref.named_parameters())[name]
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=f"grad of {name}")
+
+
+def test_encode_decode_and_save_load(tmp_path: Path) -> None:
+    cc = _tiny(F=8, k=2)
+    cc.threshold.fill_(0.0)
+    x = torch.randn(5, 2, 3)
+    f = cc.encode(x)
+    assert f.shape == (5, 8) and (f >= 0).all()
+    cc.save(tmp_path / "cc")
+    again = CrossCoder.from_pretrained(tmp_path / "cc")
+    torch.testing.assert_close(again.encode(x), f)
+    torch.testing.assert_close(again.decode(f), cc.decode(f))
+    assert (tmp_path / "cc" / "cfg.json").is_file()
+
+
+def test_init_encoder_is_decoder_transpose_and_same_for_models() -> None:
+    cc = _tiny(F=8)
+    torch.testing.assert_close(cc.W_dec.detach(), cc.W_enc.detach().permute(2, 0, 1))
+    torch.testing.assert_close(cc.W_enc[0], cc.W_enc[1])
+    assert cc.decoder_norms()[:, 0].allclose(torch.ones(8)) and math.isclose(
+        float(cc.decoder_norms().detach().sum(-1)[0]), 2.0, rel_tol=1e-5)
