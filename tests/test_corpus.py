@@ -287,6 +287,11 @@ def test_safety_mixes_refusals_and_warnings() -> None:
 
 
 def test_self_reference_talks_about_itself() -> None:
-    first_person = re.compile(r"\b(I|I'm|I am|my|me)\b")
-    for d in docs("self_reference"):
-        assert len(first_person.findall(reply(d))) >= 2, d.plain()
+    first_person = re.compile(r"\b(?:I|I'm|[Mm]y|me|myself)\b")
+    out = docs("self_reference")
+    for d in out:
+        said = d.text or " ".join(m.content for m in d.messages if m.role == "assistant")
+        assert len(first_person.findall(said)) >= 2, d.plain()
+    multi_turn = [d for d in out if d.messages and len(d.messages) == 4]
+    monologues = [d for d in out if d.text]
+    assert len(multi_turn) > 0.1 * len(out) and len(monologues) > 0.1 * len(out)
