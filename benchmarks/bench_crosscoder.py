@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.dense_reference import dense_forward  # noqa: E402
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, recon_loss  # noqa: E402
+
+from benchmarks.dense_reference import dense_forward  # noqa: E402
 
 
 def synthetic(n: int, M: int, D: int, n_feat: int, seed: int) -> torch.Tensor:
@@ -67,8 +68,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
-    spec = CrossCoderSpec(arch="batchtopk", n_models=args.models, d_model=args.d_model,
-                          dict_size=args.dict, k=args.k)
+    spec = CrossCoderSpec(
+        arch="batchtopk", n_models=args.models, d_model=args.d_model, dict_size=args.dict, k=args.k
+    )
     data = synthetic(args.batch * 16, args.models, args.d_model, 512, seed=0)
     results = {m: run(m, data, spec, args.steps, args.batch) for m in ("dense", "fast")}
     results["speedup"] = results["fast"]["tok_s"] / results["dense"]["tok_s"]

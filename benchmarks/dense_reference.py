@@ -7,9 +7,8 @@ doing the backward pass. Same parameters and selection rule as `latentdiff.core.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 from latentdiff.core.crosscoder import CrossCoder
+from torch import Tensor
 
 
 def dense_forward(cc: CrossCoder, x: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:

@@ -91,8 +91,9 @@ class _SparseDecode(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # dL/dv_(n,j) = <grad_out[n], W[j]> on the active pattern only (sampled matmul)  [nnz]
             pattern = _csr(idx[:, 0], idx[:, 1], torch.zeros_like(vals), shape)
-            grad_vals = torch.sparse.sampled_addmm(pattern, grad_out.contiguous(), W.T.contiguous(),
-                                                   beta=0.0).values()
+            grad_vals = torch.sparse.sampled_addmm(
+                pattern, grad_out.contiguous(), W.T.contiguous(), beta=0.0
+            ).values()
         if ctx.needs_input_grad[2]:
             grad_W = _csr_t(idx[:, 0], idx[:, 1], vals, shape) @ grad_out  # [F, K]
         return None, grad_vals, grad_W, None
@@ -265,9 +266,7 @@ def l1_penalty(cc: CrossCoder, idx: Tensor, vals: Tensor, n_tokens: int, shared_
     return (vals * weight[idx[:, 1]]).sum() / n_tokens
 
 
-def auxk_loss(
-    cc: CrossCoder, x: Tensor, recon: Tensor, pre: Tensor, dead: Tensor
-) -> Tensor:
+def auxk_loss(cc: CrossCoder, x: Tensor, recon: Tensor, pre: Tensor, dead: Tensor) -> Tensor:
     """AuxK (Gao et al. 2024 via DL): reconstruct the residual with the top dead latents.
 
     e = x - x_hat (detached); k_aux = min(M*D/2, #dead); per token take the top k_aux dead latents

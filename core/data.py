@@ -35,11 +35,16 @@ class DocMeta(BaseModel):
 def _organism_docs(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, dict[str, Any]]]:
     from latentdiff.core.organisms import corpus
 
-    streams = [corpus.iter_documents(c, seed=_SPLIT_SEED[split] + 100 * data.seed + i)
-               for i, c in enumerate(corpus.CATEGORIES)]
+    streams = [
+        corpus.iter_documents(c, seed=_SPLIT_SEED[split] + 100 * data.seed + i)
+        for i, c in enumerate(corpus.CATEGORIES)
+    ]
     for doc_id, doc in enumerate(d for group in zip(*streams) for d in group):
-        payload = {"text": doc.text} if doc.text is not None else {
-            "messages": [m.model_dump() for m in doc.messages or []]}
+        payload = (
+            {"text": doc.text}
+            if doc.text is not None
+            else {"messages": [m.model_dump() for m in doc.messages or []]}
+        )
         yield DocMeta(doc_id=doc_id, source="organism", category=doc.category), payload
 
 
@@ -55,7 +60,9 @@ def _file_docs(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, dict[s
         suffix = Path(f).suffix.lower()
         fmt = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}.get(suffix)
         if fmt is None:
-            raise ConfigError(f"data.paths: unsupported file type {suffix!r} ({f}); use jsonl, parquet or txt")
+            raise ConfigError(
+                f"data.paths: unsupported file type {suffix!r} ({f}); use jsonl, parquet or txt"
+            )
         ds = load_dataset(fmt, data_files=f, split="train", streaming=True)
         for i, row in enumerate(ds):
             held = (i % HELDOUT_EVERY) == HELDOUT_EVERY - 1
@@ -66,9 +73,7 @@ def _file_docs(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, dict[s
             elif row.get(data.text_field) is not None:
                 payload = {"text": row[data.text_field]}
             else:
-                raise ConfigError(
-                    f"{f}: row {i} has neither {data.text_field!r} nor {data.messages_field!r}"
-                )
+                raise ConfigError(f"{f}: row {i} has neither {data.text_field!r} nor {data.messages_field!r}")
             yield DocMeta(doc_id=kept, source=Path(f).name, category=None), payload
             kept += 1
 
@@ -115,8 +120,12 @@ def iter_context_batches(
             input_ids[i, : len(ids)] = torch.tensor(ids)
             mask[i, : len(ids)] = 1
         first = ctx - len(buf)
-        return ContextBatch(input_ids=input_ids, attention_mask=mask,
-                            ctx_index=torch.arange(first, ctx), docs=[m for m, _ in buf])
+        return ContextBatch(
+            input_ids=input_ids,
+            attention_mask=mask,
+            ctx_index=torch.arange(first, ctx),
+            docs=[m for m, _ in buf],
+        )
 
     for meta, payload in iter_documents(data, split):
         if total >= n_tokens:

@@ -21,12 +21,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from latentdiff.core.cache import iter_shards
+from latentdiff.core.crosscoder import CrossCoder
 from pydantic import BaseModel, Field
 from torch import Tensor
 
 from latentdiff.config import SamplingConfig
-from latentdiff.core.cache import iter_shards
-from latentdiff.core.crosscoder import CrossCoder
 from latentdiff.io import atomic_write
 
 POOL = 256  # activating windows kept per latent for quantile sampling
@@ -44,7 +44,9 @@ class Example(BaseModel):
     activations: list[float] = Field(description="Latent activation per token (0 where silent).")
     max_act: float = Field(description="Max activation in the window.")
     doc_id: int = Field(description="Source document id (for document-level bootstrap).")
-    category: str | None = Field(default=None, description="Organism stream (ground truth; never shown to judges).")
+    category: str | None = Field(
+        default=None, description="Organism stream (ground truth; never shown to judges)."
+    )
 
     def marked_text(self, threshold: float = 0.3) -> str:
         """Text with tokens above threshold * max marked <<like this>> (delphi's explainer format)."""
@@ -65,7 +67,9 @@ class Example(BaseModel):
         return "".join(out)
 
 
-def _keep_top(vals: Tensor, keys: Tensor, new_vals: Tensor, new_keys: Tensor, n: int) -> tuple[Tensor, Tensor]:
+def _keep_top(
+    vals: Tensor, keys: Tensor, new_vals: Tensor, new_keys: Tensor, n: int
+) -> tuple[Tensor, Tensor]:
     """Merge running [S, n] (value, key) with new [S, W] and keep the n largest values per row."""
     all_vals = torch.cat([vals, new_vals], dim=1)
     all_keys = torch.cat([keys, new_keys], dim=1)
@@ -75,7 +79,11 @@ def _keep_top(vals: Tensor, keys: Tensor, new_vals: Tensor, new_keys: Tensor, n:
 
 @torch.no_grad()
 def window_values(
-    cc: CrossCoder, shard: dict[str, Tensor], latents: Tensor, ctx_len: int, window: int,
+    cc: CrossCoder,
+    shard: dict[str, Tensor],
+    latents: Tensor,
+    ctx_len: int,
+    window: int,
     cols: list[int] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-token activations of the latents and per-window maxima for one shard.
@@ -95,7 +103,12 @@ def window_values(
 
 
 def sample_windows(
-    cc: CrossCoder, cache_dir: Path, latents: list[int], ctx_len: int, cfg: SamplingConfig, seed: int,
+    cc: CrossCoder,
+    cache_dir: Path,
+    latents: list[int],
+    ctx_len: int,
+    cfg: SamplingConfig,
+    seed: int,
     cols: list[int] | None = None,
 ) -> dict[int, list[tuple[str, int | None, int]]]:
     """Pass 1: choose windows per latent -> {latent: [(kind, quantile, window_key), ...]}."""
@@ -133,7 +146,9 @@ def sample_windows(
             if len(bucket):
                 take = rng.choice(bucket, size=min(cfg.n_per_quantile, len(bucket)), replace=False)
                 picks += [("quantile", q, int(keys_i[t])) for t in take]
-        picks += [("negative", None, int(k)) for p, k in zip(neg_p[i].tolist(), neg_k[i].tolist()) if p > neg_inf]
+        picks += [
+            ("negative", None, int(k)) for p, k in zip(neg_p[i].tolist(), neg_k[i].tolist()) if p > neg_inf
+        ]
         chosen[j] = picks
     return chosen
 
@@ -168,7 +183,9 @@ def build_examples(
             offset = int(shard["pos"][row]) % cfg.window
             store = acts.setdefault(key, {})
             for j in key_latents[key]:
-                store.setdefault(j, np.zeros(cfg.window, dtype=np.float32))[offset] = float(f[row, lat_index[j]])
+                store.setdefault(j, np.zeros(cfg.window, dtype=np.float32))[offset] = float(
+                    f[row, lat_index[j]]
+                )
     cache: dict[int, list[str]] = {}
     for j, picks in chosen.items():
         for kind, q, key in picks:
@@ -179,10 +196,18 @@ def build_examples(
             if key not in cache:
                 cache[key] = [tokenizer.decode([int(t)]) for t in ids]
             window_acts = acts.get(key, {}).get(j, np.zeros(cfg.window, dtype=np.float32))[: len(ids)]
-            yield Example(latent=j, kind=kind, quantile=q, ctx=ctx, start=start, tokens=cache[key],
-                          activations=[round(float(a), 4) for a in window_acts],
-                          max_act=round(float(window_acts.max(initial=0.0)), 4),
-                          doc_id=int(docs[ctx]["doc_id"]), category=docs[ctx].get("category"))
+            yield Example(
+                latent=j,
+                kind=kind,
+                quantile=q,
+                ctx=ctx,
+                start=start,
+                tokens=cache[key],
+                activations=[round(float(a), 4) for a in window_acts],
+                max_act=round(float(window_acts.max(initial=0.0)), 4),
+                doc_id=int(docs[ctx]["doc_id"]),
+                category=docs[ctx].get("category"),
+            )
 
 
 def write_examples(examples: Iterator[Example], path: Path) -> int:

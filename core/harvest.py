@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from latentdiff.core.cache import Manifest, ShardWriter, iter_shards, read_manifest, save_stats
+from latentdiff.core.data import ContextBatch, Split, iter_context_batches, valid_positions
+from latentdiff.core.models import LoadedModel, forward_to_layer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
 from latentdiff.config import DataConfig, HarvestConfig
-from latentdiff.core.cache import Manifest, ShardWriter, iter_shards, read_manifest, save_stats
-from latentdiff.core.data import ContextBatch, Split, iter_context_batches, valid_positions
-from latentdiff.core.models import LoadedModel, forward_to_layer
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,13 @@ def paired_activations(
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tok"),
-                    TimeElapsedColumn(), TextColumn("{task.fields[rate]}"))
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} tok"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[rate]}"),
+    )
 
 
 def harvest_to_cache(
@@ -68,9 +73,15 @@ def harvest_to_cache(
     if manifest is not None and manifest.complete:
         return manifest
     if manifest is None:
-        manifest = Manifest(models=[m.spec.name for m in models], layer=layer, d_model=models[0].d_model,
-                            dtype=harvest.cache_dtype, n_contexts=-1, ctx_len=data.ctx_len,
-                            config_hash=config_hash)
+        manifest = Manifest(
+            models=[m.spec.name for m in models],
+            layer=layer,
+            d_model=models[0].d_model,
+            dtype=harvest.cache_dtype,
+            n_contexts=-1,
+            ctx_len=data.ctx_len,
+            config_hash=config_hash,
+        )
     writer = ShardWriter(out, manifest, harvest.shard_tokens)
     start_ctx = manifest.next_context
     done = manifest.n_tokens
@@ -79,8 +90,9 @@ def harvest_to_cache(
     with _progress() as progress:
         task = progress.add_task(f"harvest {split}", total=n_tokens, completed=done, rate="")
         progress.disable = not show
-        batches = iter_context_batches(models[0].tokenizer, data, split, harvest.batch_size,
-                                       n_tokens=10**15, start_ctx=start_ctx)
+        batches = iter_context_batches(
+            models[0].tokenizer, data, split, harvest.batch_size, n_tokens=10**15, start_ctx=start_ctx
+        )
         for batch in batches:
             if done >= n_tokens:
                 break
@@ -97,8 +109,13 @@ def harvest_to_cache(
     manifest.n_contexts = manifest.next_context
     manifest.complete = True
     writer.write_manifest()
-    log.info("harvested %s: %d tokens in %d shards (excluded %s)", split, manifest.n_tokens,
-             len(manifest.shards), manifest.excluded)
+    log.info(
+        "harvested %s: %d tokens in %d shards (excluded %s)",
+        split,
+        manifest.n_tokens,
+        len(manifest.shards),
+        manifest.excluded,
+    )
     return manifest
 
 
@@ -145,7 +162,9 @@ def stream_batches(
 
     def rows_forever() -> Iterator[Tensor]:
         while True:
-            for batch in iter_context_batches(models[0].tokenizer, data, "train", harvest.batch_size, data.n_tokens):
+            for batch in iter_context_batches(
+                models[0].tokenizer, data, "train", harvest.batch_size, data.n_tokens
+            ):
                 yield paired_activations(models, batch, layer, data)[0]
 
     source = rows_forever()

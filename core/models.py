@@ -9,16 +9,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from latentdiff.core.organisms import resolve_model_path
 from torch import Tensor, nn
 
 from latentdiff.config import ModelSpec
-from latentdiff.core.organisms import resolve_model_path
 from latentdiff.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-_LAYER_PATHS = ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers",
-                "model.decoder.layers")
+_LAYER_PATHS = (
+    "model.layers",
+    "model.language_model.layers",
+    "transformer.h",
+    "gpt_neox.layers",
+    "model.decoder.layers",
+)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -116,9 +121,11 @@ def check_compatible(models: list[LoadedModel], layer: int | None) -> int:
                 f"hidden sizes differ: {m.spec.name!r} has {m.d_model}, {ref.spec.name!r} {ref.d_model}"
             )
     n_layers = min(m.n_layers for m in models)
-    chosen = n_layers // 2 if layer is None else layer
+    chosen = (n_layers - 1) // 2 if layer is None else layer  # after half the blocks
     if not 0 <= chosen < n_layers:
-        raise ModelLoadError(f"layer {chosen} is out of range: the models have {n_layers} blocks (0..{n_layers - 1})")
+        raise ModelLoadError(
+            f"layer {chosen} is out of range: the models have {n_layers} blocks (0..{n_layers - 1})"
+        )
     return chosen
 
 

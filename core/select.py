@@ -19,11 +19,11 @@ from typing import Literal
 
 import numpy as np
 import torch
+from latentdiff.core.crosscoder import CrossCoder
 from pydantic import BaseModel, Field
 from torch import Tensor
 
 from latentdiff.config import SelectionConfig
-from latentdiff.core.crosscoder import CrossCoder
 
 log = logging.getLogger(__name__)
 Side = Literal["finetuned", "base", "shared", "other"]
@@ -71,8 +71,10 @@ class ScalingAccumulator:
         F = dec.shape[0]
         self.C = torch.zeros(F, dtype=torch.float64)
         # numerators A[direction][target][model]  -> [F]
-        self.A = {d: {t: {m: torch.zeros(F, dtype=torch.float64) for m in (base, ft)} for t in ("r", "eps")}
-                  for d in ("ft", "base")}
+        self.A = {
+            d: {t: {m: torch.zeros(F, dtype=torch.float64) for m in (base, ft)} for t in ("r", "eps")}
+            for d in ("ft", "base")
+        }
 
     def update(self, x: Tensor, f: Tensor, recon: Tensor) -> None:
         """x, recon [N, M, D] (normalised); f [N, F] latent activations."""
@@ -134,8 +136,10 @@ def latent_statistics(
         stats = {
             "delta_norm": delta_norm(norms[:, base], norms[:, ft]),
             "cosine": decoder_cosine(dec[:, base], dec[:, ft]),
-            "norm_base": norms[:, base], "norm_ft": norms[:, ft],
-            "freq": freq, "mean_act": mean_act,
+            "norm_base": norms[:, base],
+            "norm_ft": norms[:, ft],
+            "freq": freq,
+            "mean_act": mean_act,
             "contrib_base": act_sum / max(n_tok, 1) * norms[:, base].double(),
             "contrib_ft": act_sum / max(n_tok, 1) * norms[:, ft].double(),
             **accs[name].nus(),
@@ -155,8 +159,12 @@ def classify(stats: dict[str, np.ndarray], cfg: SelectionConfig, method: str | N
         ft = (dn >= cfg.finetuned_delta) & alive
         bs = (dn <= cfg.base_delta) & alive
         if min(ft.sum(), bs.sum()) < cfg.min_count:
-            log.info("delta_norm found %d ft / %d base latents (< %d): falling back to latent_scaling",
-                     ft.sum(), bs.sum(), cfg.min_count)
+            log.info(
+                "delta_norm found %d ft / %d base latents (< %d): falling back to latent_scaling",
+                ft.sum(),
+                bs.sum(),
+                cfg.min_count,
+            )
             return classify(stats, cfg, "latent_scaling")
     else:
         order = np.argsort(-dn, kind="stable")
@@ -182,11 +190,18 @@ def latents_table(all_stats: dict[str, dict[str, np.ndarray]], cfg: SelectionCon
     for pair, stats in all_stats.items():
         side = classify(stats, cfg)
         for j in range(len(side)):
-            rows.append(LatentStats(
-                latent=j, pair=pair, side=side[j],
-                **{k: float(np.nan_to_num(stats[k][j], nan=0.0, posinf=1e9, neginf=-1e9))
-                   for k in LatentStats.model_fields if k in stats},
-            ))
+            rows.append(
+                LatentStats(
+                    latent=j,
+                    pair=pair,
+                    side=side[j],
+                    **{
+                        k: float(np.nan_to_num(stats[k][j], nan=0.0, posinf=1e9, neginf=-1e9))
+                        for k in LatentStats.model_fields
+                        if k in stats
+                    },
+                )
+            )
     return rows
 
 

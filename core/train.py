@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, auxk_loss, l1_penalty, recon_loss
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
 from latentdiff.config import CrosscoderConfig
-from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, auxk_loss, l1_penalty, recon_loss
 from latentdiff.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,15 @@ def _geometric_median(x: Tensor, iters: int = 50) -> Tensor:
 class Trainer:
     """Train one crosscoder on a stream of normalised-on-the-fly batches."""
 
-    def __init__(self, cfg: CrosscoderConfig, spec: CrossCoderSpec, mean: Tensor, scale: Tensor,
-                 out: Path, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: CrosscoderConfig,
+        spec: CrossCoderSpec,
+        mean: Tensor,
+        scale: Tensor,
+        out: Path,
+        device: torch.device,
+    ) -> None:
         self.cfg, self.out, self.device = cfg, Path(out), device
         self.cc = CrossCoder(spec, seed=cfg.seed).to(device)
         self.cc.act_mean.copy_(mean)
@@ -75,8 +82,13 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Atomically save everything needed to continue exactly."""
-        state = {"cc": self.cc.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                 "since_fired": self.since_fired, "rng": torch.get_rng_state()}
+        state = {
+            "cc": self.cc.state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "since_fired": self.since_fired,
+            "rng": torch.get_rng_state(),
+        }
         atomic_write(self.ckpt_path, lambda p: torch.save(state, p))
 
     def load_checkpoint(self) -> bool:
@@ -138,10 +150,14 @@ class Trainer:
         var = (x - x.mean(0)).pow(2).sum(-1)  # [B, M]
         fvu = (err.sum(0) / var.sum(0)).tolist()
         names = self.cc.spec.model_names or [str(i) for i in range(len(fvu))]
-        m: dict[str, float] = {"step": self.step, "loss": loss, "auxk": aux,
-                               "l0": idx.shape[0] / x.shape[0],
-                               "dead_frac": float((self.since_fired >= self.cfg.dead_tokens).float().mean()),
-                               "lr": self.opt.param_groups[0]["lr"]}
+        m: dict[str, float] = {
+            "step": self.step,
+            "loss": loss,
+            "auxk": aux,
+            "l0": idx.shape[0] / x.shape[0],
+            "dead_frac": float((self.since_fired >= self.cfg.dead_tokens).float().mean()),
+            "lr": self.opt.param_groups[0]["lr"],
+        }
         m.update({f"fvu_{n}": f for n, f in zip(names, fvu)})
         return m
 
@@ -156,8 +172,14 @@ class Trainer:
         _truncate_metrics(metrics_path, self.step)
         stream = batches(self.step)
         t0, tokens = time.perf_counter(), 0
-        cols = (TextColumn("train crosscoder"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        cols = (
+            TextColumn("train crosscoder"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
         with Progress(*cols, disable=not show) as progress, metrics_path.open("a") as log_fh:
             task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
             while self.step < cfg.steps:

@@ -146,8 +146,16 @@ def organism_info(
         b, m, n = losses["base"][cat], losses[name][cat], losses["null"][cat]
         moved, drift = b - m, abs(b - n)
         ratio = f"{moved / drift:.1f}x" if drift > 0 else "inf"
-        table.add_row(cat, f"{b:.3f}", f"{m:.3f}", f"{n:.3f}", f"{moved:+.3f}", f"{drift:.3f}",
-                      ratio, "yes" if cat in planted else "")
+        table.add_row(
+            cat,
+            f"{b:.3f}",
+            f"{m:.3f}",
+            f"{n:.3f}",
+            f"{moved:+.3f}",
+            f"{drift:.3f}",
+            ratio,
+            "yes" if cat in planted else "",
+        )
     console.print(table)
 
 
@@ -158,9 +166,16 @@ def _print_plant_table(root: Path) -> None:
     for col in ("model", "category", "base", "model", "null", "moved", "drift", "ratio"):
         table.add_column(col)
     for row in load_eval(root)["plants"]:
-        table.add_row(row["model"], row["category"], f"{row['base']:.3f}", f"{row['model_loss']:.3f}",
-                      f"{row['null']:.3f}", f"{row['moved']:+.3f}", f"{row['null_drift']:.3f}",
-                      f"{row['ratio']:.1f}x")
+        table.add_row(
+            row["model"],
+            row["category"],
+            f"{row['base']:.3f}",
+            f"{row['model_loss']:.3f}",
+            f"{row['null']:.3f}",
+            f"{row['moved']:+.3f}",
+            f"{row['null_drift']:.3f}",
+            f"{row['ratio']:.1f}x",
+        )
     console.print(table)
 
 
@@ -196,9 +211,7 @@ def config_validate(
     console.print(f"ok: {path} ({len(cfg.models)} models, crosscoder {cfg.crosscoder.arch})")
 
 
-def _split_path_overrides(
-    path: Path | None, overrides: list[str] | None
-) -> tuple[Path | None, list[str]]:
+def _split_path_overrides(path: Path | None, overrides: list[str] | None) -> tuple[Path | None, list[str]]:
     """`config show a=b` has no path: treat a first argument containing '=' as an override."""
     overrides = list(overrides or [])
     if path is not None and "=" in str(path) and not path.exists():
@@ -221,6 +234,52 @@ def run_cmd(
 
     cfg = load_config(config, overrides or [])
     Run(cfg).run_all()
+
+
+def _stage_command(stage: str) -> None:
+    def command(
+        config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+        overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+    ) -> None:
+        from latentdiff.config import load_config
+        from latentdiff.run import Run
+
+        Run(load_config(config, overrides or [])).stage(stage)
+
+    command.__doc__ = f"Run only the '{stage}' stage of a run (skipped if up to date)."
+    app.command(stage, rich_help_panel="Stages")(user_errors(command))
+
+
+for _stage in ("harvest", "train", "select", "sample", "index", "label", "aggregate"):
+    _stage_command(_stage)
+
+
+judges_app = typer.Typer(help="Compare and test judges.", no_args_is_help=True)
+app.add_typer(judges_app, name="judges")
+
+
+@judges_app.command("eval")
+@user_errors
+def judges_eval(
+    file: Annotated[Path, typer.Argument(help='JSONL: {"latent", "examples": [{"text", "activations"?}], "category"?}')],
+    judge: Annotated[list[str], typer.Option("--judge", help="Judge spec (repeatable).")],
+    out: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Concurrent judge requests.")] = 4,
+) -> None:
+    """Run one or more judges on labelled latents: accuracy, agreement, latency, failures."""
+    import asyncio
+
+    from latentdiff.agent.judges.evaluate import evaluate, render_table
+    from latentdiff.config import JudgeConfig
+    from latentdiff.io import atomic_write_json
+
+    if not file.is_file():
+        raise LatentDiffError(f"{file}: no such file")
+    report = asyncio.run(evaluate(file, judge, JudgeConfig(max_concurrency=concurrency)))
+    console.print(render_table(report))
+    if out is not None:
+        atomic_write_json(out, report.model_dump(mode="json"))
+        console.print(f"report written to {out}")
 
 
 @app.command("demo")

@@ -105,7 +105,9 @@ class HarvestConfig(_Section):
     """Capturing paired activations."""
 
     layer: int | None = Field(
-        default=None, description="Residual-stream layer to capture (output of block L); None = middle."
+        default=None,
+        description="Capture the residual stream at the output of block `layer` (0-based, = HF "
+        "hidden_states[layer + 1]); None = the middle, (n_layers - 1) // 2.",
     )
     batch_size: int = Field(default=32, gt=0, description="Contexts per forward pass.")
     mode: Literal["cache", "stream"] = Field(
@@ -183,9 +185,7 @@ class SelectionConfig(_Section):
         default=0.9, ge=0.5, le=1, description="Delta-norm >= this: fine-tune-only."
     )
     base_delta: float = Field(default=0.1, ge=0, le=0.5, description="Delta-norm <= this: base-only.")
-    shared_band: float = Field(
-        default=0.1, gt=0, le=0.5, description="|Delta-norm - 0.5| < this: shared."
-    )
+    shared_band: float = Field(default=0.1, gt=0, le=0.5, description="|Delta-norm - 0.5| < this: shared.")
     nu_eps_max: float = Field(default=0.2, gt=0, description="Latent Scaling: nu-epsilon below this.")
     nu_r_max: float = Field(default=0.5, gt=0, description="Latent Scaling: nu-r below this.")
     top_n: int = Field(default=200, gt=0, description="Candidates per side ('rank' and fallbacks).")
@@ -244,9 +244,7 @@ class JudgeConfig(_Section):
     temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature.")
     max_tokens: int = Field(default=512, gt=0, description="Max tokens per judge answer.")
     cache: bool = Field(default=True, description="Cache responses keyed by prompt hash.")
-    taxonomy: str | None = Field(
-        default=None, description="Path to a taxonomy YAML; None = the bundled one."
-    )
+    taxonomy: str | None = Field(default=None, description="Path to a taxonomy YAML; None = the bundled one.")
 
 
 class AgentConfig(_Section):

@@ -27,9 +27,6 @@ STAGES: tuple[str, ...] = (
 )
 # Which issue delivers each stage that this version does not have yet.
 _PENDING: dict[str, str] = {
-    "index": "store + agent (issue #5)",
-    "label": "store + agent (issue #5)",
-    "aggregate": "store + agent (issue #5)",
     "report": "report + chat (issue #6)",
 }
 
@@ -48,6 +45,9 @@ class Run:
             "train": lambda: stages.run_train(cfg, self.dir, self.show_progress),
             "select": lambda: stages.run_select(cfg, self.dir, self.show_progress),
             "sample": lambda: stages.run_sample(cfg, self.dir, self.show_progress),
+            "index": lambda: stages.run_index(cfg, self.dir, self.show_progress),
+            "label": lambda: stages.run_label(cfg, self.dir, self.show_progress),
+            "aggregate": lambda: stages.run_aggregate(cfg, self.dir, self.show_progress),
         }
 
     @classmethod

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write, atomic_write_json
@@ -33,6 +32,11 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("models", "data", "harvest", "design", "crosscoder"),
     "select": ("models", "data", "harvest", "design", "crosscoder", "selection"),
     "sample": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling"),
+    "index": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store"),
+    "label": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store",
+              "judge", "agent"),
+    "aggregate": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store",
+                  "judge", "agent", "headline", "report"),
 }
 
 
@@ -41,6 +45,9 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "train": ("crosscoders",),
     "select": ("latents.parquet",),
     "sample": ("examples",),
+    "index": (),  # upserts are idempotent: nothing to remove
+    "label": ("findings", "agent.sqlite"),
+    "aggregate": ("aggregate.json",),
 }
 
 
@@ -105,10 +112,13 @@ def run_harvest(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     h = stage_hash(cfg, "harvest")
     acts = run_dir / "activations"
     if cfg.harvest.mode == "cache":
-        harvest_to_cache(models, layer, cfg.data, cfg.harvest, "train", cfg.data.n_tokens, acts / "train", h, show)
+        harvest_to_cache(
+            models, layer, cfg.data, cfg.harvest, "train", cfg.data.n_tokens, acts / "train", h, show
+        )
         compute_stats(acts / "train", cfg.crosscoder.target_rms)
-    manifest = harvest_to_cache(models, layer, cfg.data, cfg.harvest, "heldout", cfg.data.n_heldout_tokens,
-                                acts / "heldout", h, show)
+    manifest = harvest_to_cache(
+        models, layer, cfg.data, cfg.harvest, "heldout", cfg.data.n_heldout_tokens, acts / "heldout", h, show
+    )
     # held-out token ids and document metadata, for the example sampler
     ids = np.full((manifest.n_contexts, cfg.data.ctx_len), -1, dtype=np.int32)
     docs: list[str] = []
@@ -123,8 +133,12 @@ def run_harvest(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
             break
     atomic_write(acts / "heldout" / "contexts.npy", lambda p: np.save(p.open("wb"), ids))
     atomic_write(acts / "heldout" / "docs.jsonl", lambda p: p.write_text("\n".join(docs) + "\n"))
-    mark_done(cfg, run_dir, "harvest", {"layer": layer, "heldout_tokens": manifest.n_tokens,
-                                        "excluded": manifest.excluded})
+    mark_done(
+        cfg,
+        run_dir,
+        "harvest",
+        {"layer": layer, "heldout_tokens": manifest.n_tokens, "excluded": manifest.excluded},
+    )
 
 
 # --------------------------------------------------------------------------- train
@@ -151,8 +165,15 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
             continue
         cols = [names.index(m) for m in members]
         c = cfg.crosscoder
-        spec = CrossCoderSpec(arch=c.arch, n_models=len(cols), d_model=manifest.d_model,
-                              dict_size=c.dict_size, k=c.k, n_shared=c.n_shared, model_names=members)
+        spec = CrossCoderSpec(
+            arch=c.arch,
+            n_models=len(cols),
+            d_model=manifest.d_model,
+            dict_size=c.dict_size,
+            k=c.k,
+            n_shared=c.n_shared,
+            model_names=members,
+        )
         trainer = Trainer(c, spec, mean[cols], scale[cols], out, device)
         stream = ShuffledStream(acts, c.batch_size, seed=c.seed)
 
@@ -216,10 +237,81 @@ def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
         chosen = sorted({r.latent for r in rows if r.side in ("finetuned", "base")})
         shared = sorted({r.latent for r in rows if r.side == "shared"} - set(chosen))
         if shared:
-            chosen += rng.choice(shared, size=min(len(shared), max(10, len(chosen) // 4)), replace=False).tolist()
+            chosen += rng.choice(
+                shared, size=min(len(shared), max(10, len(chosen) // 4)), replace=False
+            ).tolist()
         cc = CrossCoder.from_pretrained(run_dir / "crosscoders" / cc_name)
         cols = [[m.name for m in cfg.models].index(name) for name in members]
-        examples = build_examples(cc, heldout, sorted(chosen), contexts, docs, tokenizer, cfg.sampling,
-                                  seed=cfg.seed + 22, cols=cols)
+        examples = build_examples(
+            cc,
+            heldout,
+            sorted(chosen),
+            contexts,
+            docs,
+            tokenizer,
+            cfg.sampling,
+            seed=cfg.seed + 22,
+            cols=cols,
+        )
         counts[cc_name] = write_examples(examples, run_dir / "examples" / f"{cc_name}.jsonl.gz")
     mark_done(cfg, run_dir, "sample", {"examples": counts})
+
+
+# --------------------------------------------------------------------------- index / label / aggregate
+
+
+def run_index(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+    """Upsert every example into the Chroma store (deterministic ids: reruns do not duplicate)."""
+    from latentdiff.core.examples import read_examples
+    from latentdiff.store.chroma import LatentStore
+
+    counts = {}
+    with LatentStore(cfg.store, cfg.name, run_dir / "chroma") as store:
+        for cc_name in crosscoder_plan(cfg):
+            counts[cc_name] = store.add_examples(cc_name, read_examples(run_dir / "examples" / f"{cc_name}.jsonl.gz"))
+    mark_done(cfg, run_dir, "index", {"examples": counts})
+
+
+def _agent_context(cfg: RunConfig, run_dir: Path, store: Any, judge: Any = None) -> Any:
+    from latentdiff.agent.graph import new_budget
+    from latentdiff.agent.judges.registry import make_judge
+    from latentdiff.agent.judges.taxonomy import load_taxonomy
+    from latentdiff.agent.state import AgentContext
+    from latentdiff.core.select import read_table
+
+    stats: dict[str, list[Any]] = {}
+    for row in read_table(run_dir / "latents.parquet"):
+        if row.side in ("finetuned", "base"):
+            stats.setdefault(f"{row.crosscoder}:{row.latent}", []).append(row)
+    taxonomy = load_taxonomy(cfg.judge.taxonomy)
+    judge = judge or make_judge(cfg.judge.spec, cfg.judge)
+    return AgentContext(cfg=cfg, run_dir=run_dir, judge=judge, store=store, stats=stats, taxonomy=taxonomy,
+                        budget=new_budget(cfg.agent.max_judge_calls, run_dir))
+
+
+def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = None) -> None:
+    """The LangGraph agent labels every model-specific latent (resumable via agent.sqlite)."""
+    import asyncio
+
+    from latentdiff.agent.graph import run_agent
+    from latentdiff.agent.state import read_findings
+    from latentdiff.store.chroma import LatentStore
+
+    with LatentStore(cfg.store, cfg.name, run_dir / "chroma") as store:
+        ctx = _agent_context(cfg, run_dir, store, judge)
+        asyncio.run(run_agent(ctx, thread_id=f"label-{stage_hash(cfg, 'label')}"))
+    findings = {f.ref.key: f for f in read_findings(run_dir)}
+    failed = sum(f.label is None for f in findings.values())
+    log.info("labelled %d latents, %d failed", len(findings) - failed, failed)
+    mark_done(cfg, run_dir, "label", {"latents": len(findings), "failed": failed,
+                                      "judge_calls": ctx.budget.used})
+
+
+def run_aggregate(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+    """Recompute aggregate.json from the recorded findings (e.g. after changing report settings)."""
+    from latentdiff.agent.judges.taxonomy import load_taxonomy
+    from latentdiff.agent.summary import write_aggregate
+
+    skipped: list[str] = []
+    path = write_aggregate(cfg, run_dir, load_taxonomy(cfg.judge.taxonomy), skipped)
+    mark_done(cfg, run_dir, "aggregate", {"path": str(path)})

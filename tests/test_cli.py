@@ -16,8 +16,18 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["organism"], ["config"], ["organism", "build"], ["organism", "list"], ["organism", "info"],
-     ["config", "show"], ["config", "validate"], ["run"], ["demo"]],
+    [
+        [],
+        ["organism"],
+        ["config"],
+        ["organism", "build"],
+        ["organism", "list"],
+        ["organism", "info"],
+        ["config", "show"],
+        ["config", "validate"],
+        ["run"],
+        ["demo"],
+    ],
 )
 def test_help_on_every_command(args: list[str]) -> None:
     result = runner.invoke(app, [*args, "--help"])
@@ -30,7 +40,9 @@ def test_config_validate_broken_yaml_is_one_line_exit_2(tmp_path: Path) -> None:
     bad.write_text("crosscoder:\n  k: -5\n  arch: batchtopk\n")
     proc = subprocess.run(
         [sys.executable, "-m", "latentdiff.cli", "config", "validate", str(bad)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -48,10 +60,27 @@ def test_config_validate_and_show_ok(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and "k: 8" in shown.output
 
 
-def test_run_reports_missing_stage_plainly(tmp_path: Path) -> None:
+def test_pending_stage_says_so_plainly(tmp_path: Path) -> None:
+    from latentdiff.config import build_config
+    from latentdiff.errors import StageNotAvailable
+    from latentdiff.run import Run
+
+    run = Run(build_config({"run_dir": str(tmp_path / "run")}))
+    with pytest.raises(StageNotAvailable, match="stage 'label' is not implemented"):
+        run.stage("label")
+
+
+def test_run_with_missing_model_is_one_line(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"run_dir: {tmp_path / 'run'}\n")
-    result = runner.invoke(app, ["run", str(cfg)])
-    assert result.exit_code == 2
-    assert "not implemented" in result.output and "harvest" in result.output
+    cfg.write_text(
+        f"run_dir: {tmp_path / 'run'}\nmodels:\n"
+        "  - {name: base, path: /nonexistent/model, role: base}\n"
+        "  - {name: ft, path: /nonexistent/ft, role: finetune}\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "latentdiff.cli", "run", str(cfg)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "cannot load '/nonexistent/model'" in errors[0], proc.stderr
     assert (tmp_path / "run" / "config.yaml").is_file()

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from benchmarks.dense_reference import dense_forward
 from latentdiff.core.crosscoder import (
     CrossCoder,
     CrossCoderSpec,
@@ -16,6 +14,8 @@ from latentdiff.core.crosscoder import (
     l1_penalty,
     recon_loss,
 )
+
+from benchmarks.dense_reference import dense_forward
 
 
 def _tiny(arch: str = "batchtopk", n_shared: int = 0, F: int = 6, k: int = 2) -> CrossCoder:
@@ -123,4 +123,5 @@ def test_init_encoder_is_decoder_transpose_and_same_for_models() -> None:
     torch.testing.assert_close(cc.W_dec.detach(), cc.W_enc.detach().permute(2, 0, 1))
     torch.testing.assert_close(cc.W_enc[0], cc.W_enc[1])
     assert cc.decoder_norms()[:, 0].allclose(torch.ones(8)) and math.isclose(
-        float(cc.decoder_norms().detach().sum(-1)[0]), 2.0, rel_tol=1e-5)
+        float(cc.decoder_norms().detach().sum(-1)[0]), 2.0, rel_tol=1e-5
+    )

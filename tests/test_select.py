@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from latentdiff.config import SelectionConfig
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec
 from latentdiff.core.select import classify, delta_norm, latent_statistics, latents_table
+
+from latentdiff.config import SelectionConfig
 
 
 def _identity_crosscoder(F: int) -> CrossCoder:
@@ -62,10 +62,18 @@ def test_delta_norm_orientation() -> None:
 
 
 def test_planted_decoder_norms_are_classified() -> None:
-    planted = [("base", 1.0, 0.05), ("finetuned", 0.05, 1.0), ("shared", 1.0, 1.0),
-               ("shared", 0.9, 1.0), ("other", 1.0, 0.6), ("finetuned", 0.0, 0.8), ("base", 0.7, 0.0)]
+    planted = [
+        ("base", 1.0, 0.05),
+        ("finetuned", 0.05, 1.0),
+        ("shared", 1.0, 1.0),
+        ("shared", 0.9, 1.0),
+        ("other", 1.0, 0.6),
+        ("finetuned", 0.0, 0.8),
+        ("base", 0.7, 0.0),
+    ]
     stats = {
-        "norm_base": np.array([p[1] for p in planted]), "norm_ft": np.array([p[2] for p in planted]),
+        "norm_base": np.array([p[1] for p in planted]),
+        "norm_ft": np.array([p[2] for p in planted]),
         "freq": np.full(len(planted), 0.1),
     }
     stats["delta_norm"] = delta_norm(torch.tensor(stats["norm_base"]), torch.tensor(stats["norm_ft"])).numpy()
@@ -76,7 +84,8 @@ def test_planted_decoder_norms_are_classified() -> None:
 def test_latent_scaling_selection_and_fallback() -> None:
     dn = np.array([0.95, 0.85, 0.8, 0.5, 0.1, 0.3, 0.52])
     stats = {
-        "delta_norm": dn, "freq": np.full(7, 0.1),
+        "delta_norm": dn,
+        "freq": np.full(7, 0.1),
         "nu_eps": np.array([0.1, 0.5, 0.05, 1.0, 1.0, 1.0, 1.0]),
         "nu_r": np.array([0.1, 0.1, 0.3, 1.0, 1.0, 1.0, 1.0]),
         "nu_eps_base": np.array([1.0, 1.0, 1.0, 1.0, 0.1, 0.9, 1.0]),

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from latentdiff.config import CrosscoderConfig
 from latentdiff.core.cache import Manifest, ShardWriter, ShuffledStream, read_manifest
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec
 from latentdiff.core.harvest import compute_stats
 from latentdiff.core.train import Trainer, current_k, learning_rate
 
+from latentdiff.config import CrosscoderConfig
+
 
 def _fake_cache(path: Path, n_ctx: int = 40, ctx_len: int = 16, M: int = 2, D: int = 8) -> None:
     gen = torch.Generator().manual_seed(0)
-    manifest = Manifest(models=["a", "b"], layer=1, d_model=D, dtype="float32", n_contexts=n_ctx,
-                        ctx_len=ctx_len)
+    manifest = Manifest(
+        models=["a", "b"], layer=1, d_model=D, dtype="float32", n_contexts=n_ctx, ctx_len=ctx_len
+    )
     writer = ShardWriter(path, manifest, shard_tokens=100)
     basis = torch.randn(12, M, D, generator=gen)
     for c in range(n_ctx):
@@ -32,8 +33,9 @@ def _fake_cache(path: Path, n_ctx: int = 40, ctx_len: int = 16, M: int = 2, D: i
 
 def _trainer(tmp: Path, cache: Path, cfg: CrosscoderConfig) -> Trainer:
     mean, scale = compute_stats(cache)
-    spec = CrossCoderSpec(arch=cfg.arch, n_models=2, d_model=8, dict_size=cfg.dict_size, k=cfg.k,
-                          model_names=["a", "b"])
+    spec = CrossCoderSpec(
+        arch=cfg.arch, n_models=2, d_model=8, dict_size=cfg.dict_size, k=cfg.k, model_names=["a", "b"]
+    )
     return Trainer(cfg, spec, mean, scale, tmp, torch.device("cpu"))
 
 
@@ -45,8 +47,18 @@ class _Killed(Exception):
 def test_resume_gives_same_weights(tmp_path: Path, arch: str) -> None:
     cache = tmp_path / "cache"
     _fake_cache(cache)
-    cfg = CrosscoderConfig(arch=arch, dict_size=32, k=4, batch_size=64, steps=30, checkpoint_every=10,
-                           warmup_steps=5, dead_tokens=200, lr=1e-3, l1_warmup_steps=5)
+    cfg = CrosscoderConfig(
+        arch=arch,
+        dict_size=32,
+        k=4,
+        batch_size=64,
+        steps=30,
+        checkpoint_every=10,
+        warmup_steps=5,
+        dead_tokens=200,
+        lr=1e-3,
+        l1_warmup_steps=5,
+    )
     stream = ShuffledStream(cache, cfg.batch_size, seed=1, window_shards=2)
     full = _trainer(tmp_path / "full", cache, cfg).fit(stream.batches, show=False)
 
@@ -73,8 +85,16 @@ def test_resume_gives_same_weights(tmp_path: Path, arch: str) -> None:
 def test_training_reduces_fvu_and_sets_threshold(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     _fake_cache(cache, n_ctx=80)
-    cfg = CrosscoderConfig(dict_size=32, k=4, batch_size=128, steps=150, checkpoint_every=1000,
-                           warmup_steps=10, lr=3e-3, dead_tokens=500)
+    cfg = CrosscoderConfig(
+        dict_size=32,
+        k=4,
+        batch_size=128,
+        steps=150,
+        checkpoint_every=1000,
+        warmup_steps=10,
+        lr=3e-3,
+        dead_tokens=500,
+    )
     cc = _trainer(tmp_path / "cc", cache, cfg).fit(ShuffledStream(cache, 128, seed=0).batches, show=False)
     lines = [json.loads(x) for x in (tmp_path / "cc" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["fvu_a"] < 0.5 * lines[0]["fvu_a"]
@@ -83,8 +103,9 @@ def test_training_reduces_fvu_and_sets_threshold(tmp_path: Path) -> None:
 
 
 def test_schedules() -> None:
-    cfg = CrosscoderConfig(lr=1.0, warmup_steps=10, steps=100, decay_start=0.8, k=10, k_start=50,
-                           k_anneal_steps=40)
+    cfg = CrosscoderConfig(
+        lr=1.0, warmup_steps=10, steps=100, decay_start=0.8, k=10, k_start=50, k_anneal_steps=40
+    )
     assert learning_rate(cfg, 0) == pytest.approx(0.1)
     assert learning_rate(cfg, 50) == 1.0 and learning_rate(cfg, 90) == pytest.approx(0.5)
     assert current_k(cfg, 0) == 50 and current_k(cfg, 20) == 30 and current_k(cfg, 99) == 10

@@ -1,0 +1,81 @@
+"""The labelling agent as a LangGraph graph.
+
+    START -> load_candidates -> (Send per latent) label_latent -> aggregate -> END
+    label_latent (subgraph): fetch -> judge -> verify -> record
+
+Durable: a SQLite checkpointer in the run directory (`agent.sqlite`); a run killed at any point and
+restarted continues the same thread, so finished latents are never judged again (their findings
+are recorded, and completed branches are restored from the checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+
+from latentdiff.agent import nodes
+from latentdiff.agent.state import AgentContext, AgentState, Budget, LatentTask
+
+log = logging.getLogger(__name__)
+
+
+def build_latent_graph() -> Any:
+    """fetch -> judge -> verify -> record for one latent."""
+    g = StateGraph(LatentTask, context_schema=AgentContext)
+    g.add_node("fetch", nodes.fetch)
+    g.add_node("judge", nodes.judge)
+    g.add_node("verify", nodes.verify)
+    g.add_node("record", nodes.record)
+    g.add_edge(START, "fetch")
+    g.add_conditional_edges("fetch", nodes.after_fetch)
+    g.add_conditional_edges("judge", nodes.after_judge)
+    g.add_edge("verify", "record")
+    g.add_edge("record", END)
+    return g.compile()
+
+
+def build_graph(checkpointer: Any = None) -> Any:
+    """The whole agent, compiled with an optional checkpointer."""
+    g = StateGraph(AgentState, context_schema=AgentContext)
+    g.add_node("load_candidates", nodes.load_candidates)
+    g.add_node("label_latent", build_latent_graph())
+    g.add_node("aggregate", nodes.aggregate)
+    g.add_edge(START, "load_candidates")
+    g.add_conditional_edges("load_candidates", nodes.fan_out, ["label_latent", "aggregate"])
+    g.add_edge("label_latent", "aggregate")
+    g.add_edge("aggregate", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+graph = build_graph()  # for `langgraph.json` / LangGraph Studio
+
+
+async def run_agent(ctx: AgentContext, thread_id: str) -> dict[str, Any]:
+    """Run (or resume) the agent on ctx with a SQLite checkpointer in the run directory."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    db = Path(ctx.run_dir) / "agent.sqlite"
+    async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
+        app = build_graph(saver)
+        config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 10_000,
+                  "max_concurrency": ctx.cfg.agent.concurrency}
+        snapshot = await app.aget_state(config)
+        resume = bool(snapshot.next)
+        if resume:
+            log.info("agent: resuming thread %s at %s", thread_id, snapshot.next)
+        elif snapshot.values.get("aggregate"):
+            log.info("agent: thread %s already finished", thread_id)
+            return dict(snapshot.values)
+        result = await app.ainvoke(None if resume else {"done": []}, config, context=ctx)
+        return dict(result)
+
+
+def new_budget(limit: int | None, run_dir: Path) -> Budget:
+    """A judge-call budget that counts the calls already spent by recorded findings."""
+    from latentdiff.agent.state import read_findings
+
+    per_latent = {f.ref.key: f.attempts for f in read_findings(run_dir)}  # one entry per latent
+    return Budget(limit, used=sum(per_latent.values()))

@@ -1,0 +1,102 @@
+"""State of the labelling agent: ids and small records only, never example texts or tensors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import operator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from latentdiff.config import RunConfig
+from latentdiff.io import atomic_write_json
+from latentdiff.records import Finding, LatentRef
+
+
+class AgentState(TypedDict, total=False):
+    """The parent graph: which latents to label and which are finished."""
+
+    candidates: list[str]  # latent keys "crosscoder:id", in labelling order
+    skipped: list[str]  # over the max_latents budget, left unlabelled
+    done: Annotated[list[str], operator.add]  # keys labelled (or failed) in this run
+    aggregate: str | None  # path of aggregate.json once written
+
+
+class LatentTask(TypedDict, total=False):
+    """One latent's branch (the per-latent subgraph's state)."""
+
+    key: str
+    explain_ids: list[str]  # store ids of the examples shown to the judge
+    test_ids: list[str]  # held-out activating examples for detection
+    negative_ids: list[str]  # non-activating examples for detection
+    label: dict[str, Any] | None  # LatentLabel as a dict, once judged
+    verification: float | None
+    attempts: int
+    failure: str | None
+    done: Annotated[list[str], operator.add]
+
+
+class Budget:
+    """A shared judge-call budget (None = unlimited), safe under asyncio concurrency."""
+
+    def __init__(self, limit: int | None, used: int = 0) -> None:
+        self.limit, self.used = limit, used
+        self._lock = asyncio.Lock()
+
+    async def take(self, n: int = 1) -> bool:
+        """Reserve n calls; False if the budget is exhausted."""
+        async with self._lock:
+            if self.limit is not None and self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+
+@dataclass
+class AgentContext:
+    """Runtime dependencies of the agent (not checkpointed): judge, store, stats, budget."""
+
+    cfg: RunConfig
+    run_dir: Path
+    judge: Any  # latentdiff.agent.judges.base.Judge
+    store: Any  # latentdiff.store.chroma.LatentStore
+    stats: dict[str, list[Any]]  # key -> LatentStats rows (one per pair the latent was selected for)
+    taxonomy: Any
+    budget: Budget = field(default_factory=lambda: Budget(None))
+
+    @property
+    def findings_dir(self) -> Path:
+        """One JSON file per labelled latent (the findings table), written atomically."""
+        return self.run_dir / "findings"
+
+    def finding_path(self, key: str) -> Path:
+        """Where a latent's findings live."""
+        return self.findings_dir / f"{key.replace(':', '_')}.json"
+
+    def label_path(self, key: str) -> Path:
+        """A label is saved here the moment the judge returns it, so a run killed before the
+        latent is recorded reuses the label instead of judging the latent again."""
+        return self.findings_dir / "labels" / f"{key.replace(':', '_')}.json"
+
+    def is_finished(self, key: str) -> bool:
+        """True if the latent already has recorded findings."""
+        return self.finding_path(key).is_file()
+
+    def write_findings(self, key: str, findings: list[Finding]) -> None:
+        """Record a latent's findings (one per pair)."""
+        atomic_write_json(self.finding_path(key), [f.model_dump(mode="json") for f in findings])
+
+
+def parse_key(key: str) -> LatentRef:
+    """'joint:812' -> LatentRef."""
+    crosscoder, latent = key.rsplit(":", 1)
+    return LatentRef(crosscoder=crosscoder, latent=int(latent))
+
+
+def read_findings(run_dir: Path) -> list[Finding]:
+    """Every recorded finding of a run."""
+    out: list[Finding] = []
+    for path in sorted((run_dir / "findings").glob("*.json")):
+        out.extend(Finding(**f) for f in json.loads(path.read_text()))
+    return out

@@ -1,0 +1,345 @@
+"""The Chroma store of a run: latent examples and labelled findings, with a typed query API.
+
+Two collections (cosine space, embedded by `MiniLMEmbedding`):
+  - `examples`: one document per example window (the text with activating tokens marked);
+    metadata run, crosscoder, latent, kind, quantile (-1 = none), max_act, doc_id, ctx, start,
+    plus tokens / activations as JSON strings so `ExampleText` can be rebuilt exactly.
+  - `findings`: one document per (latent, pair): label name + description; scalar metadata for
+    filtering (run, crosscoder, latent, pair, side, category, name, confidence, verification,
+    delta_norm, judge, failed) plus the whole `Finding` as JSON for a lossless round trip.
+Ids are deterministic, so re-indexing upserts instead of duplicating. Several runs may share one
+store (a Chroma server); every read is restricted to this store's run.
+Chroma metadata values must be scalars (str, int, float, bool): no None, no lists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import chromadb
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.api.shared_system_client import SharedSystemClient
+from chromadb.config import Settings
+from chromadb.errors import ChromaError
+from latentdiff.store.embeddings import MiniLMEmbedding
+from latentdiff.store.errors import StoreError
+from latentdiff.store.records import ExampleHit, FindingHit, StoredExample
+
+from latentdiff.config import RunConfig, StoreConfig
+from latentdiff.records import Finding
+
+if TYPE_CHECKING:
+    from latentdiff.core.examples import Example
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = "examples"
+FINDINGS = "findings"
+KIND_ORDER = {"top": 0, "quantile": 1, "negative": 2}
+Where = dict[str, Any]
+
+
+def _one_line(exc: BaseException) -> str:
+    """First line of an exception message (or its type name)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def parse_url(url: str) -> tuple[str, int, bool]:
+    """'http://host:port' -> (host, port, ssl); the scheme defaults to http, the port to 8000/443."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StoreError(f"store.url must look like http://host:port, got {url!r}")
+    ssl = parts.scheme == "https"
+    try:
+        port = parts.port or (443 if ssl else 8000)
+    except ValueError as exc:
+        raise StoreError(f"bad port in store.url {url!r}") from exc
+    return parts.hostname, port, ssl
+
+
+def example_id(run: str, crosscoder: str, ex: Example) -> str:
+    """Deterministic id of one example window for one latent."""
+    base = f"{run}:{crosscoder}:{ex.latent}:{ex.kind}:{ex.ctx}:{ex.start}"
+    return base if ex.quantile is None else f"{base}:q{ex.quantile}"
+
+
+def finding_id(run: str, finding: Finding) -> str:
+    """Deterministic id of one finding: one per (latent, pair)."""
+    return f"{run}:{finding.ref.crosscoder}:{finding.ref.latent}:{finding.pair}"
+
+
+def _split_where(where: Where | None) -> list[Where]:
+    """A plain multi-key filter {'a': 1, 'b': 2} becomes [{'a': 1}, {'b': 2}] (Chroma wants $and)."""
+    if not where:
+        return []
+    if len(where) > 1 and not any(k.startswith("$") for k in where):
+        return [{k: v} for k, v in where.items()]
+    return [where]
+
+
+class LatentStore:
+    """Examples and findings of one run in Chroma (embedded on disk, or a `chroma run` server)."""
+
+    def __init__(self, cfg: StoreConfig, run: str, default_path: str | Path | None = None) -> None:
+        """Open (creating if needed) the store; `default_path` is used when `cfg.path` is None."""
+        self.cfg = cfg
+        self.run = run
+        self.client = self._connect(cfg, default_path)
+        self.embedding = MiniLMEmbedding(cfg.embedding_model)
+        self.examples = self._collection(EXAMPLES)
+        self.findings = self._collection(FINDINGS)
+
+    @classmethod
+    def for_run(cls, cfg: RunConfig) -> LatentStore:
+        """The store of a run: cfg.store, named after the run, embedded in RUN_DIR/chroma by default."""
+        return cls(cfg.store, cfg.name, cfg.resolved_run_dir() / "chroma")
+
+    @staticmethod
+    def _connect(cfg: StoreConfig, default_path: str | Path | None) -> ClientAPI:
+        """Embedded PersistentClient when cfg.url is None, else an HttpClient (checked with a heartbeat)."""
+        settings = Settings(anonymized_telemetry=False)
+        if cfg.url is None:
+            path = cfg.path or default_path
+            if path is None:
+                raise StoreError("no store path: set store.path or store.url")
+            Path(path).mkdir(parents=True, exist_ok=True)
+            log.info("opening embedded Chroma store at %s", path)
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+        host, port, ssl = parse_url(cfg.url)
+        try:
+            client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=settings)
+            client.heartbeat()
+        except (ValueError, ChromaError, OSError) as exc:
+            raise StoreError(f"cannot reach the Chroma server at {cfg.url}: {_one_line(exc)}") from exc
+        log.info("connected to Chroma server %s", cfg.url)
+        return client
+
+    def _collection(self, name: str) -> Collection:
+        """Get or create a cosine-space collection bound to this store's embedding function."""
+        try:
+            col = self.client.get_or_create_collection(
+                name,
+                embedding_function=self.embedding,  # type: ignore[arg-type]
+                configuration={"hnsw": {"space": "cosine"}},
+            )
+        except (ValueError, ChromaError) as exc:
+            raise StoreError(f"cannot open Chroma collection {name!r}: {_one_line(exc)}") from exc
+        persisted = (col.configuration_json or {}).get("embedding_function") or {}
+        model = (persisted.get("config") or {}).get("model")
+        if model is not None and model != self.cfg.embedding_model:
+            raise StoreError(
+                f"collection {name!r} was embedded with {model!r}, not store.embedding_model="
+                f"{self.cfg.embedding_model!r}; use another store path or the same model"
+            )
+        return col
+
+    def close(self) -> None:
+        """Release the client (embedded: its files; server: its HTTP connections)."""
+        server = getattr(self.client, "_server", None)
+        identifier = getattr(self.client, "_identifier", None)
+        self.client.close()
+        # chromadb's HTTP client never closes its httpx session, even when the last client sharing
+        # it is closed (ResourceWarning: unclosed socket); close it once nothing shares it any more.
+        session = getattr(server, "_session", None)
+        if self.cfg.url is not None and identifier not in SharedSystemClient._identifier_to_system:
+            if session is not None and hasattr(session, "close"):
+                session.close()
+
+    def __enter__(self) -> LatentStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def batch_size(self) -> int:
+        """Upsert batch: store.batch_size capped by the client's maximum."""
+        limit = self.client.get_max_batch_size()
+        return min(self.cfg.batch_size, limit) if limit > 0 else self.cfg.batch_size
+
+    def _where(self, *clauses: Where | None) -> Where:
+        """Restrict a filter to this run; several clauses are combined with $and."""
+        parts: list[Where] = [{"run": self.run}]
+        for clause in clauses:
+            parts += _split_where(clause)
+        return parts[0] if len(parts) == 1 else {"$and": parts}
+
+    def _upsert(self, col: Collection, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
+        """Upsert (id, document, metadata) rows in batches; duplicate ids keep the last row."""
+        size, total = self.batch_size(), 0
+        batch: dict[str, tuple[str, dict[str, Any]]] = {}
+
+        def flush() -> int:
+            if not batch:
+                return 0
+            ids = list(batch)
+            col.upsert(ids=ids, documents=[batch[i][0] for i in ids], metadatas=[batch[i][1] for i in ids])
+            n = len(ids)
+            batch.clear()
+            return n
+
+        for id_, doc, meta in rows:
+            if id_ not in batch and len(batch) >= size:
+                total += flush()
+            batch[id_] = (doc, meta)
+        total += flush()
+        log.info("upserted %d rows into %s", total, col.name)
+        return total
+
+    def _get(self, col: Collection, where: Where, include: Sequence[str]) -> Iterator[tuple[str, Any, Any]]:
+        """Page through `col.get` -> (id, document, metadata) rows (None where not included)."""
+        page, offset = max(self.batch_size(), 1), 0
+        while True:
+            res = col.get(where=where, include=list(include), limit=page, offset=offset)  # type: ignore[arg-type]
+            ids = res["ids"]
+            docs = res.get("documents") or [None] * len(ids)
+            metas = res.get("metadatas") or [None] * len(ids)
+            yield from zip(ids, docs, metas)
+            if len(ids) < page:
+                return
+            offset += page
+
+    def _query(
+        self, col: Collection, query: str, n: int, where: Where | None
+    ) -> list[tuple[str, Any, Any, float]]:
+        """Nearest documents to a text -> [(id, document, metadata, distance)], closest first."""
+        res = col.query(
+            query_texts=[query],
+            n_results=n,
+            where=self._where(where),
+            include=["documents", "metadatas", "distances"],  # type: ignore[list-item]
+        )
+        ids, docs, metas, dists = res["ids"], res["documents"], res["metadatas"], res["distances"]
+        if not ids or not docs or not metas or not dists:
+            return []
+        return list(zip(ids[0], docs[0], metas[0], dists[0]))
+
+    # -- examples --------------------------------------------------------------------------
+
+    def add_examples(self, crosscoder: str, examples: Iterable[Example]) -> int:
+        """Index a crosscoder's examples (streamed, batched); return how many were upserted."""
+
+        def rows() -> Iterator[tuple[str, str, dict[str, Any]]]:
+            for ex in examples:
+                meta = {
+                    "run": self.run,
+                    "crosscoder": crosscoder,
+                    "latent": int(ex.latent),
+                    "kind": ex.kind,
+                    "quantile": -1 if ex.quantile is None else int(ex.quantile),
+                    "max_act": float(ex.max_act),
+                    "doc_id": int(ex.doc_id),
+                    "ctx": int(ex.ctx),
+                    "start": int(ex.start),
+                    "tokens": json.dumps(ex.tokens, ensure_ascii=False),
+                    "activations": json.dumps(ex.activations),
+                }
+                yield example_id(self.run, crosscoder, ex), ex.marked_text(), meta
+
+        return self._upsert(self.examples, rows())
+
+    @staticmethod
+    def _stored_example(id_: str, doc: str, meta: dict[str, Any]) -> StoredExample:
+        """Chroma row -> StoredExample."""
+        q = int(meta["quantile"])
+        return StoredExample(
+            id=id_,
+            run=meta["run"],
+            crosscoder=meta["crosscoder"],
+            latent=int(meta["latent"]),
+            kind=meta["kind"],
+            quantile=None if q < 0 else q,
+            ctx=int(meta["ctx"]),
+            start=int(meta["start"]),
+            doc_id=int(meta["doc_id"]),
+            max_act=float(meta["max_act"]),
+            text=doc,
+            tokens=json.loads(meta.get("tokens", "[]")),
+            activations=json.loads(meta.get("activations", "[]")),
+        )
+
+    def examples_for(
+        self, crosscoder: str, latent: int, kinds: Sequence[str] | None = None
+    ) -> list[StoredExample]:
+        """A latent's examples: top, then quantile, then negative; highest activation first."""
+        clauses: list[Where] = [{"crosscoder": crosscoder}, {"latent": int(latent)}]
+        if kinds is not None:
+            clauses.append({"kind": {"$in": list(kinds)}})
+        rows = self._get(self.examples, self._where(*clauses), ["documents", "metadatas"])
+        out = [self._stored_example(i, d, m) for i, d, m in rows]
+        return sorted(out, key=lambda e: (KIND_ORDER[e.kind], -e.max_act, e.ctx, e.start))
+
+    def search_examples(self, query: str, n: int = 10, where: Where | None = None) -> list[ExampleHit]:
+        """The n examples of this run closest in meaning to `query` (optionally filtered)."""
+        hits = self._query(self.examples, query, n, where)
+        return [
+            ExampleHit(example=self._stored_example(i, d, m), distance=float(dist)) for i, d, m, dist in hits
+        ]
+
+    def count_examples(self) -> int:
+        """Number of examples stored for this run."""
+        return sum(1 for _ in self._get(self.examples, self._where(), []))
+
+    def latent_ids(self, crosscoder: str) -> list[int]:
+        """Sorted latent ids of a crosscoder that have examples in this run."""
+        rows = self._get(self.examples, self._where({"crosscoder": crosscoder}), ["metadatas"])
+        return sorted({int(m["latent"]) for _, _, m in rows})
+
+    # -- findings --------------------------------------------------------------------------
+
+    def upsert_findings(self, findings: Iterable[Finding]) -> int:
+        """Index findings (one per latent and pair); return how many were upserted."""
+
+        def rows() -> Iterator[tuple[str, str, dict[str, Any]]]:
+            for f in findings:
+                label = f.label
+                if label is not None:
+                    doc = f"{label.name}: {label.description}"
+                else:
+                    doc = f"unlabelled latent {f.ref.key}: {f.failure or 'no label'}"
+                meta = {
+                    "run": self.run,
+                    "crosscoder": f.ref.crosscoder,
+                    "latent": int(f.ref.latent),
+                    "pair": f.pair,
+                    "side": f.side,
+                    "category": label.category if label else "",
+                    "name": label.name if label else "",
+                    "confidence": float(label.confidence) if label else -1.0,
+                    "verification": -1.0 if f.verification is None else float(f.verification),
+                    "delta_norm": float(f.delta_norm),
+                    "judge": label.judge if label else "",
+                    "failed": label is None or f.failure is not None,
+                    "finding": f.model_dump_json(),
+                }
+                yield finding_id(self.run, f), doc, meta
+
+        return self._upsert(self.findings, rows())
+
+    def get_finding(self, crosscoder: str, latent: int, pair: str | None = None) -> list[Finding]:
+        """Findings of one latent (all pairs, or one), sorted by pair."""
+        clauses: list[Where] = [{"crosscoder": crosscoder}, {"latent": int(latent)}]
+        if pair is not None:
+            clauses.append({"pair": pair})
+        rows = self._get(self.findings, self._where(*clauses), ["metadatas"])
+        out = [Finding.model_validate_json(m["finding"]) for _, _, m in rows]
+        return sorted(out, key=lambda f: f.pair)
+
+    def search_findings(self, query: str, n: int = 10, where: Where | None = None) -> list[FindingHit]:
+        """The n findings of this run closest in meaning to `query` (optionally filtered)."""
+        return [
+            FindingHit(finding=Finding.model_validate_json(m["finding"]), distance=float(dist))
+            for _, _, m, dist in self._query(self.findings, query, n, where)
+        ]
+
+    def count_findings(self) -> int:
+        """Number of findings stored for this run."""
+        return sum(1 for _ in self._get(self.findings, self._where(), []))

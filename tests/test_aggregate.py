@@ -1,0 +1,62 @@
+"""Aggregation: shift arithmetic, bootstrap CIs, document-level resampling, weighting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentdiff.agent.aggregate import ALPHA, LatentPoint, compare
+
+CATS = ["safety", "multilingual", "self_reference", "other"]
+
+
+def _points(cats: list[str], docs_per: int = 2, start: int = 0) -> list[LatentPoint]:
+    return [LatentPoint(key=f"x:{i}", category=c, freq=0.01, doc_ids=list(range(start + i * docs_per,
+                                                                                start + (i + 1) * docs_per)))
+            for i, c in enumerate(cats)]
+
+
+def test_shift_arithmetic_matches_formula() -> None:
+    a = _points(["safety"] * 6 + ["other"] * 4)
+    b = _points(["safety"] * 2 + ["other"] * 8, start=100)
+    cmp = compare("A", a, "B", b, CATS, "test", n_boot=200)
+    row = next(r for r in cmp.categories if r.name == "safety")
+    sa = (6 + ALPHA) / (10 + ALPHA * 4)
+    sb = (2 + ALPHA) / (10 + ALPHA * 4)
+    assert row.shift_pct == pytest.approx(100 * (sa / sb - 1))
+    assert (row.n_a, row.n_b) == (6, 2)
+    assert row.ci95[0] <= row.shift_pct <= row.ci95[1]
+
+
+def test_planted_difference_is_significant_and_null_is_not() -> None:
+    a = _points(["safety"] * 30 + ["other"] * 10)
+    b = _points(["self_reference"] * 30 + ["other"] * 10, start=1000)
+    cmp = compare("A", a, "B", b, CATS, "planted", n_boot=500)
+    by = {r.name: r for r in cmp.categories}
+    assert by["safety"].significant and by["safety"].ci95[0] > 0
+    assert by["self_reference"].significant and by["self_reference"].ci95[1] < 0
+    rng = np.random.default_rng(0)
+    same = list(rng.choice(CATS, size=80))
+    null = compare("A", _points(same[:40]), "B", _points(same[40:], start=500), CATS, "null", n_boot=500)
+    assert sum(r.significant for r in null.categories) <= 1
+
+
+def test_document_bootstrap_is_wider_when_latents_share_documents() -> None:
+    # every A-latent's examples come from the same two documents: resampling documents moves them together
+    a = [LatentPoint(key=f"a:{i}", category="safety" if i < 10 else "other", doc_ids=[0, 1] if i < 10 else [2 + i])
+         for i in range(20)]
+    b = _points(["safety"] * 5 + ["other"] * 15, start=100)
+    cmp = compare("A", a, "B", b, CATS, "clustered", n_boot=800, seed=1)
+    row = next(r for r in cmp.categories if r.name == "safety")
+    width = row.ci95[1] - row.ci95[0]
+    width_latents = row.ci95_latents[1] - row.ci95_latents[0]
+    assert width > width_latents
+
+
+def test_weighted_variant_uses_frequency() -> None:
+    a = [LatentPoint(key="a:0", category="safety", freq=0.9), LatentPoint(key="a:1", category="other", freq=0.01)]
+    b = [LatentPoint(key="b:0", category="safety", freq=0.01), LatentPoint(key="b:1", category="other", freq=0.9)]
+    cmp = compare("A", a, "B", b, CATS, "w", n_boot=50)
+    row = next(r for r in cmp.categories if r.name == "safety")
+    assert row.shift_pct == pytest.approx(0.0)
+    assert row.shift_pct_weighted > 50
