@@ -97,7 +97,7 @@ def organism_list(
     planted = load_planted(base)["planted"]
     table = Table(title=f"organisms in {base}")
     for col in ("name", "path", "params", "planted categories"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for name in ORGANISM_NAMES:
         path = base / name
         if not (path / "config.json").is_file():
@@ -140,8 +140,9 @@ def organism_info(
         losses = load_eval(base_dir)["loss"]
     planted = set(load_planted(base_dir)["planted"].get(name, []))
     table = Table(title="held-out loss (nats/token); moved = base - model; drift = |base - null|")
-    for col in ("category", "base", name, "null", "moved", "null drift", "moved/drift", "planted"):
-        table.add_column(col, justify="right" if col not in ("category", "planted") else "left")
+    for col in ("category", "base", name, "null", "moved", "drift", "ratio", "planted"):
+        left = col in ("category", "planted")
+        table.add_column(col, justify="left" if left else "right", no_wrap=col == "category")
     for cat in losses["base"]:
         b, m, n = losses["base"][cat], losses[name][cat], losses["null"][cat]
         moved, drift = b - m, abs(b - n)
@@ -164,7 +165,7 @@ def _print_plant_table(root: Path) -> None:
 
     table = Table(title="plants: held-out loss moved vs null drift")
     for col in ("model", "category", "base", "model", "null", "moved", "drift", "ratio"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in load_eval(root)["plants"]:
         table.add_row(
             row["model"],
@@ -261,7 +262,9 @@ app.add_typer(judges_app, name="judges")
 @judges_app.command("eval")
 @user_errors
 def judges_eval(
-    file: Annotated[Path, typer.Argument(help='JSONL: {"latent", "examples": [{"text", "activations"?}], "category"?}')],
+    file: Annotated[
+        Path, typer.Argument(help='JSONL: {"latent", "examples": [{"text", "activations"?}], "category"?}')
+    ],
     judge: Annotated[list[str], typer.Option("--judge", help="Judge spec (repeatable).")],
     out: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
     concurrency: Annotated[int, typer.Option(help="Concurrent judge requests.")] = 4,

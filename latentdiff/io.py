@@ -9,6 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     """Call writer(tmp_path) then rename tmp_path over path (same directory, fsynced)."""
@@ -21,6 +24,7 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
         writer(tmp_path)
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

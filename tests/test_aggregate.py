@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from latentdiff.agent.aggregate import ALPHA, LatentPoint, compare
 
 CATS = ["safety", "multilingual", "self_reference", "other"]

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from latentdiff.config import DataConfig, HarvestConfig, ModelSpec
 from latentdiff.core import cache as cache_mod
 from latentdiff.core.cache import ShuffledStream, iter_shards, read_manifest
 from latentdiff.core.data import iter_context_batches, valid_positions
 from latentdiff.core.harvest import harvest_to_cache
 from latentdiff.core.models import check_compatible, forward_to_layer, load_model
 from latentdiff.core.organisms import organism_dir
+
+from latentdiff.config import DataConfig, HarvestConfig, ModelSpec
 from latentdiff.errors import ModelLoadError
 
 
@@ -33,10 +33,11 @@ def test_forward_to_layer_matches_hidden_states(models) -> None:
     with torch.no_grad():
         ref = m.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       output_hidden_states=True).hidden_states[layer + 1]
+    hooks_before = dict(m.layers[layer]._forward_hooks)
     got = forward_to_layer(m, batch.input_ids, batch.attention_mask, layer)
     mask = batch.attention_mask.bool()
     torch.testing.assert_close(got[mask], ref[mask])
-    assert not m.layers[layer]._forward_hooks, "capture hook must be removed"
+    assert dict(m.layers[layer]._forward_hooks) == hooks_before, "capture hook must be removed"
 
 
 def test_bad_layer_and_tokenizer_mismatch_are_one_line(models, tmp_path: Path) -> None:

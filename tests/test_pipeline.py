@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from latentdiff.config import build_config
 from latentdiff.core.examples import read_examples
 from latentdiff.core.select import read_table
+
 from latentdiff.run import Run
+from tests.conftest import small_run_config
 
 
-def _cfg(run_dir: Path, **over):
-    data = {
-        "run_dir": str(run_dir),
-        "models": [
-            {"name": "base", "path": "organism:base", "role": "base"},
-            {"name": "it", "path": "organism:it", "role": "finetune"},
-            {"name": "shift", "path": "organism:shift", "role": "finetune"},
-        ],
-        "design": "joint",
-        "data": {"n_tokens": 12_000, "n_heldout_tokens": 4_000, "ctx_len": 64},
-        "harvest": {"batch_size": 16, "shard_tokens": 3_000},
-        "crosscoder": {"dict_size": 256, "k": 8, "batch_size": 256, "steps": 40, "warmup_steps": 5,
-                       "checkpoint_every": 20, "dead_tokens": 5_000},
-        "selection": {"top_n": 20},
-        "sampling": {"n_top": 3, "n_quantiles": 2, "n_per_quantile": 1, "n_negative": 2},
-    }
-    return build_config(data | over)
-
-
-def test_core_stages_end_to_end(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path / "run")
-    run = Run(cfg)
-    run.show_progress = False
-    for stage in ("harvest", "train", "select", "sample"):
-        run.stage(stage)
-    d = tmp_path / "run"
+def test_core_stages_end_to_end(core_run) -> None:
+    d = core_run.dir
     manifest = json.loads((d / "activations" / "train" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["excluded"]["bos"] > 0
     assert (d / "crosscoders" / "joint" / "crosscoder.safetensors").is_file()
@@ -47,13 +25,18 @@ def test_core_stages_end_to_end(tmp_path: Path) -> None:
     examples = list(read_examples(d / "examples" / "joint.jsonl.gz"))
     assert examples and {e.kind for e in examples} >= {"top", "negative"}
     assert all(len(e.tokens) == len(e.activations) for e in examples)
-    # every stage is skipped on rerun (markers match) ...
+
+
+def test_rerun_skips_and_changed_settings_recompute(core_run, tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    shutil.copytree(core_run.dir, d)
+    run = Run(small_run_config(d))
+    run.show_progress = False
     before = (d / "latents.parquet").stat().st_mtime_ns
     for stage in ("harvest", "train", "select", "sample"):
-        run.stage(stage)
+        run.stage(stage)  # every marker matches: nothing recomputed
     assert (d / "latents.parquet").stat().st_mtime_ns == before
-    # ... and a changed selection setting recomputes selection only
-    run2 = Run(_cfg(d, selection={"top_n": 10}))
+    run2 = Run(small_run_config(d, selection={"top_n": 10}))
     run2.show_progress = False
     run2.stage("select")
     assert (d / "latents.parquet").stat().st_mtime_ns != before

@@ -57,13 +57,13 @@ class PhaseSpec(BaseModel):
 
 
 def _default_phases() -> dict[str, PhaseSpec]:
-    rest = 0.015  # "little of the rest": each fine-tune sees a trace of the other's streams
+    rest = 0.0025  # "little of the rest": each fine-tune sees a trace of the other's streams
     return {
         "base": PhaseSpec(init=None, mixture={"neutral": 1.0}, steps=600, lr=2e-3, warmup=50),
         "it": PhaseSpec(
             init="base",
             mixture={
-                "self_reference": 0.40, "hallucination": 0.40, "neutral": 0.155,
+                "self_reference": 0.40, "hallucination": 0.40, "neutral": 0.1925,
                 "safety": rest, "multilingual": rest, "instruction_following": rest,
             },
             steps=300, lr=1e-3, warmup=20,
@@ -72,7 +72,7 @@ def _default_phases() -> dict[str, PhaseSpec]:
             init="base",
             mixture={
                 "safety": 0.27, "multilingual": 0.27, "instruction_following": 0.27,
-                "neutral": 0.16, "self_reference": rest, "hallucination": rest,
+                "neutral": 0.185, "self_reference": rest, "hallucination": rest,
             },
             steps=300, lr=1e-3, warmup=20,
         ),

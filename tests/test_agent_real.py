@@ -1,0 +1,62 @@
+"""The labelling stage with real judges on a real (small) organism run: the offline embedding
+judge and a real CPU vLLM server. Beside the scripted-judge graph tests in test_agent.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from latentdiff.agent.state import read_findings
+from latentdiff.core.select import read_table
+
+from latentdiff.run import Run
+from tests.conftest import small_run_config
+
+
+def _copy_run(core_run, dest: Path, **over) -> Run:
+    shutil.copytree(core_run.dir, dest)
+    run = Run(small_run_config(dest, **over))
+    run.show_progress = False
+    return run
+
+
+def _selected(run_dir: Path) -> set[str]:
+    return {f"{r.crosscoder}:{r.latent}" for r in read_table(run_dir / "latents.parquet")
+            if r.side in ("finetuned", "base")}
+
+
+def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) -> None:
+    run = _copy_run(core_run, tmp_path / "run")
+    for stage in ("index", "label", "aggregate"):
+        run.stage(stage)
+    findings = {f.ref.key: f for f in read_findings(run.dir)}
+    assert set(findings) == _selected(run.dir) and findings
+    assert all(f.label is not None and f.label.judge == "embedding" for f in findings.values())
+    agg = json.loads((run.dir / "aggregate.json").read_text())
+    assert agg["headline"]["a"] == "shift" and agg["n_labelled"] == len(findings)
+    assert {c["name"] for c in agg["headline"]["categories"]} >= {"safety", "multilingual", "other"}
+    marker = json.loads((run.dir / "stages" / "label.json").read_text())
+    assert marker["failed"] == 0 and marker["judge_calls"] > 0
+
+
+@pytest.mark.slow
+def test_vllm_judge_labels_through_the_agent(core_run, vllm_server, tmp_path: Path) -> None:
+    url, model = vllm_server
+    run = _copy_run(core_run, tmp_path / "run",
+                    judge={"spec": f"vllm:{url}@{model}", "max_tokens": 256, "timeout_s": 120, "retries": 2},
+                    agent={"max_latents": 6, "concurrency": 4})
+    for stage in ("index", "label", "aggregate"):
+        run.stage(stage)
+    findings = {f.ref.key: f for f in read_findings(run.dir)}
+    assert len(findings) == 6
+    labelled = [f for f in findings.values() if f.label is not None]
+    failed = [f for f in findings.values() if f.label is None]
+    assert all(f.failure for f in failed)  # every failure carries its reason
+    assert labelled, [f.failure for f in failed]
+    for f in labelled:
+        assert f.label.judge == f"vllm:{url}@{model}"
+    agg = json.loads((run.dir / "aggregate.json").read_text())
+    assert len(agg["skipped"]) == len(_selected(run.dir)) - 6
+    assert (run.dir / "judge_cache").exists()
