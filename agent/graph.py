@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
+
 from latentdiff.agent import nodes
 from latentdiff.agent.state import AgentContext, AgentState, Budget, LatentTask
 

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import Send
-from latentdiff.agent.state import AgentContext, AgentState, LatentTask, parse_key
 
+from latentdiff.agent.state import AgentContext, AgentState, LatentTask, parse_key
 from latentdiff.io import atomic_write_json
 from latentdiff.records import Finding, LatentLabel
 

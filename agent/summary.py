@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentdiff.agent.aggregate import Comparison, LatentPoint, compare
-from latentdiff.agent.state import read_findings
 from pydantic import BaseModel, Field
 
+from latentdiff.agent.aggregate import Comparison, LatentPoint, compare
+from latentdiff.agent.state import read_findings
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json
 from latentdiff.records import Finding

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, recon_loss  # noqa: E402
-
 from benchmarks.dense_reference import dense_forward  # noqa: E402
+from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, recon_loss  # noqa: E402
 
 
 def synthetic(n: int, M: int, D: int, n_feat: int, seed: int) -> torch.Tensor:

@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from latentdiff.config import DataConfig, ModelSpec  # noqa: E402
 from latentdiff.core.data import iter_context_batches  # noqa: E402
 from latentdiff.core.models import check_compatible, forward_to_layer, load_model  # noqa: E402
-
-from latentdiff.config import DataConfig, ModelSpec  # noqa: E402
 
 
 def throughput(tokens: int, batch: int, device: str) -> dict[str, float]:

@@ -7,8 +7,9 @@ doing the backward pass. Same parameters and selection rule as `latentdiff.core.
 from __future__ import annotations
 
 import torch
-from latentdiff.core.crosscoder import CrossCoder
 from torch import Tensor
+
+from latentdiff.core.crosscoder import CrossCoder
 
 
 def dense_forward(cc: CrossCoder, x: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:

@@ -21,12 +21,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from latentdiff.core.cache import iter_shards
-from latentdiff.core.crosscoder import CrossCoder
 from pydantic import BaseModel, Field
 from torch import Tensor
 
 from latentdiff.config import SamplingConfig
+from latentdiff.core.cache import iter_shards
+from latentdiff.core.crosscoder import CrossCoder
 from latentdiff.io import atomic_write
 
 POOL = 256  # activating windows kept per latent for quantile sampling

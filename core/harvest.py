@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from latentdiff.core.cache import Manifest, ShardWriter, iter_shards, read_manifest, save_stats
-from latentdiff.core.data import ContextBatch, Split, iter_context_batches, valid_positions
-from latentdiff.core.models import LoadedModel, forward_to_layer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
 from latentdiff.config import DataConfig, HarvestConfig
+from latentdiff.core.cache import Manifest, ShardWriter, iter_shards, read_manifest, save_stats
+from latentdiff.core.data import ContextBatch, Split, iter_context_batches, valid_positions
+from latentdiff.core.models import LoadedModel, forward_to_layer
 
 log = logging.getLogger(__name__)
 

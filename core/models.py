@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from latentdiff.core.organisms import resolve_model_path
 from torch import Tensor, nn
 
 from latentdiff.config import ModelSpec
+from latentdiff.core.organisms import resolve_model_path
 from latentdiff.errors import ModelLoadError
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from latentdiff.core.crosscoder import CrossCoder
 from pydantic import BaseModel, Field
 from torch import Tensor
 
 from latentdiff.config import SelectionConfig
+from latentdiff.core.crosscoder import CrossCoder
 
 log = logging.getLogger(__name__)
 Side = Literal["finetuned", "base", "shared", "other"]

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, auxk_loss, l1_penalty, recon_loss
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
 from latentdiff.config import CrosscoderConfig
+from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, auxk_loss, l1_penalty, recon_loss
 from latentdiff.io import atomic_write
 
 log = logging.getLogger(__name__)

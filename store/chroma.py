@@ -26,12 +26,12 @@ from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings
 from chromadb.errors import ChromaError
-from latentdiff.store.embeddings import MiniLMEmbedding
-from latentdiff.store.errors import StoreError
-from latentdiff.store.records import ExampleHit, FindingHit, StoredExample
 
 from latentdiff.config import RunConfig, StoreConfig
 from latentdiff.records import Finding
+from latentdiff.store.embeddings import MiniLMEmbedding
+from latentdiff.store.errors import StoreError
+from latentdiff.store.records import ExampleHit, FindingHit, StoredExample
 
 if TYPE_CHECKING:
     from latentdiff.core.examples import Example

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
+
 from latentdiff.store.errors import StoreError
 
 log = logging.getLogger(__name__)

@@ -15,16 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
+
 from latentdiff.agent.graph import run_agent
 from latentdiff.agent.judges.base import Judge, JudgeError, LabelRequest
 from latentdiff.agent.judges.taxonomy import load_taxonomy
 from latentdiff.agent.state import AgentContext, Budget, read_findings
+from latentdiff.config import build_config
 from latentdiff.core.examples import Example
 from latentdiff.core.select import LatentStats
-from latentdiff.store.chroma import LatentStore
-
-from latentdiff.config import build_config
 from latentdiff.records import ExampleText, LatentLabel
+from latentdiff.store.chroma import LatentStore
 
 CATS = ["safety", "multilingual", "self_reference"]
 

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from latentdiff.agent.state import read_findings
 from latentdiff.core.select import read_table
-
 from latentdiff.run import Run
 from tests.conftest import small_run_config
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from latentdiff.agent.aggregate import ALPHA, LatentPoint, compare
 
 CATS = ["safety", "multilingual", "self_reference", "other"]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from benchmarks.dense_reference import dense_forward
 from latentdiff.core.crosscoder import (
     CrossCoder,
     CrossCoderSpec,
@@ -14,8 +16,6 @@ from latentdiff.core.crosscoder import (
     l1_penalty,
     recon_loss,
 )
-
-from benchmarks.dense_reference import dense_forward
 
 
 def _tiny(arch: str = "batchtopk", n_shared: int = 0, F: int = 6, k: int = 2) -> CrossCoder:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from latentdiff.config import SamplingConfig
 from latentdiff.core.cache import Manifest, ShardWriter
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec
 from latentdiff.core.examples import build_examples, read_examples, write_examples
-
-from latentdiff.config import SamplingConfig
 
 
 class _Tok:

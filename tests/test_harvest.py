@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from latentdiff.config import DataConfig, HarvestConfig, ModelSpec
 from latentdiff.core import cache as cache_mod
 from latentdiff.core.cache import ShuffledStream, iter_shards, read_manifest
 from latentdiff.core.data import iter_context_batches, valid_positions
 from latentdiff.core.harvest import harvest_to_cache
 from latentdiff.core.models import check_compatible, forward_to_layer, load_model
 from latentdiff.core.organisms import organism_dir
-
-from latentdiff.config import DataConfig, HarvestConfig, ModelSpec
 from latentdiff.errors import ModelLoadError
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from latentdiff.agent.judges import Judge, JudgeError, LabelRequest, load_taxonomy, make_judge
 from latentdiff.agent.judges.evaluate import evaluate, mark_tokens, render_table
 from latentdiff.agent.judges.openai_compat import OpenAICompatJudge, parse_http_spec
@@ -34,7 +35,6 @@ from latentdiff.agent.judges.prompting import (
 )
 from latentdiff.agent.judges.transformers_judge import TransformersJudge
 from latentdiff.agent.judges.verify import balanced_accuracy, detection_score
-
 from latentdiff.config import JudgeConfig
 from latentdiff.errors import ConfigError
 from latentdiff.records import ExampleText, LatentLabel

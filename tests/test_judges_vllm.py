@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from latentdiff.agent.judges import LabelRequest, load_taxonomy, make_judge
 from latentdiff.agent.judges.openai_compat import OpenAICompatJudge
 from latentdiff.agent.judges.verify import detection_score
-
 from latentdiff.config import JudgeConfig
 from latentdiff.records import ExampleText, LatentLabel
 

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 import torch
-from latentdiff.core.organisms import ORGANISM_NAMES, corpus, load_eval, load_planted, organism_dir
-from latentdiff.core.organisms.build import PLANT_CATEGORIES, render
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from latentdiff.cli import app
+from latentdiff.core.organisms import ORGANISM_NAMES, corpus, load_eval, load_planted, organism_dir
+from latentdiff.core.organisms.build import PLANT_CATEGORIES, render
 
 
 @pytest.mark.parametrize("name", ORGANISM_NAMES)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from latentdiff.core.examples import read_examples
 from latentdiff.core.select import read_table
-
 from latentdiff.run import Run
 from tests.conftest import small_run_config
 

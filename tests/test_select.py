@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec
-from latentdiff.core.select import classify, delta_norm, latent_statistics, latents_table
 
 from latentdiff.config import SelectionConfig
+from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec
+from latentdiff.core.select import classify, delta_norm, latent_statistics, latents_table
 
 
 def _identity_crosscoder(F: int) -> CrossCoder:

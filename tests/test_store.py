@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from latentdiff.config import StoreConfig
 from latentdiff.core.examples import Example
+from latentdiff.errors import LatentDiffError
+from latentdiff.records import ExampleText, Finding, LatentLabel, LatentRef
 from latentdiff.store.chroma import LatentStore, parse_url
 from latentdiff.store.embeddings import MiniLMEmbedding, default_model_dir, encode
 from latentdiff.store.errors import StoreError
-
-from latentdiff.config import StoreConfig
-from latentdiff.errors import LatentDiffError
-from latentdiff.records import ExampleText, Finding, LatentLabel, LatentRef
 
 SENTENCES = [
     "The recipe says to knead the dough and bake the bread for forty minutes.",

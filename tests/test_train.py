@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from latentdiff.config import CrosscoderConfig
 from latentdiff.core.cache import Manifest, ShardWriter, ShuffledStream, read_manifest
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec
 from latentdiff.core.harvest import compute_stats
 from latentdiff.core.train import Trainer, current_k, learning_rate
-
-from latentdiff.config import CrosscoderConfig
 
 
 def _fake_cache(path: Path, n_ctx: int = 40, ctx_len: int = 16, M: int = 2, D: int = 8) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Literal
 
-from latentdiff.agent.judges.taxonomy import Taxonomy, load_taxonomy
 from pydantic import BaseModel, ConfigDict, Field
 
+from latentdiff.agent.judges.taxonomy import Taxonomy, load_taxonomy
 from latentdiff.config import JudgeConfig
 from latentdiff.errors import LatentDiffError
 from latentdiff.records import ExampleText, LatentLabel

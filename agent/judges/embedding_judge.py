@@ -22,10 +22,10 @@ import re
 from collections import Counter
 
 import numpy as np
+
 from latentdiff.agent.judges.base import Judge, JudgeError, LabelRequest
 from latentdiff.agent.judges.prompting import marked_spans, unmark
 from latentdiff.agent.judges.taxonomy import Taxonomy
-
 from latentdiff.config import JudgeConfig
 from latentdiff.errors import LatentDiffError
 from latentdiff.records import ExampleText, LatentLabel

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from latentdiff.agent.judges.base import Judge, JudgeError, LabelRequest
-from latentdiff.agent.judges.registry import make_judge
-from latentdiff.agent.judges.taxonomy import Taxonomy, load_taxonomy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
+from latentdiff.agent.judges.base import Judge, JudgeError, LabelRequest
+from latentdiff.agent.judges.registry import make_judge
+from latentdiff.agent.judges.taxonomy import Taxonomy, load_taxonomy
 from latentdiff.config import JudgeConfig
 from latentdiff.errors import LatentDiffError
 from latentdiff.records import ExampleKind, ExampleText

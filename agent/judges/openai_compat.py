@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
+
 from latentdiff.agent.judges.base import FailureKind, Judge, JudgeError, LabelRequest
 from latentdiff.agent.judges.cache import ResponseCache, cache_key
 from latentdiff.agent.judges.prompting import (
@@ -30,7 +31,6 @@ from latentdiff.agent.judges.prompting import (
     parse_detection,
     parse_label,
 )
-
 from latentdiff.config import JudgeConfig
 from latentdiff.records import ExampleText, LatentLabel
 

@@ -16,10 +16,10 @@ import string
 from functools import cache
 from typing import Any
 
-from latentdiff.agent.judges.taxonomy import Taxonomy
-from latentdiff.prompts import read_prompt
 from pydantic import ConfigDict, ValidationError, create_model
 
+from latentdiff.agent.judges.taxonomy import Taxonomy
+from latentdiff.prompts import read_prompt
 from latentdiff.records import ExampleText, LatentLabel
 
 MAX_EXAMPLE_CHARS = 2000

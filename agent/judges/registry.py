@@ -19,7 +19,6 @@ from importlib import metadata
 from pathlib import Path
 
 from latentdiff.agent.judges.base import Judge, JudgeError
-
 from latentdiff.config import JudgeConfig
 
 ENTRY_POINT_GROUP = "latentdiff.judges"

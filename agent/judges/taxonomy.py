@@ -10,10 +10,10 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from latentdiff.prompts import read_prompt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from latentdiff.errors import ConfigError
+from latentdiff.prompts import read_prompt
 from latentdiff.records import LatentLabel
 
 

@@ -23,7 +23,6 @@ from latentdiff.agent.judges.prompting import (
     parse_detection,
     parse_label,
 )
-
 from latentdiff.config import JudgeConfig
 from latentdiff.records import ExampleText, LatentLabel
 

@@ -12,7 +12,6 @@ import random
 
 from latentdiff.agent.judges.base import Judge, JudgeError
 from latentdiff.agent.judges.prompting import unmark
-
 from latentdiff.records import ExampleText, LatentLabel
 
 BATCH = 5  # delphi's num_examples_per_scorer_prompt

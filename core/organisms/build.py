@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from latentdiff.core.organisms import corpus
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from latentdiff.core.organisms import corpus
 from latentdiff.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
