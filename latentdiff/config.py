@@ -238,7 +238,7 @@ class JudgeConfig(_Section):
         description="'embedding' (offline), 'vllm:URL@MODEL', 'openai:URL@MODEL', "
         "'transformers:PATH', or 'module:Class'.",
     )
-    max_concurrency: int = Field(default=8, gt=0, description="Concurrent judge requests.")
+    max_concurrency: int = Field(default=32, gt=0, description="Concurrent judge requests.")
     timeout_s: float = Field(default=60.0, gt=0, description="Per-request timeout.")
     retries: int = Field(default=3, ge=0, description="Retries with exponential backoff.")
     temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature.")
@@ -256,7 +256,7 @@ class AgentConfig(_Section):
     max_judge_calls: int | None = Field(
         default=None, gt=0, description="Budget of judge calls (None = unlimited)."
     )
-    concurrency: int = Field(default=4, gt=0, description="Latents processed concurrently.")
+    concurrency: int = Field(default=16, gt=0, description="Latents processed concurrently.")
     verify: bool = Field(default=True, description="Detection-score each label.")
 
 

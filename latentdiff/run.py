@@ -65,6 +65,12 @@ class Run:
         if impl is not None and self._is_done(name):
             log.info("stage %s: up to date, skipped", name)
             return
+        prev = STAGES[STAGES.index(name) - 1] if STAGES.index(name) > 0 else None
+        if impl is not None and prev is not None and prev in self._impl and not self._is_done(prev):
+            raise StageNotAvailable(
+                f"stage '{name}' needs stage '{prev}' done with these settings first "
+                f"(run `latentdiff {prev} CONFIG`, or `latentdiff run CONFIG` for everything)"
+            )
         if impl is None:
             raise StageNotAvailable(
                 f"stage '{name}' is not implemented in this version of latentdiff yet; it is "

@@ -38,7 +38,7 @@ class ScriptedJudge(Judge):
         self.log, self.fail, self.delay = log, set(fail), delay
 
     async def label(self, request: LabelRequest) -> LatentLabel:
-        latent = int(request.latent.rsplit(":", 1)[1])
+        latent = int(request.latent.rsplit(":", 1)[-1])
         await asyncio.sleep(self.delay)
         if latent in self.fail:
             raise JudgeError("invalid answer after 4 attempts: junk", "invalid")

@@ -50,7 +50,7 @@ def test_vllm_judge_labels_through_the_agent(core_run, vllm_server, tmp_path: Pa
     for stage in ("index", "label", "aggregate"):
         run.stage(stage)
     findings = {f.ref.key: f for f in read_findings(run.dir)}
-    assert len(findings) == 6
+    assert len(findings) == 6, sorted(findings)
     labelled = [f for f in findings.values() if f.label is not None]
     failed = [f for f in findings.values() if f.label is None]
     assert all(f.failure for f in failed)  # every failure carries its reason

@@ -66,7 +66,9 @@ def test_pending_stage_says_so_plainly(tmp_path: Path) -> None:
     from latentdiff.run import Run
 
     run = Run(build_config({"run_dir": str(tmp_path / "run")}))
-    with pytest.raises(StageNotAvailable, match="stage 'label' is not implemented"):
+    with pytest.raises(StageNotAvailable, match="stage 'report' is not implemented"):
+        run.stage("report")
+    with pytest.raises(StageNotAvailable, match="stage 'label' needs stage 'index' done"):
         run.stage("label")
 
 

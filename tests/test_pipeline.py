@@ -35,7 +35,7 @@ def test_rerun_skips_and_changed_settings_recompute(core_run, tmp_path: Path) ->
     for stage in ("harvest", "train", "select", "sample"):
         run.stage(stage)  # every marker matches: nothing recomputed
     assert (d / "latents.parquet").stat().st_mtime_ns == before
-    run2 = Run(small_run_config(d, selection={"top_n": 10}))
+    run2 = Run(small_run_config(d, selection={"method": "rank", "top_n": 4}))
     run2.show_progress = False
     run2.stage("select")
     assert (d / "latents.parquet").stat().st_mtime_ns != before
