@@ -59,7 +59,7 @@ def throughput(tokens: int, batch: int, device: str) -> dict[str, float]:
 
 
 CHILD = """
-import resource, sys
+import sys
 from pathlib import Path
 from latentdiff.config import DataConfig, HarvestConfig, ModelSpec
 from latentdiff.core.harvest import harvest_to_cache
@@ -70,7 +70,7 @@ models = [load_model(ModelSpec(name=x, path=f"organism:{x}", role="base" if x ==
 layer = check_compatible(models, None)
 harvest_to_cache(models, layer, DataConfig(ctx_len=128), HarvestConfig(shard_tokens=32768),
                  "train", n, out, "bench", show=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")))  # peak RSS, kB
 """
 
 
