@@ -196,8 +196,34 @@ class Trainer:
                     log_fh.flush()
                     self.save_checkpoint()
         self.cc.save(self.out)
+        plot_metrics(metrics_path, self.out / "metrics.png")
         self.ckpt_path.unlink(missing_ok=True)
         return self.cc
+
+
+def plot_metrics(metrics_path: Path, out: Path) -> None:
+    """Training curves: FVU per model, L0, dead-latent fraction and AuxK loss (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln]
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    for key in (k for k in rows[-1] if k.startswith("fvu_")):
+        axes[0].plot(steps, [r[key] for r in rows], label=key[4:])
+    axes[0].set(title="FVU per model", xlabel="step", yscale="log")
+    axes[0].legend(fontsize=8)
+    for ax, key, title in ((axes[1], "l0", "L0 (active latents / token)"), (axes[2], "dead_frac", "dead latents"),
+                           (axes[3], "auxk", "AuxK loss")):
+        ax.plot(steps, [r.get(key, 0.0) for r in rows])
+        ax.set(title=title, xlabel="step")
+    fig.tight_layout()
+    atomic_write(out, lambda p: fig.savefig(p, format="png", dpi=90))
+    plt.close(fig)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

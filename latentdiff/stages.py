@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from latentdiff.config import RunConfig
+from latentdiff.errors import StageNotAvailable
 from latentdiff.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -153,10 +155,16 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
 
     names = [m.name for m in cfg.models]
     acts = run_dir / "activations" / "train"
-    manifest = read_manifest(acts)
+    c = cfg.crosscoder
     if cfg.harvest.mode == "stream":
-        raise NotImplementedError("stream-mode training is wired in run_train_stream")
-    assert manifest is not None, "harvest first"
+        source, d_model = _stream_source(cfg, acts)
+    else:
+        manifest = read_manifest(acts)
+        if manifest is None:
+            raise StageNotAvailable(f"no activation cache in {acts}: run the harvest stage first")
+        d_model = manifest.d_model
+        cache = ShuffledStream(acts, c.batch_size, seed=c.seed)
+        source = cache.batches
     mean, scale = load_stats(acts)  # [M_all, D], [M_all]
     device = resolve_device(cfg.harvest.device)
     for cc_name, members in crosscoder_plan(cfg).items():
@@ -164,25 +172,45 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
         if (out / "crosscoder.safetensors").is_file() and not (out / "checkpoint.pt").is_file():
             continue
         cols = [names.index(m) for m in members]
-        c = cfg.crosscoder
-        spec = CrossCoderSpec(
-            arch=c.arch,
-            n_models=len(cols),
-            d_model=manifest.d_model,
-            dict_size=c.dict_size,
-            k=c.k,
-            n_shared=c.n_shared,
-            model_names=members,
-        )
+        spec = CrossCoderSpec(arch=c.arch, n_models=len(cols), d_model=d_model, dict_size=c.dict_size, k=c.k,
+                              n_shared=c.n_shared, model_names=members)
         trainer = Trainer(c, spec, mean[cols], scale[cols], out, device)
-        stream = ShuffledStream(acts, c.batch_size, seed=c.seed)
 
-        def batches(start: int, stream: ShuffledStream = stream, cols: list[int] = cols):
-            for b in stream.batches(start):
+        def batches(start: int, cols: list[int] = cols):
+            for b in source(start):
                 yield b[:, cols]
 
         trainer.fit(batches, show=show)
     mark_done(cfg, run_dir, "train", {"crosscoders": list(crosscoder_plan(cfg))})
+
+
+def _stream_source(cfg: RunConfig, acts: Path) -> tuple[Any, int]:
+    """Stream mode: batches harvested on the fly through an in-memory shuffle buffer (no cache).
+
+    Normalisation statistics come from the first shuffle buffer's worth of rows and are saved in
+    `acts/stats.safetensors`, so a resumed run uses the same ones; a resumed run replays the
+    deterministic stream up to its checkpoint (harvest compute is spent again, no data is lost).
+    """
+    import itertools
+
+    from latentdiff.core.cache import save_stats
+    from latentdiff.core.harvest import stream_batches
+
+    models, layer = _load_models(cfg)
+    c = cfg.crosscoder
+
+    def source(start: int):
+        gen = stream_batches(models, layer, cfg.data, cfg.harvest, c.batch_size, seed=c.seed)
+        return itertools.islice(gen, start, None)
+
+    if not (acts / "stats.safetensors").is_file():
+        n = min(cfg.harvest.shuffle_buffer_tokens, cfg.data.n_tokens)
+        first = torch.cat(list(itertools.islice(source(0), max(1, n // c.batch_size)))).double()  # [n, M, D]
+        mean = first.mean(0)
+        var = first.var(0, unbiased=False)
+        scale = c.target_rms * (first.shape[-1] / var.sum(-1)).sqrt()
+        save_stats(acts, mean.float(), scale.float())
+    return source, models[0].d_model
 
 
 # --------------------------------------------------------------------------- select

@@ -60,3 +60,23 @@ def test_vllm_judge_labels_through_the_agent(core_run, vllm_server, tmp_path: Pa
     agg = json.loads((run.dir / "aggregate.json").read_text())
     assert len(agg["skipped"]) == len(_selected(run.dir)) - 6
     assert (run.dir / "judge_cache").exists()
+
+
+def test_judge_server_down_is_recorded_and_the_run_completes(core_run, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = _copy_run(core_run, tmp_path / "run",
+                    judge={"spec": f"vllm:http://127.0.0.1:{port}/v1@nobody", "retries": 1, "timeout_s": 5},
+                    agent={"max_latents": 3})
+    for stage in ("index", "label", "aggregate"):
+        run.stage(stage)
+    findings = {f.ref.key: f for f in read_findings(run.dir)}
+    assert len(findings) == 3 and all(f.label is None for f in findings.values())
+    assert all("unreachable" in f.failure for f in findings.values()), [f.failure for f in findings.values()]
+    marker = json.loads((run.dir / "stages" / "label.json").read_text())
+    assert marker["failed"] == 3
+    agg = json.loads((run.dir / "aggregate.json").read_text())
+    assert len(agg["failures"]) == 3 and agg["n_labelled"] == 0

@@ -43,3 +43,24 @@ def test_rerun_skips_and_changed_settings_recompute(core_run, tmp_path: Path) ->
     trained_at = weights.stat().st_mtime_ns
     run2.stage("train")  # the crosscoder does not depend on selection settings: skipped
     assert weights.stat().st_mtime_ns == trained_at
+
+
+def test_metrics_plot_written(core_run) -> None:
+    png = core_run.dir / "crosscoders" / "joint" / "metrics.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stream_mode_trains_without_a_train_cache(tmp_path: Path) -> None:
+    cfg = small_run_config(tmp_path / "run", harvest={"mode": "stream", "batch_size": 16, "shuffle_buffer_tokens": 2048},
+                           crosscoder={"dict_size": 128, "k": 8, "batch_size": 256, "steps": 12, "warmup_steps": 2,
+                                       "checkpoint_every": 5, "dead_tokens": 5_000})
+    run = Run(cfg)
+    run.show_progress = False
+    run.stage("harvest")
+    run.stage("train")
+    acts = tmp_path / "run" / "activations"
+    assert not list((acts / "train").glob("shard_*"))  # nothing cached for training
+    assert (acts / "train" / "stats.safetensors").is_file()
+    assert (tmp_path / "run" / "crosscoders" / "joint" / "crosscoder.safetensors").is_file()
+    metrics = (tmp_path / "run" / "crosscoders" / "joint" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(metrics[-1])["step"] == 12
