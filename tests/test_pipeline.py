@@ -51,7 +51,8 @@ def test_metrics_plot_written(core_run) -> None:
 
 
 def test_stream_mode_trains_without_a_train_cache(tmp_path: Path) -> None:
-    cfg = small_run_config(tmp_path / "run", harvest={"mode": "stream", "batch_size": 16, "shuffle_buffer_tokens": 2048},
+    harvest = {"mode": "stream", "batch_size": 16, "shuffle_buffer_tokens": 2048}
+    cfg = small_run_config(tmp_path / "run", harvest=harvest,
                            crosscoder={"dict_size": 128, "k": 8, "batch_size": 256, "steps": 12, "warmup_steps": 2,
                                        "checkpoint_every": 5, "dead_tokens": 5_000})
     run = Run(cfg)
