@@ -78,7 +78,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         "VLLM_LOG_FILE": str(log_file),
         # The organism was trained on 512-token contexts; the judge prompt (instructions +
         # taxonomy + examples) is longer. Its output is noise anyway: allow a longer window.
-        "VLLM_MAX_MODEL_LEN": "2048",
+        "VLLM_MAX_MODEL_LEN": "8192",
         "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1",
         "VLLM_EXTRA_ARGS": STRUCTURED,
     }
