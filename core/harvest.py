@@ -86,7 +86,7 @@ def harvest_to_cache(
     start_ctx = manifest.next_context
     done = manifest.n_tokens
     t0 = time.perf_counter()
-    seen = 0
+    seen, ctx_end = 0, start_ctx
     with _progress() as progress:
         task = progress.add_task(f"harvest {split}", total=n_tokens, completed=done, rate="")
         progress.disable = not show
@@ -99,13 +99,13 @@ def harvest_to_cache(
             rows, ctx, pos, excluded = paired_activations(models, batch, layer, data)
             for k, v in excluded.items():
                 manifest.excluded[k] = manifest.excluded.get(k, 0) + v
-            writer.add(rows, ctx, pos, ctx_end=int(batch.ctx_index[-1]) + 1)
+            ctx_end = int(batch.ctx_index[-1]) + 1
+            writer.add(rows, ctx, pos, ctx_end=ctx_end)
             done += rows.shape[0]
             seen += int(batch.attention_mask.sum())
             rate = seen / (time.perf_counter() - t0)
             progress.update(task, completed=min(done, n_tokens), rate=f"{rate:,.0f} tok/s")
-        if writer._n:
-            writer.flush(ctx_end=int(batch.ctx_index[-1]) + 1)
+        writer.flush(ctx_end=ctx_end)  # the last partial shard (no-op when empty)
     manifest.n_contexts = manifest.next_context
     manifest.complete = True
     writer.write_manifest()
