@@ -198,7 +198,7 @@ class LatentStore:
                 total += flush()
             batch[id_] = (doc, meta)
         total += flush()
-        log.info("upserted %d rows into %s", total, col.name)
+        log.debug("upserted %d rows into %s", total, col.name)
         return total
 
     def _get(self, col: Collection, where: Where, include: Sequence[str]) -> Iterator[tuple[str, Any, Any]]:
