@@ -55,9 +55,15 @@ def build_aggregate(cfg: RunConfig, findings: list[Finding], categories: list[st
     headline = None
     if cfg.headline is not None:
         a, b = cfg.headline
-        headline = compare(a, _points(findings, a, "finetuned"), b, _points(findings, b, "finetuned"),
-                           categories, f"category shares of {a}-specific latents relative to {b}-specific "
-                           "latents (each relative to the base)", n_boot=boot, seed=cfg.report.seed)
+        pa, pb = _points(findings, a, "finetuned"), _points(findings, b, "finetuned")
+        how = "each relative to the base"
+        if cfg.headline_exclusive and cfg.design == "joint":
+            shared = {p.key for p in pa} & {p.key for p in pb}
+            pa, pb = [p for p in pa if p.key not in shared], [p for p in pb if p.key not in shared]
+            how += f"; {len(shared)} latents specific to both were left out"
+        headline = compare(a, pa, b, pb, categories,
+                           f"category shares of {a}-specific latents relative to {b}-specific latents ({how})",
+                           n_boot=boot, seed=cfg.report.seed)
     by_latent: dict[str, Finding] = {f.ref.key: f for f in findings}
     labelled = [f for f in by_latent.values() if f.label is not None]
     verification: dict[str, list[float]] = {}

@@ -294,6 +294,12 @@ class RunConfig(_Section):
         description="(A, B): report category shares of A-specific latents relative to B-specific "
         "ones (the paper's SimPO-vs-instruct table). None = each fine-tune vs base.",
     )
+    headline_exclusive: bool = Field(
+        default=True,
+        description="Joint design: in the headline, count only latents specific to A and not to B (and "
+        "vice versa), so concepts both fine-tunes gained do not blur their difference. False = the "
+        "paper's two overlapping sets.",
+    )
     seed: int = Field(default=0, description="Global seed.")
     data: DataConfig = Field(default_factory=DataConfig, description="Data.")
     harvest: HarvestConfig = Field(default_factory=HarvestConfig, description="Harvest.")

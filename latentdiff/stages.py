@@ -38,7 +38,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "label": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store",
               "judge", "agent"),
     "aggregate": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store",
-                  "judge", "agent", "headline", "report"),
+                  "judge", "agent", "headline", "headline_exclusive", "report"),
 }
 
 

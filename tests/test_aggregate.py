@@ -60,3 +60,28 @@ def test_weighted_variant_uses_frequency() -> None:
     row = next(r for r in cmp.categories if r.name == "safety")
     assert row.shift_pct == pytest.approx(0.0)
     assert row.shift_pct_weighted > 50
+
+
+def test_headline_exclusive_sets_drop_latents_specific_to_both() -> None:
+    from latentdiff.agent.summary import build_aggregate
+    from latentdiff.config import build_config
+    from latentdiff.records import Finding, LatentLabel, LatentRef
+
+    def finding(latent: int, pair: str, category: str) -> Finding:
+        label = LatentLabel(name="n", description="d", category=category, confidence=0.5)
+        return Finding(ref=LatentRef(crosscoder="joint", latent=latent), pair=pair, side="finetuned",
+                       delta_norm=0.8, label=label, doc_ids=[latent])
+
+    shared = [finding(i, p, "self_reference") for i in range(10) for p in ("a", "b")]  # both fine-tunes
+    only_a = [finding(100 + i, "a", "safety") for i in range(5)]
+    only_b = [finding(200 + i, "b", "hallucination") for i in range(5)]
+    cfg = build_config({"models": [{"name": "base", "path": "x", "role": "base"},
+                                   {"name": "a", "path": "y", "role": "finetune"},
+                                   {"name": "b", "path": "z", "role": "finetune"}],
+                        "headline": ["a", "b"], "design": "joint", "report": {"bootstrap": 50}})
+    agg = build_aggregate(cfg, shared + only_a + only_b, CATS + ["hallucination"])
+    assert (agg.headline.n_a, agg.headline.n_b) == (5, 5)
+    assert "10 latents specific to both were left out" in agg.headline.description
+    paper = build_aggregate(cfg.model_copy(update={"headline_exclusive": False}), shared + only_a + only_b,
+                            CATS + ["hallucination"])
+    assert (paper.headline.n_a, paper.headline.n_b) == (15, 15)
