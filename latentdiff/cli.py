@@ -234,7 +234,9 @@ def run_cmd(
     from latentdiff.run import Run
 
     cfg = load_config(config, overrides or [])
-    Run(cfg).run_all()
+    run = Run(cfg)
+    run.run_all()
+    console.print(f"report: [bold]{run.dir / 'report' / 'report.html'}[/] (also report.md, report.json)")
 
 
 def _stage_command(stage: str) -> None:
@@ -251,7 +253,7 @@ def _stage_command(stage: str) -> None:
     app.command(stage, rich_help_panel="Stages")(user_errors(command))
 
 
-for _stage in ("harvest", "train", "select", "sample", "index", "label", "aggregate"):
+for _stage in ("harvest", "train", "select", "sample", "index", "label", "aggregate", "report"):
     _stage_command(_stage)
 
 
@@ -293,7 +295,9 @@ def demo_cmd(
     """The offline demo: diff the shipped organisms with the offline judge and write the report."""
     from latentdiff.run import Run, demo_config
 
-    Run(demo_config(out)).run_all()
+    run = Run(demo_config(out))
+    run.run_all()
+    console.print(f"report: [bold]{run.dir / 'report' / 'report.html'}[/] (also report.md, report.json)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
               "judge", "agent"),
     "aggregate": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store",
                   "judge", "agent", "headline", "headline_exclusive", "report"),
+    "report": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store",
+               "judge", "agent", "headline", "headline_exclusive", "report"),
 }
 
 
@@ -50,6 +52,7 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "index": (),  # upserts are idempotent: nothing to remove
     "label": ("findings", "agent.sqlite"),
     "aggregate": ("aggregate.json",),
+    "report": ("report",),
 }
 
 
@@ -344,3 +347,12 @@ def run_aggregate(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     skipped = json.loads(marker.read_text()).get("skipped", []) if marker.is_file() else []
     path = write_aggregate(cfg, run_dir, load_taxonomy(cfg.judge.taxonomy), skipped)
     mark_done(cfg, run_dir, "aggregate", {"path": str(path)})
+
+
+def run_report(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+    """report/report.{json,md,html} with embedded plots."""
+    from latentdiff.agent.report import write_report
+
+    out = write_report(cfg, run_dir)
+    log.info("report written to %s", out)
+    mark_done(cfg, run_dir, "report", {"path": str(out)})

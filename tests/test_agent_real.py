@@ -39,6 +39,21 @@ def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) ->
     assert {c["name"] for c in agg["headline"]["categories"]} >= {"safety", "multilingual", "other"}
     marker = json.loads((run.dir / "stages" / "label.json").read_text())
     assert marker["failed"] == 0 and marker["judge_calls"] > 0
+    # the report stage over the same run
+    run.stage("report")
+    out = run.dir / "report"
+    report = json.loads((out / "report.json").read_text())
+    assert report["version"] == 1
+    for row in report["categories"]:
+        assert {"name", "shift_pct", "ci95", "n_base", "n_finetuned"} <= set(row)
+    assert {lat["id"] for lat in report["latents"]} == set(findings)
+    for lat in report["latents"]:
+        assert {"id", "side", "name", "category", "delta_norm"} <= set(lat)
+    assert report["planted"]["headline"]["a"] == "shift"  # organisms: ground truth beside the result
+    page = (out / "report.html").read_text()
+    assert 'id="shift-table"' in page and "data:image/png;base64," in page and "<script" not in page
+    assert "## Headline: shift vs it" in (out / "report.md").read_text()
+    assert (out / "plots" / "shift.png").is_file() and (out / "plots" / "training_joint.png").is_file()
 
 
 @pytest.mark.slow

@@ -60,14 +60,14 @@ def test_config_validate_and_show_ok(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and "k: 8" in shown.output
 
 
-def test_pending_stage_says_so_plainly(tmp_path: Path) -> None:
+def test_stage_errors_say_so_plainly(tmp_path: Path) -> None:
     from latentdiff.config import build_config
     from latentdiff.errors import StageNotAvailable
     from latentdiff.run import Run
 
     run = Run(build_config({"run_dir": str(tmp_path / "run")}))
-    with pytest.raises(StageNotAvailable, match="stage 'report' is not implemented"):
-        run.stage("report")
+    with pytest.raises(StageNotAvailable, match="unknown stage 'chat'"):
+        run.stage("chat")
     with pytest.raises(StageNotAvailable, match="stage 'label' needs stage 'index' done"):
         run.stage("label")
 

@@ -1,0 +1,150 @@
+"""Collect a finished run into the typed `Report` and write report.{json,md,html} with plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from latentdiff.agent.aggregate import Comparison
+from latentdiff.agent.state import read_findings
+from latentdiff.agent.summary import Aggregate
+from latentdiff.config import RunConfig
+from latentdiff.io import atomic_write_json, atomic_write_text
+
+REPORT_VERSION = 1
+
+
+class CategoryRow(BaseModel):
+    """One row of the headline table."""
+
+    name: str = Field(description="Category.")
+    shift_pct: float = Field(description="Shift of A's share relative to B's, percent.")
+    ci95: tuple[float, float] = Field(description="95% bootstrap CI (latents and documents).")
+    n_base: int = Field(description="Latents of the reference set (B) in this category.")
+    n_finetuned: int = Field(description="Latents of the compared set (A) in this category.")
+    significant: bool = Field(description="CI excludes 0.")
+    planted: str | None = Field(default=None, description="Planted sign (+, -, 0) for organisms.")
+    recovered: bool | None = Field(default=None, description="Planted sign recovered with a CI excluding 0.")
+
+
+class LatentCard(BaseModel):
+    """One latent of the report."""
+
+    id: str = Field(description="crosscoder:latent.")
+    side: str = Field(description="Side for its pair.")
+    pair: str = Field(description="Model compared with base.")
+    name: str | None = Field(description="Judge's name (None if labelling failed).")
+    category: str | None = Field(description="Judge's category.")
+    description: str | None = Field(default=None, description="Judge's description.")
+    delta_norm: float = Field(description="Delta-norm for the pair.")
+    nu_eps: float | None = Field(default=None, description="Latent Scaling nu-epsilon.")
+    nu_r: float | None = Field(default=None, description="Latent Scaling nu-r.")
+    freq: float = Field(default=0.0, description="Activation frequency.")
+    verification: float | None = Field(default=None, description="Detection balanced accuracy.")
+    failure: str | None = Field(default=None, description="Why labelling failed.")
+    examples: list[str] = Field(default_factory=list, description="Top examples, activating tokens <<marked>>.")
+
+
+class Report(BaseModel):
+    """Everything report.json holds (versioned)."""
+
+    version: int = Field(default=REPORT_VERSION, description="Schema version.")
+    run: str = Field(description="Run name.")
+    models: list[dict[str, str]] = Field(description="name, path, role of every model.")
+    data: dict[str, Any] = Field(description="Data settings and token counts.")
+    crosscoders: dict[str, dict[str, Any]] = Field(description="Per crosscoder: final metrics.")
+    selection: dict[str, Any] = Field(description="Method, thresholds, counts per pair and side.")
+    headline: dict[str, Any] | None = Field(description="A, B and what the sets are.")
+    categories: list[CategoryRow] = Field(description="The headline table (or the first comparison).")
+    comparisons: list[Comparison] = Field(description="Every comparison with full statistics.")
+    verification: dict[str, float] = Field(description="Mean detection accuracy per category.")
+    judge: str = Field(description="Judge that produced the labels.")
+    failures: list[dict[str, str]] = Field(description="Latents whose labelling failed.")
+    skipped: list[str] = Field(default_factory=list, description="Candidates left unlabelled by budget.")
+    latents: list[LatentCard] = Field(description="Every labelled latent.")
+    planted: dict[str, Any] | None = Field(default=None, description="Organism ground truth, when known.")
+
+
+def _planted(cfg: RunConfig) -> dict[str, Any] | None:
+    if not all(m.path.startswith("organism:") for m in cfg.models):
+        return None
+    from latentdiff.core.organisms import load_planted
+
+    return load_planted()
+
+
+def _final_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted((run_dir / "crosscoders").glob("*/metrics.jsonl")):
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x]
+        out[path.parent.name] = lines[-1] if lines else {}
+    return out
+
+
+def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
+    from latentdiff.core.examples import read_examples
+
+    findings = read_findings(run_dir)
+    keys = {f.ref.key for f in findings}
+    tops: dict[str, list[str]] = {}
+    for path in sorted((run_dir / "examples").glob("*.jsonl.gz")):
+        for ex in read_examples(path):
+            key = f"{path.name.split('.')[0]}:{ex.latent}"
+            if key in keys and ex.kind == "top" and len(tops.setdefault(key, [])) < 3:
+                tops[key].append(ex.marked_text(cfg.sampling.mark_threshold))
+    return [LatentCard(id=f.ref.key, side=f.side, pair=f.pair, name=f.label.name if f.label else None,
+                       category=f.label.category if f.label else None,
+                       description=f.label.description if f.label else None, delta_norm=f.delta_norm,
+                       nu_eps=f.nu_eps, nu_r=f.nu_r, freq=f.freq, verification=f.verification,
+                       failure=f.failure, examples=tops.get(f.ref.key, []))
+            for f in findings]
+
+
+def build_report(cfg: RunConfig, run_dir: Path) -> Report:
+    """Assemble the report of a run whose aggregate stage is done."""
+    agg = Aggregate(**json.loads((run_dir / "aggregate.json").read_text()))
+    planted = _planted(cfg)
+    head = agg.headline or (agg.comparisons[0] if agg.comparisons else None)
+    signs = (planted or {}).get("headline", {}).get("signs", {}) if agg.headline else {}
+    rows = []
+    for c in head.categories if head else []:
+        sign = signs.get(c.name)
+        recovered = None
+        if sign in ("+", "-"):
+            recovered = c.significant and ((c.shift_pct > 0) == (sign == "+"))
+        rows.append(CategoryRow(name=c.name, shift_pct=c.shift_pct, ci95=c.ci95, n_base=c.n_b, n_finetuned=c.n_a,
+                                significant=c.significant, planted=sign, recovered=recovered))
+    stages = run_dir / "stages"
+    select = json.loads((stages / "select.json").read_text()) if (stages / "select.json").is_file() else {}
+    harvest = json.loads((stages / "harvest.json").read_text()) if (stages / "harvest.json").is_file() else {}
+    return Report(
+        run=cfg.name,
+        models=[{"name": m.name, "path": m.path, "role": m.role} for m in cfg.models],
+        data=cfg.data.model_dump(mode="json") | {"layer": harvest.get("layer"), "excluded": harvest.get("excluded")},
+        crosscoders=_final_metrics(run_dir),
+        selection=cfg.selection.model_dump(mode="json") | {"sides": select.get("sides", {})},
+        headline={"a": head.a, "b": head.b, "description": head.description} if head else None,
+        categories=rows, comparisons=([agg.headline] if agg.headline else []) + agg.comparisons,
+        verification=agg.verification, judge=agg.judge, failures=[f.model_dump() for f in agg.failures],
+        skipped=agg.skipped, latents=_cards(cfg, run_dir), planted=planted,
+    )
+
+
+def write_report(cfg: RunConfig, run_dir: Path) -> Path:
+    """Write report/report.json, report.md, report.html and plots; return the report dir."""
+    from latentdiff.agent.report.plots import make_plots
+    from latentdiff.agent.report.render import render_html, render_markdown
+
+    report = build_report(cfg, run_dir)
+    out = run_dir / "report"
+    plots = make_plots(report, run_dir, out / "plots")
+    if "json" in cfg.report.formats:
+        atomic_write_json(out / "report.json", report.model_dump(mode="json"))
+    if "md" in cfg.report.formats:
+        atomic_write_text(out / "report.md", render_markdown(report, plots, cfg.report.max_cards))
+    if "html" in cfg.report.formats:
+        atomic_write_text(out / "report.html", render_html(report, plots, cfg.report.max_cards))
+    return out

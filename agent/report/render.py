@@ -1,0 +1,113 @@
+"""report.md and a self-contained report.html (plots embedded as data URIs, no external assets)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+
+def _fmt_ci(ci: tuple[float, float]) -> str:
+    return f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
+
+
+def _verdict(row) -> str:  # noqa: ANN001
+    if row.planted is None:
+        return ""
+    if row.planted not in ("+", "-"):
+        return f"planted {row.planted}"
+    return f"planted {row.planted}: {'recovered' if row.recovered else 'NOT recovered'}"
+
+
+def render_markdown(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa: ANN001
+    """The report as Markdown (plots referenced as files next to it)."""
+    head = report.headline or {}
+    lines = [f"# latentdiff report: {report.run}", ""]
+    lines += ["## Models", ""] + [f"- `{m['name']}` ({m['role']}): `{m['path']}`" for m in report.models] + [""]
+    d = report.data
+    lines += [f"Layer {d.get('layer')}, context {d.get('ctx_len')} tokens, {d.get('n_tokens'):,} training tokens; "
+              f"excluded positions: {d.get('excluded')}.", ""]
+    lines += ["## Crosscoder quality", ""]
+    for name, m in report.crosscoders.items():
+        fvu = ", ".join(f"{k[4:]} {v:.3f}" for k, v in m.items() if k.startswith("fvu_"))
+        lines.append(f"- `{name}`: FVU {fvu}; L0 {m.get('l0', 0):.1f}; dead {100 * m.get('dead_frac', 0):.1f}%")
+    lines += ["", "## Selection", "", f"Method `{report.selection['method']}`; sides per pair: "
+              f"{report.selection.get('sides')}", ""]
+    lines += [f"## Headline: {head.get('a')} vs {head.get('b')}", "", head.get("description", ""), "",
+              "| category | shift % | 95% CI | n " + str(head.get("a")) + " | n " + str(head.get("b")) + " | truth |",
+              "|---|---|---|---|---|---|"]
+    for r in report.categories:
+        lines.append(f"| {r.name} | {r.shift_pct:+.1f} | {_fmt_ci(r.ci95)} | {r.n_finetuned} | {r.n_base} | "
+                     f"{_verdict(r)} |")
+    lines += [""] + [f"![{k}](plots/{p.name})" for k, p in plots.items()] + [""]
+    lines += ["## Verification (detection balanced accuracy)", ""]
+    lines += [f"- {c}: {v:.2f}" for c, v in sorted(report.verification.items())]
+    lines += ["", f"Labels by judge `{report.judge}`. Failures: {len(report.failures)}; skipped: "
+              f"{len(report.skipped)}.", ""]
+    lines += [f"- `{f['key']}`: {f['reason']}" for f in report.failures[:20]]
+    lines += ["", "## Latents", ""]
+    for card in report.latents[:max_cards]:
+        lines += [f"### {card.id} ({card.pair}, {card.side}): {card.name or 'unlabelled'}", "",
+                  f"category **{card.category}**, Delta-norm {card.delta_norm:.2f}, nu_eps {card.nu_eps}, "
+                  f"nu_r {card.nu_r}, freq {card.freq:.4f}, verification {card.verification}", "",
+                  card.description or card.failure or "", ""]
+        lines += [f"> {ex.replace(chr(10), ' ')}" for ex in card.examples] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def _png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _highlight(text: str) -> str:
+    escaped = html.escape(text)
+    return re.sub(r"&lt;&lt;(.*?)&gt;&gt;", r"<mark>\1</mark>", escaped, flags=re.S)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+td:first-child,th:first-child{text-align:left}.pos{color:#2b8a3e}.neg{color:#c92a2a}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
+.ex{font-family:monospace;white-space:pre-wrap;background:#f8f9fa;padding:4px;margin:4px 0}
+mark{background:#ffe066}img{max-width:100%}
+"""
+
+
+def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa: ANN001
+    """A single self-contained HTML page."""
+    e = html.escape
+    head = report.headline or {}
+    rows = "".join(
+        f"<tr><td>{e(r.name)}</td><td class='{'pos' if r.shift_pct > 0 else 'neg'}'>{r.shift_pct:+.1f}</td>"
+        f"<td>{_fmt_ci(r.ci95)}</td><td>{r.n_finetuned}</td><td>{r.n_base}</td><td>{e(_verdict(r))}</td></tr>"
+        for r in report.categories)
+    imgs = "".join(f"<figure><img id='plot-{e(k)}' alt='{e(k)}' src='{_png(p)}'></figure>" for k, p in plots.items())
+    cc = "".join(f"<li><b>{e(n)}</b>: " + ", ".join(f"{e(k)} {v:.3f}" for k, v in m.items()
+                                                     if k.startswith("fvu_") or k in ("l0", "dead_frac")) + "</li>"
+                 for n, m in report.crosscoders.items())
+    cards = "".join(
+        f"<div class='card' id='latent-{e(c.id)}'><b>{e(c.id)}</b> ({e(c.pair)}, {e(c.side)}): "
+        f"<b>{e(c.name or 'unlabelled')}</b> &middot; {e(c.category or '-')} &middot; Delta-norm {c.delta_norm:.2f}"
+        f" &middot; verification {c.verification if c.verification is None else round(c.verification, 2)}"
+        f"<div>{e(c.description or c.failure or '')}</div>"
+        + "".join(f"<div class='ex'>{_highlight(x)}</div>" for x in c.examples) + "</div>"
+        for c in report.latents[:max_cards])
+    ver = "".join(f"<li>{e(c)}: {v:.2f}</li>" for c, v in sorted(report.verification.items()))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>latentdiff report: {e(report.run)}</title>
+<style>{_CSS}</style></head><body>
+<h1>latentdiff report: {e(report.run)}</h1>
+<h2>Models</h2><ul>{''.join(f"<li>{e(m['name'])} ({e(m['role'])}): <code>{e(m['path'])}</code></li>"
+                             for m in report.models)}</ul>
+<h2>Crosscoder quality</h2><ul>{cc}</ul>
+<h2 id="headline">Headline: {e(str(head.get('a')))} vs {e(str(head.get('b')))}</h2>
+<p>{e(head.get('description', ''))}</p>
+<table id="shift-table"><tr><th>category</th><th>shift %</th><th>95% CI</th><th>n {e(str(head.get('a')))}</th>
+<th>n {e(str(head.get('b')))}</th><th>truth</th></tr>{rows}</table>
+{imgs}
+<h2>Verification</h2><ul>{ver}</ul>
+<p>Labels by judge <code>{e(report.judge)}</code>. Failures: {len(report.failures)}; skipped: {len(report.skipped)}.</p>
+<h2>Latents</h2>{cards}
+</body></html>
+"""
