@@ -6,7 +6,6 @@ import json
 import logging
 from typing import Any, Literal
 
-from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
@@ -62,8 +61,7 @@ async def aggregate(state: AgentState, runtime: Runtime[AgentContext]) -> dict[s
 async def fetch(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Pick which stored examples explain the latent and which test the label (ids only)."""
     ctx = runtime.context
-    ref = parse_key(task["key"])
-    examples = ctx.store.examples_for(ref.crosscoder, ref.latent)
+    examples = ctx.examples(task["key"])
     top = [e for e in examples if e.kind == "top"]
     quant = sorted((e for e in examples if e.kind == "quantile"), key=lambda e: (e.quantile or 0, e.id))
     neg = [e for e in examples if e.kind == "negative"]
@@ -81,8 +79,7 @@ async def fetch(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, A
 
 
 def _texts(ctx: AgentContext, key: str, ids: list[str]) -> list[Any]:
-    ref = parse_key(key)
-    by_id = {e.id: e for e in ctx.store.examples_for(ref.crosscoder, ref.latent)}
+    by_id = {e.id: e for e in ctx.examples(key)}
     return [by_id[i].to_example_text() for i in ids if i in by_id]
 
 
@@ -142,8 +139,7 @@ async def record(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, 
     key = task["key"]
     ref = parse_key(key)
     label = LatentLabel(**task["label"]) if task.get("label") else None
-    doc_ids = sorted({e.doc_id for e in ctx.store.examples_for(ref.crosscoder, ref.latent)
-                      if e.kind != "negative" and e.doc_id is not None})
+    doc_ids = sorted({e.doc_id for e in ctx.examples(key) if e.kind != "negative" and e.doc_id is not None})
     findings = [
         Finding(ref=ref, pair=r.pair, side=r.side, delta_norm=r.delta_norm, nu_eps=r.nu_eps, nu_r=r.nu_r,
                 freq=r.freq, label=label, verification=task.get("verification"),
@@ -165,5 +161,5 @@ def after_judge(task: LatentTask) -> Literal["verify", "record"]:
     return "record" if task.get("failure") or not task.get("label") else "verify"
 
 
-__all__ = ["END", "aggregate", "after_fetch", "after_judge", "fan_out", "fetch", "judge",
+__all__ = ["aggregate", "after_fetch", "after_judge", "fan_out", "fetch", "judge",
            "load_candidates", "record", "verify"]

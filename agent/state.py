@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import operator
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -64,6 +65,19 @@ class AgentContext:
     stats: dict[str, list[Any]]  # key -> LatentStats rows (one per pair the latent was selected for)
     taxonomy: Any
     budget: Budget = field(default_factory=lambda: Budget(None))
+    _examples: OrderedDict[str, list[Any]] = field(default_factory=OrderedDict, repr=False)
+
+    def examples(self, key: str) -> list[Any]:
+        """A latent's stored examples (read from the store once per latent; a small LRU)."""
+        if key in self._examples:
+            self._examples.move_to_end(key)
+            return self._examples[key]
+        ref = parse_key(key)
+        found = self.store.examples_for(ref.crosscoder, ref.latent)
+        self._examples[key] = found
+        while len(self._examples) > 4 * max(1, self.cfg.agent.concurrency):
+            self._examples.popitem(last=False)
+        return found
 
     @property
     def findings_dir(self) -> Path:
