@@ -228,6 +228,9 @@ def _split_path_overrides(path: Path | None, overrides: list[str] | None) -> tup
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="Run config YAML.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="Recompute from this stage on (earlier ones are reused).")
+    ] = None,
 ) -> None:
     """Run the whole pipeline: harvest, train, select, sample, index, label, aggregate, report."""
     from latentdiff.config import load_config
@@ -235,7 +238,7 @@ def run_cmd(
 
     cfg = load_config(config, overrides or [])
     run = Run(cfg)
-    run.run_all()
+    run.run_all(from_stage)
     console.print(f"report: [bold]{run.dir / 'report' / 'report.html'}[/] (also report.md, report.json)")
 
 

@@ -87,8 +87,15 @@ class Run:
 
         return name in stages.STAGE_SECTIONS and stages.is_done(self.cfg, self.dir, name)
 
-    def run_all(self) -> None:
-        """Run every stage in order (finished stages are skipped by the stages themselves)."""
+    def run_all(self, from_stage: str | None = None) -> None:
+        """Run every stage in order; finished stages are skipped unless at or after `from_stage`."""
+        from latentdiff import stages
+
+        if from_stage is not None:
+            if from_stage not in STAGES:
+                raise StageNotAvailable(f"unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
+            for name in STAGES[STAGES.index(from_stage) :]:
+                stages.invalidate(self.dir, name)
         self.dir.mkdir(parents=True, exist_ok=True)
         dump_config(self.cfg, self.dir / "config.yaml")
         for name in STAGES:

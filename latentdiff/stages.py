@@ -59,17 +59,23 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 def begin(cfg: RunConfig, run_dir: Path, stage: str) -> None:
     """Before (re)computing a stage: outputs made under other settings are removed, partial
     outputs made under the same settings are kept so the stage resumes from them."""
-    import shutil
-
     started = run_dir / "stages" / f"{stage}.started.json"
     h = stage_hash(cfg, stage)
     if started.is_file() and json.loads(started.read_text()).get("hash") != h:
         log.info("stage %s: settings changed, recomputing from scratch", stage)
-        for name in STAGE_OUTPUTS[stage]:
-            path = run_dir / name
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-        (run_dir / "stages" / f"{stage}.json").unlink(missing_ok=True)
+        invalidate(run_dir, stage)
     atomic_write_json(started, {"hash": h})
+
+
+def invalidate(run_dir: Path, stage: str) -> None:
+    """Forget a stage: remove its outputs and markers so the next run recomputes it from scratch."""
+    import shutil
+
+    for name in STAGE_OUTPUTS[stage]:
+        path = run_dir / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    for marker in (f"{stage}.json", f"{stage}.started.json"):
+        (run_dir / "stages" / marker).unlink(missing_ok=True)
 
 
 def stage_hash(cfg: RunConfig, stage: str) -> str:

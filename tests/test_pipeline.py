@@ -6,8 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from latentdiff.core.examples import read_examples
 from latentdiff.core.select import read_table
+from latentdiff.errors import StageNotAvailable
 from latentdiff.run import Run
 from tests.conftest import small_run_config
 
@@ -65,3 +68,28 @@ def test_stream_mode_trains_without_a_train_cache(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "crosscoders" / "joint" / "crosscoder.safetensors").is_file()
     metrics = (tmp_path / "run" / "crosscoders" / "joint" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(metrics[-1])["step"] == 12
+
+
+def test_run_from_stage_recomputes_from_there(core_run, tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    shutil.copytree(core_run.dir, d)
+    (d / "stages" / "sample.json").unlink()  # pretend sampling was interrupted: run_all finishes it
+    run = Run(small_run_config(d))
+    run.show_progress = False
+    weights = d / "crosscoders" / "joint" / "crosscoder.safetensors"
+    trained_at = weights.stat().st_mtime_ns
+    table_at = (d / "latents.parquet").stat().st_mtime_ns
+    for stage in ("harvest", "train", "select", "sample"):
+        run.stage(stage)
+    assert (d / "latents.parquet").stat().st_mtime_ns == table_at  # select was up to date
+    from latentdiff import stages
+
+    for name in ("select", "sample"):  # what `latentdiff run CONFIG --from select` does first
+        stages.invalidate(d, name)
+    assert not (d / "latents.parquet").exists() and not (d / "stages" / "select.json").exists()
+    run.stage("select")
+    run.stage("sample")
+    assert (d / "latents.parquet").is_file() and (d / "examples" / "joint.jsonl.gz").is_file()
+    assert weights.stat().st_mtime_ns == trained_at  # train untouched
+    with pytest.raises(StageNotAvailable, match="unknown stage 'nope'"):
+        run.run_all("nope")
