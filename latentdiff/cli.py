@@ -290,6 +290,25 @@ def judges_eval(
         console.print(f"report written to {out}")
 
 
+@app.command("truth")
+@user_errors
+def truth_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory of an organism run (e.g. runs/demo).")],
+) -> None:
+    """Check a finished organism run against the planted truth (exit 1 if any sign is missed)."""
+    from latentdiff.truth import check_report
+
+    path = run_dir / "report" / "report.json"
+    if not path.is_file():
+        raise LatentDiffError(f"{path}: no report; run the pipeline (or `latentdiff demo --out {run_dir}`) first")
+    result = check_report(path)
+    for line in result.lines:
+        console.print(line, highlight=False)
+    console.print("ground truth: " + ("[bold green]recovered[/]" if result.ok else "[bold red]NOT recovered[/]"))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 @app.command("demo")
 @user_errors
 def demo_cmd(
