@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 ALPHA = 0.5
 
@@ -60,6 +60,40 @@ class Comparison(BaseModel):
     n_b: int = Field(description="Labelled latents in B.")
     categories: list[CategoryShift] = Field(description="One row per category.")
     bootstrap: int = Field(description="Bootstrap resamples.")
+    _boot: np.ndarray | None = PrivateAttr(default=None)  # [n_boot, K] joint bootstrap shifts
+
+
+class NetShift(BaseModel):
+    """One category's shift net of the control's own shift."""
+
+    name: str = Field(description="Category.")
+    shift_pct: float = Field(description="Fine-tune's shift minus the control's shift (percentage points).")
+    ci95: tuple[float, float] = Field(description="Bootstrap 95% CI of the difference.")
+    plain_shift_pct: float = Field(description="The fine-tune's shift vs base.")
+    control_shift_pct: float = Field(description="The control's shift vs base.")
+    significant: bool = Field(description="ci95 excludes 0.")
+
+
+class NetComparison(BaseModel):
+    """A fine-tune's per-category shifts vs base with the control's own shifts subtracted."""
+
+    a: str = Field(description="Fine-tune.")
+    control: str = Field(description="Control model (same base, trained further without the intervention).")
+    description: str = Field(description="What was compared.")
+    categories: list[NetShift] = Field(description="One row per category.")
+
+
+def net_of_control(plain: Comparison, control: Comparison) -> NetComparison:
+    """Subtract the control's shift from the fine-tune's, category by category (independent bootstraps)."""
+    assert plain._boot is not None and control._boot is not None, "comparisons must come from compare()"
+    diff = plain._boot - control._boot  # [n_boot, K]
+    rows = []
+    for k, (p, c) in enumerate(zip(plain.categories, control.categories)):
+        ci = _ci(diff[:, k])
+        rows.append(NetShift(name=p.name, shift_pct=p.shift_pct - c.shift_pct, ci95=ci, plain_shift_pct=p.shift_pct,
+                             control_shift_pct=c.shift_pct, significant=bool(ci[0] > 0 or ci[1] < 0)))
+    return NetComparison(a=plain.a, control=control.a, description=f"{plain.description}, minus the same for "
+                         f"{control.a}", categories=rows)
 
 
 def _shares(cat_idx: np.ndarray, weights: np.ndarray, K: int) -> np.ndarray:
@@ -128,5 +162,7 @@ def compare(
             verification_a=float(np.mean(ver_a)) if ver_a else None,
             verification_b=float(np.mean(ver_b)) if ver_b else None,
         ))
-    return Comparison(a=a_name, b=b_name, description=description, n_a=len(a), n_b=len(b),
-                      categories=rows, bootstrap=n_boot)
+    comparison = Comparison(a=a_name, b=b_name, description=description, n_a=len(a), n_b=len(b),
+                            categories=rows, bootstrap=n_boot)
+    comparison._boot = boot_all
+    return comparison

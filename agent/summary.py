@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from latentdiff.agent.aggregate import Comparison, LatentPoint, compare
+from latentdiff.agent.aggregate import Comparison, LatentPoint, NetComparison, compare, net_of_control
 from latentdiff.agent.state import read_findings
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json
@@ -31,6 +31,9 @@ class Aggregate(BaseModel):
     categories: list[str] = Field(description="Taxonomy categories, in order.")
     headline: Comparison | None = Field(description="The configured A-vs-B comparison, if any.")
     comparisons: list[Comparison] = Field(description="Each fine-tune (and control) vs the base.")
+    net_of_control: list[NetComparison] = Field(
+        default_factory=list, description="Each fine-tune's shifts vs base minus the control's own shifts."
+    )
     n_latents: int = Field(description="Latents with findings.")
     n_labelled: int = Field(description="Latents with a valid label.")
     failures: list[Failure] = Field(description="Latents whose labelling failed, with reasons.")
@@ -64,6 +67,18 @@ def build_aggregate(cfg: RunConfig, findings: list[Finding], categories: list[st
         headline = compare(a, pa, b, pb, categories,
                            f"category shares of {a}-specific latents relative to {b}-specific latents ({how})",
                            n_boot=boot, seed=cfg.report.seed)
+    net: list[NetComparison] = []
+    control = cfg.control.name if cfg.control else None
+    if control is not None:
+        ctrl = next(c for c in comps if c.a == control)
+        ctrl_keys = {p.key for p in _points(findings, control, "finetuned")}
+        for p in (m.name for m in cfg.finetunes):
+            # latents specific to the fine-tune relative to both the base and the control
+            only = [x for x in _points(findings, p, "finetuned") if x.key not in ctrl_keys]
+            plain = compare(p, only, "base", _points(findings, p, "base"), categories,
+                            f"latents specific to {p} (vs base and vs {control}) vs latents specific to base",
+                            n_boot=boot, seed=cfg.report.seed)
+            net.append(net_of_control(plain, ctrl))
     by_latent: dict[str, Finding] = {f.ref.key: f for f in findings}
     labelled = [f for f in by_latent.values() if f.label is not None]
     verification: dict[str, list[float]] = {}
@@ -73,7 +88,7 @@ def build_aggregate(cfg: RunConfig, findings: list[Finding], categories: list[st
     judges = sorted({f.label.judge for f in labelled if f.label and f.label.judge})
     return Aggregate(
         judge=", ".join(judges) or cfg.judge.spec, categories=categories, headline=headline,
-        comparisons=comps, n_latents=len(by_latent), n_labelled=len(labelled),
+        comparisons=comps, net_of_control=net, n_latents=len(by_latent), n_labelled=len(labelled),
         failures=[Failure(key=k, reason=f.failure or "unknown") for k, f in by_latent.items() if f.label is None],
         skipped=skipped or [], verification={c: sum(v) / len(v) for c, v in verification.items()},
     )

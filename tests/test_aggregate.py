@@ -85,3 +85,35 @@ def test_headline_exclusive_sets_drop_latents_specific_to_both() -> None:
     paper = build_aggregate(cfg.model_copy(update={"headline_exclusive": False}), shared + only_a + only_b,
                             CATS + ["hallucination"])
     assert (paper.headline.n_a, paper.headline.n_b) == (15, 15)
+
+
+def test_net_of_control_subtracts_the_control_shift() -> None:
+    from latentdiff.agent.summary import build_aggregate
+    from latentdiff.config import build_config
+    from latentdiff.records import Finding, LatentLabel, LatentRef
+
+    def finding(latent: int, pair: str, side: str, category: str) -> Finding:
+        label = LatentLabel(name="n", description="d", category=category, confidence=0.5)
+        return Finding(ref=LatentRef(crosscoder="joint", latent=latent), pair=pair, side=side, delta_norm=0.8,
+                       label=label, doc_ids=[latent])
+
+    fs = [finding(i, "a", "finetuned", "safety") for i in range(8)]
+    fs += [finding(10 + i, "a", "finetuned", "other") for i in range(4)]
+    fs += [finding(10 + i, "ctl", "finetuned", "other") for i in range(4)]  # generic drift, also in ctl
+    fs += [finding(20 + i, "ctl", "finetuned", "safety") for i in range(2)]
+    fs += [finding(30 + i, p, "base", "other") for i in range(6) for p in ("a", "ctl")]
+    cfg = build_config({"models": [{"name": "base", "path": "x", "role": "base"},
+                                   {"name": "a", "path": "y", "role": "finetune"},
+                                   {"name": "ctl", "path": "z", "role": "control"}],
+                        "report": {"bootstrap": 100}})
+    agg = build_aggregate(cfg, fs, CATS)
+    (net,) = agg.net_of_control
+    assert net.a == "a" and net.control == "ctl"
+    ctl = next(c for c in agg.comparisons if c.a == "ctl")
+    safety = next(r for r in net.categories if r.name == "safety")
+    ctl_safety = next(r for r in ctl.categories if r.name == "safety")
+    assert safety.control_shift_pct == pytest.approx(ctl_safety.shift_pct)
+    assert safety.shift_pct == pytest.approx(safety.plain_shift_pct - ctl_safety.shift_pct)
+    # the 4 latents shared with the control were left out of the fine-tune's set: safety share 8/8
+    assert safety.plain_shift_pct == pytest.approx(100 * ((8 + 0.5) / (8 + 2)) / (0.5 / (6 + 2)) - 100)
+    assert safety.ci95[0] <= safety.shift_pct <= safety.ci95[1]

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from latentdiff.agent.aggregate import Comparison
+from latentdiff.agent.aggregate import Comparison, NetComparison
 from latentdiff.agent.state import read_findings
 from latentdiff.agent.summary import Aggregate
 from latentdiff.config import RunConfig
@@ -60,6 +60,9 @@ class Report(BaseModel):
     headline: dict[str, Any] | None = Field(description="A, B and what the sets are.")
     categories: list[CategoryRow] = Field(description="The headline table (or the first comparison).")
     comparisons: list[Comparison] = Field(description="Every comparison with full statistics.")
+    net_of_control: list[NetComparison] = Field(
+        default_factory=list, description="Each fine-tune's shifts minus the control's (when a control is set)."
+    )
     verification: dict[str, float] = Field(description="Mean detection accuracy per category.")
     judge: str = Field(description="Judge that produced the labels.")
     failures: list[dict[str, str]] = Field(description="Latents whose labelling failed.")
@@ -128,6 +131,7 @@ def build_report(cfg: RunConfig, run_dir: Path) -> Report:
         selection=cfg.selection.model_dump(mode="json") | {"sides": select.get("sides", {})},
         headline={"a": head.a, "b": head.b, "description": head.description} if head else None,
         categories=rows, comparisons=([agg.headline] if agg.headline else []) + agg.comparisons,
+        net_of_control=agg.net_of_control,
         verification=agg.verification, judge=agg.judge, failures=[f.model_dump() for f in agg.failures],
         skipped=agg.skipped, latents=_cards(cfg, run_dir), planted=planted,
     )

@@ -41,6 +41,11 @@ def render_markdown(report, plots: dict[str, Path], max_cards: int) -> str:  # n
         lines.append(f"| {r.name} | {r.shift_pct:+.1f} | {_fmt_ci(r.ci95)} | {r.n_finetuned} | {r.n_base} | "
                      f"{_verdict(r)} |")
     lines += [""] + [f"![{k}](plots/{p.name})" for k, p in plots.items()] + [""]
+    for net in report.net_of_control:
+        lines += [f"## {net.a} net of control {net.control}", "", net.description, "",
+                  "| category | net shift (pp) | 95% CI | plain shift % | control shift % |", "|---|---|---|---|---|"]
+        lines += [f"| {r.name} | {r.shift_pct:+.1f} | {_fmt_ci(r.ci95)} | {r.plain_shift_pct:+.1f} | "
+                  f"{r.control_shift_pct:+.1f} |" for r in net.categories] + [""]
     lines += ["## Verification (detection balanced accuracy)", ""]
     lines += [f"- {c}: {v:.2f}" for c, v in sorted(report.verification.items())]
     lines += ["", f"Labels by judge `{report.judge}`. Failures: {len(report.failures)}; skipped: "
@@ -95,6 +100,12 @@ def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa:
         + "".join(f"<div class='ex'>{_highlight(x)}</div>" for x in c.examples) + "</div>"
         for c in report.latents[:max_cards])
     ver = "".join(f"<li>{e(c)}: {v:.2f}</li>" for c, v in sorted(report.verification.items()))
+    nets = "".join(
+        f"<h2>{e(n.a)} net of control {e(n.control)}</h2><p>{e(n.description)}</p><table class='net'>"
+        "<tr><th>category</th><th>net shift (pp)</th><th>95% CI</th><th>plain %</th><th>control %</th></tr>"
+        + "".join(f"<tr><td>{e(r.name)}</td><td>{r.shift_pct:+.1f}</td><td>{_fmt_ci(r.ci95)}</td>"
+                  f"<td>{r.plain_shift_pct:+.1f}</td><td>{r.control_shift_pct:+.1f}</td></tr>" for r in n.categories)
+        + "</table>" for n in report.net_of_control)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>latentdiff report: {e(report.run)}</title>
 <style>{_CSS}</style></head><body>
 <h1>latentdiff report: {e(report.run)}</h1>
@@ -106,6 +117,7 @@ def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa:
 <table id="shift-table"><tr><th>category</th><th>shift %</th><th>95% CI</th><th>n {e(str(head.get('a')))}</th>
 <th>n {e(str(head.get('b')))}</th><th>truth</th></tr>{rows}</table>
 {imgs}
+{nets}
 <h2>Verification</h2><ul>{ver}</ul>
 <p>Labels by judge <code>{e(report.judge)}</code>. Failures: {len(report.failures)}; skipped: {len(report.skipped)}.</p>
 <h2>Latents</h2>{cards}
