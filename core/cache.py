@@ -10,7 +10,6 @@ manifest lists only complete shards, and harvesting resumes at the next context.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,8 +181,3 @@ def load_stats(directory: Path) -> tuple[Tensor, Tensor]:
     """(mean [M, D], scale [M]) saved by `save_stats`."""
     with safe_open(str(Path(directory) / "stats.safetensors"), framework="pt") as fh:
         return fh.get_tensor("mean"), fh.get_tensor("scale")
-
-
-def write_json(path: Path, obj: object) -> None:
-    """Small helper for side files."""
-    atomic_write_json(Path(path), json.loads(json.dumps(obj)))

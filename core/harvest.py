@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -119,26 +119,31 @@ def harvest_to_cache(
     return manifest
 
 
-def compute_stats(cache_dir: Path, target_rms: float = 1.0) -> tuple[Tensor, Tensor]:
+def normalization_stats(batches: Iterable[Tensor], target_rms: float = 1.0) -> tuple[Tensor, Tensor]:
     """Per-model mean [M, D] and scale [M] so that normalised rows have RMS `target_rms` per dim.
 
     x' = (x - mean^m) * scale^m with scale^m = target_rms * sqrt(D / sum_d var_d^m); one pass over
-    the shards in float64 (bounded memory). Saved as stats.safetensors in the cache dir.
+    batches [n, M, D] in float64, holding only running sums (bounded memory).
     """
     total = sq = None
     n = 0
-    for shard in iter_shards(cache_dir):
-        acts = shard["acts"].double()  # [n, M, D]
+    for batch in batches:
+        acts = batch.double()  # [n, M, D]
         total = acts.sum(0) if total is None else total + acts.sum(0)
         sq = acts.pow(2).sum(0) if sq is None else sq + acts.pow(2).sum(0)
         n += acts.shape[0]
-    assert total is not None and sq is not None and n > 1, f"empty cache {cache_dir}"
+    assert total is not None and sq is not None and n > 1, "no activations to compute statistics from"
     mean = total / n  # [M, D]
     var = (sq / n - mean.pow(2)).clamp_min(0)  # [M, D]
-    D = mean.shape[1]
-    scale = target_rms * (D / var.sum(-1)).sqrt()  # [M]
-    save_stats(cache_dir, mean.float(), scale.float())
+    scale = target_rms * (mean.shape[1] / var.sum(-1)).sqrt()  # [M]
     return mean.float(), scale.float()
+
+
+def compute_stats(cache_dir: Path, target_rms: float = 1.0) -> tuple[Tensor, Tensor]:
+    """`normalization_stats` over a cache's shards, saved as stats.safetensors in the cache dir."""
+    mean, scale = normalization_stats((shard["acts"] for shard in iter_shards(cache_dir)), target_rms)
+    save_stats(cache_dir, mean, scale)
+    return mean, scale
 
 
 def stream_batches(

@@ -25,10 +25,6 @@ STAGES: tuple[str, ...] = (
     "aggregate",
     "report",
 )
-# Which issue delivers each stage that this version does not have yet.
-_PENDING: dict[str, str] = {}
-
-
 class Run:
     """A latentdiff run over one run directory."""
 
@@ -60,32 +56,25 @@ class Run:
         """Run one stage."""
         if name not in STAGES:
             raise StageNotAvailable(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-        impl = self._impl.get(name)
-        if impl is not None and self._is_done(name):
+        if self._is_done(name):
             log.info("stage %s: up to date, skipped", name)
             return
         prev = STAGES[STAGES.index(name) - 1] if STAGES.index(name) > 0 else None
-        if impl is not None and prev is not None and prev in self._impl and not self._is_done(prev):
+        if prev is not None and not self._is_done(prev):
             raise StageNotAvailable(
                 f"stage '{name}' needs stage '{prev}' done with these settings first "
                 f"(run `latentdiff {prev} CONFIG`, or `latentdiff run CONFIG` for everything)"
             )
-        if impl is None:
-            raise StageNotAvailable(
-                f"stage '{name}' is not implemented in this version of latentdiff yet; it is "
-                f"delivered by {_PENDING[name]}. Nothing was computed for it."
-            )
         self.dir.mkdir(parents=True, exist_ok=True)
         from latentdiff import stages
 
-        if name in stages.STAGE_SECTIONS:
-            stages.begin(self.cfg, self.dir, name)
-        impl()
+        stages.begin(self.cfg, self.dir, name)
+        self._impl[name]()
 
     def _is_done(self, name: str) -> bool:
         from latentdiff import stages
 
-        return name in stages.STAGE_SECTIONS and stages.is_done(self.cfg, self.dir, name)
+        return stages.is_done(self.cfg, self.dir, name)
 
     def run_all(self, from_stage: str | None = None) -> None:
         """Run every stage in order; finished stages are skipped unless at or after `from_stage`."""

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from latentdiff.config import RunConfig
 from latentdiff.errors import StageNotAvailable
@@ -203,7 +202,7 @@ def _stream_source(cfg: RunConfig, acts: Path) -> tuple[Any, int]:
     import itertools
 
     from latentdiff.core.cache import save_stats
-    from latentdiff.core.harvest import stream_batches
+    from latentdiff.core.harvest import normalization_stats, stream_batches
 
     models, layer = _load_models(cfg)
     c = cfg.crosscoder
@@ -214,11 +213,8 @@ def _stream_source(cfg: RunConfig, acts: Path) -> tuple[Any, int]:
 
     if not (acts / "stats.safetensors").is_file():
         n = min(cfg.harvest.shuffle_buffer_tokens, cfg.data.n_tokens)
-        first = torch.cat(list(itertools.islice(source(0), max(1, n // c.batch_size)))).double()  # [n, M, D]
-        mean = first.mean(0)
-        var = first.var(0, unbiased=False)
-        scale = c.target_rms * (first.shape[-1] / var.sum(-1)).sqrt()
-        save_stats(acts, mean.float(), scale.float())
+        first = itertools.islice(source(0), max(1, n // c.batch_size))  # the first buffer's worth of rows
+        save_stats(acts, *normalization_stats(first, c.target_rms))
     return source, models[0].d_model
 
 
