@@ -309,6 +309,101 @@ def truth_cmd(
         raise typer.Exit(1)
 
 
+def _chat_session(run_dir: Path, llm: str | None, offline: bool) -> Any:
+    """Open a read-only chat over a run; the LLM is --llm, else the run's HTTP judge, else none."""
+    from latentdiff.agent.chat import ChatSession
+    from latentdiff.agent.chat_tools import RunView
+
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger().setLevel(logging.WARNING)  # the chat's own output is the answers
+    view = RunView(run_dir)
+    spec = None if offline else (llm or view.cfg.judge.spec)
+    if spec is not None and spec.split(":", 1)[0] not in ("vllm", "openai"):
+        if llm:
+            raise LatentDiffError(f"--llm must look like vllm:URL@MODEL or openai:URL@MODEL, got {llm!r}")
+        spec = None  # the run's judge is offline (embedding) or local: answer by retrieval
+    if spec is None:
+        return ChatSession(view)
+    from latentdiff.agent.chat_llm import LLMAnswerer
+
+    return ChatSession(view, LLMAnswerer(view, spec))
+
+
+LLM_HELP = "Chat LLM, vllm:URL@MODEL or openai:URL@MODEL (default: the run's judge if it is one)."
+
+
+@app.command("chat")
+@user_errors
+def chat_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Finished run directory (with report/).")],
+    question: Annotated[list[str] | None, typer.Option("--question", "-q", help="Ask and exit (repeatable).")] = None,
+    llm: Annotated[str | None, typer.Option(help=LLM_HELP)] = None,
+    offline: Annotated[bool, typer.Option(help="Retrieval answers only, no LLM.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print answers as JSON records.")] = False,
+) -> None:
+    """Ask questions about a run's findings in the terminal (read-only; answers cite latent ids)."""
+    from rich.markdown import Markdown
+
+    session = _chat_session(run_dir, llm, offline)
+
+    def show(q: str) -> None:
+        try:
+            ans = session.ask(q)
+        except LatentDiffError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+            return
+        if as_json:
+            console.print_json(ans.model_dump_json())
+            return
+        if ans.note:
+            err_console.print(f"[yellow]{ans.note}[/]", highlight=False)
+        console.print(Markdown(ans.text))
+        console.print(f"[dim]cites: {', '.join(ans.citations) or 'none'} · mode: {ans.mode}[/]", highlight=False)
+
+    try:
+        if question:
+            for q in question:
+                show(q)
+            return
+        console.print(f"[bold]latentdiff chat[/] · run [bold]{session.view.cfg.name}[/] ({session.view.dir}) · "
+                      f"mode {session.mode}. Ask about the findings; 'exit' quits.", highlight=False)
+        while True:
+            try:
+                q = console.input("[bold cyan]you>[/] ").strip()
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                break
+            if q.lower() in ("exit", "quit", ":q", "bye"):
+                break
+            if q:
+                show(q)
+    finally:
+        session.close()
+
+
+@app.command("serve")
+@user_errors
+def serve_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Finished run directory (with report/).")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    llm: Annotated[str | None, typer.Option(help=LLM_HELP)] = None,
+    offline: Annotated[bool, typer.Option(help="Retrieval answers only, no LLM.")] = False,
+) -> None:
+    """Serve the report and a web chat over a run (read-only) at http://HOST:PORT/."""
+    import uvicorn
+
+    from latentdiff.agent.web import make_app
+
+    session = _chat_session(run_dir, llm, offline)
+    console.print(f"serving run [bold]{session.view.cfg.name}[/]: chat http://{host}:{port}/ · "
+                  f"report http://{host}:{port}/report", highlight=False)
+    try:
+        uvicorn.run(make_app(session), host=host, port=port, log_level="warning")
+    finally:
+        session.close()
+
+
 @app.command("demo")
 @user_errors
 def demo_cmd(

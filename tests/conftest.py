@@ -21,7 +21,11 @@ ORGANISM = ROOT / "core" / "organisms" / "models" / "it"
 SERVED_NAME = "organism-it"
 # xgrammar without free whitespace: the tiny model cannot wander off into endless spaces, and the
 # schema's maxLength caps close every string, so each answer finishes within max_tokens.
-STRUCTURED = '--structured-outputs-config {"backend":"xgrammar","disable_any_whitespace":true}'
+# The chat's LLM mode first tries native tool calls (tool_choice="required"), which vLLM accepts only
+# once a tool-call parser is set; the tiny model's calls then miss the schema and the chat switches
+# to its json protocol (both paths run against this server).
+STRUCTURED = ('--structured-outputs-config {"backend":"xgrammar","disable_any_whitespace":true} '
+              "--enable-auto-tool-choice --tool-call-parser hermes")
 
 
 def _unavailable(reason: str) -> None:
@@ -134,4 +138,19 @@ def core_run(tmp_path_factory: pytest.TempPathFactory):
     run.show_progress = False
     for stage in ("harvest", "train", "select", "sample"):
         run.stage(stage)
+    return run
+
+
+@pytest.fixture(scope="session")
+def reported_run(core_run, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the small core run taken through index, label (offline judge), aggregate, report."""
+    import shutil
+
+    from latentdiff.run import Run
+
+    run_dir = tmp_path_factory.mktemp("reported_run") / "run"
+    shutil.copytree(core_run.dir, run_dir)
+    run = Run(small_run_config(run_dir))
+    run.show_progress = False
+    run.run_all()
     return run

@@ -1,0 +1,187 @@
+"""The web chat (`latentdiff serve RUN_DIR`): a FastAPI app serving the report and a chat page.
+
+Read-only by construction: the routes only call the `ChatSession`/`RunView` lookups, which never
+write. The page is self-contained (no CDN), so it works offline.
+
+Routes: `GET /` chat page · `GET /report` the run's report.html · `POST /api/chat` {question,
+client} -> Answer · `GET /api/latent/{id}` latent card · `GET /latent/{id}` the card as HTML ·
+`GET /api/table` category table · `GET /healthz`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+from collections import OrderedDict
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import BaseModel, Field
+
+from latentdiff.agent.chat import Answer, ChatSession
+from latentdiff.agent.chat_tools import ChatError, LatentDetail
+from latentdiff.errors import LatentDiffError
+
+MAX_CLIENTS = 64
+_CITE = re.compile(r"\[([A-Za-z_][\w.-]*:\d+)\]")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_CODE = re.compile(r"`([^`]+)`")
+
+
+class ChatRequest(BaseModel):
+    """A question from the page."""
+
+    question: str = Field(min_length=1, max_length=2000, description="The question.")
+    client: str = Field(default="default", max_length=64, description="Conversation id (keeps LLM history).")
+
+
+class ChatReply(Answer):
+    """An answer plus its HTML rendering."""
+
+    html: str = Field(description="The answer as HTML, citations linked to their latent cards.")
+
+
+def answer_html(text: str, citations: list[str]) -> str:
+    """Escape the answer, then link its cited latent ids and render **bold** and `code`."""
+    out = html.escape(text, quote=False)
+    out = _CODE.sub(r"<code>\1</code>", out)
+    out = _BOLD.sub(r"<b>\1</b>", out)
+
+    def link(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key not in citations:
+            return m.group(0)
+        return f"[<a class='cite' href='/latent/{key}' target='_blank'>{key}</a>]"
+
+    return _CITE.sub(link, out)
+
+
+def make_app(session: ChatSession) -> FastAPI:
+    """The app over one opened run; each browser conversation gets its own history."""
+    app = FastAPI(title=f"latentdiff · {session.view.cfg.name}", docs_url=None, redoc_url=None, openapi_url=None)
+    lock = threading.Lock()  # Chroma's embedded client and the answerers are used one request at a time
+    sessions: OrderedDict[str, ChatSession] = OrderedDict({"default": session})
+
+    def session_for(client: str) -> ChatSession:
+        if client not in sessions:
+            llm = None
+            if session.llm is not None:
+                from latentdiff.agent.chat_llm import LLMAnswerer
+
+                llm = LLMAnswerer(session.view, session.llm.spec)  # type: ignore[attr-defined]
+            sessions[client] = ChatSession(session.view, llm)
+            while len(sessions) > MAX_CLIENTS:
+                sessions.popitem(last=False)
+        sessions.move_to_end(client)
+        return sessions[client]
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return CHAT_PAGE.replace("$title", html.escape(session.view.cfg.name)).replace("$mode", session.mode)
+
+    @app.get("/report")
+    def report() -> FileResponse:
+        path = session.view.dir / "report" / "report.html"
+        if not path.is_file():
+            raise HTTPException(404, "this run has no report.html")
+        return FileResponse(path, media_type="text/html")
+
+    @app.post("/api/chat")
+    def chat(req: ChatRequest) -> ChatReply:
+        with lock:
+            try:
+                ans = session_for(req.client).ask(req.question)
+            except LatentDiffError as err:
+                raise HTTPException(400, str(err)) from None
+        return ChatReply(**ans.model_dump(), html=answer_html(ans.text, ans.citations))
+
+    @app.get("/api/latent/{key}")
+    def latent(key: str) -> LatentDetail:
+        with lock:
+            try:
+                return session.view.latent_card(key, n_examples=5)
+            except ChatError as err:
+                raise HTTPException(404, str(err)) from None
+
+    @app.get("/latent/{key}", response_class=HTMLResponse)
+    def latent_page(key: str) -> str:
+        d = latent(key)
+        rows = "".join(
+            f"<li><b>{html.escape(f.label.name if f.label else 'unlabelled')}</b> "
+            f"({html.escape(f.label.category if f.label else '')}) for {html.escape(f.pair)}, {html.escape(f.side)} "
+            f"side, Delta-norm {f.delta_norm:.2f}<br>{html.escape(f.label.description if f.label else '')}</li>"
+            for f in d.findings)
+        exs = "".join(f"<li><code>{_marks(t)}</code></li>" for t in d.examples)
+        return (f"<!doctype html><meta charset='utf-8'><title>{html.escape(d.id)}</title><body style='font-family:"
+                f"sans-serif;max-width:900px;margin:2em auto'><h1 id='latent'>{html.escape(d.id)}</h1><ul>{rows}</ul>"
+                f"<h2>Top examples</h2><ol>{exs}</ol></body>")
+
+    @app.get("/api/table")
+    def table() -> dict[str, object]:
+        with lock:
+            return session.view.category_table().model_dump(mode="json")
+
+    @app.get("/healthz")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "run": session.view.cfg.name, "mode": session.mode}
+
+    return app
+
+
+def _marks(text: str) -> str:
+    """Escaped example text with <<activating>> tokens highlighted."""
+    esc = html.escape(text, quote=False).replace("&lt;&lt;", "\x00").replace("&gt;&gt;", "\x01")
+    return esc.replace("\x00", "<mark>").replace("\x01", "</mark>")
+
+
+CHAT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>latentdiff chat · $title</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d232a}
+header{background:#1d3557;color:#fff;padding:.8em 1.2em;display:flex;justify-content:space-between}
+header a{color:#ffd166}
+#log{max-width:900px;margin:1em auto;padding:0 1em}
+.msg{border-radius:8px;padding:.7em 1em;margin:.6em 0;white-space:pre-wrap;line-height:1.4}
+.user{background:#dbe7f5;margin-left:15%}
+.bot{background:#fff;border:1px solid #dde1e6;margin-right:5%}
+.meta{color:#6b7280;font-size:.8em;margin-top:.4em}
+.error{background:#fde2e1}
+form{max-width:900px;margin:0 auto 2em;padding:0 1em;display:flex;gap:.5em}
+#question{flex:1;padding:.7em;font-size:1em;border:1px solid #c3c9d1;border-radius:6px}
+button{padding:.7em 1.4em;font-size:1em;background:#1d3557;color:#fff;border:0;border-radius:6px}
+a.cite{font-family:monospace}
+</style></head><body>
+<header><span><b>latentdiff</b> · run <b>$title</b> · mode $mode</span>
+<a href="/report" target="_blank">report</a></header>
+<div id="log"><div class="msg bot">Ask about this run's findings, e.g. "which new latents are about safety?",
+"show me latent 12", "why did hallucination go down?", "compare multilingual between the two fine-tunes".
+Answers cite latent ids; click one for its card. The chat can only read the run.</div></div>
+<form id="ask"><input id="question" autocomplete="off" placeholder="Ask a question" autofocus>
+<button id="send" type="submit">Ask</button></form>
+<script>
+const client = Math.random().toString(36).slice(2);
+const log = document.getElementById('log');
+function add(cls, html) {
+  const d = document.createElement('div'); d.className = 'msg ' + cls; d.innerHTML = html;
+  log.appendChild(d); d.scrollIntoView(); return d;
+}
+function esc(s) { const d = document.createElement('div'); d.textContent = s; return d.innerHTML; }
+document.getElementById('ask').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const box = document.getElementById('question'); const q = box.value.trim();
+  if (!q) return;
+  box.value = ''; add('user', esc(q)); const wait = add('bot pending', '…');
+  try {
+    const r = await fetch('/api/chat', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                        body: JSON.stringify({question: q, client})});
+    const body = await r.json();
+    if (!r.ok) { wait.className = 'msg error'; wait.textContent = body.detail || r.statusText; return; }
+    wait.className = 'msg bot answer';
+    wait.innerHTML = body.html + '<div class="meta">cites: ' + body.citations.map(esc).join(', ') +
+                     ' · mode: ' + body.mode + (body.note ? ' · ' + esc(body.note) : '') + '</div>';
+  } catch (e) { wait.className = 'msg error'; wait.textContent = String(e); }
+});
+</script></body></html>
+"""
