@@ -42,6 +42,7 @@ from latentdiff.errors import LatentDiffError
 log = logging.getLogger(__name__)
 
 MAX_RESULT_CHARS = 3000
+CHOICE_MAX_TOKENS = 192  # a lookup call is short; bounds what a confused model can ramble
 HISTORY_TURNS = 3
 
 
@@ -194,7 +195,8 @@ class LLMAnswerer:
         """Tool calls through the tools API; None when the server or model cannot do it (then json)."""
         if not required and not self.auto_ok:
             return []
-        model = self.llm.bind_tools(self.tools, tool_choice="required" if required else "auto")
+        model = self.llm.bind_tools(self.tools, tool_choice="required" if required else "auto",
+                                    max_tokens=CHOICE_MAX_TOKENS)
         problem = None
         try:
             msg = self._invoke(model, msgs)
@@ -219,8 +221,8 @@ class LLMAnswerer:
 
     def _json_choice(self, msgs: list[BaseMessage], required: bool) -> list[dict[str, Any]]:
         """One lookup as a schema-constrained JSON object."""
-        model = self.llm.with_structured_output(router_schema(self.tools, allow_stop=not required),
-                                                method="json_schema", include_raw=True)
+        model = self.llm.bind(max_tokens=CHOICE_MAX_TOKENS).with_structured_output(
+            router_schema(self.tools, allow_stop=not required), method="json_schema", include_raw=True)
         try:
             out = model.invoke(msgs)
         except openai.APIConnectionError as err:

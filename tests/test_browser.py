@@ -1,0 +1,128 @@
+"""The report and the web chat in a real headless browser (Playwright driving Debian chromium).
+
+`latentdiff serve` runs as a real server process; the page is driven like a user would: type a
+question, press Ask, read the answer, follow a cited latent."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from latentdiff.agent.chat_tools import RunView
+from tests.conftest import _unavailable
+
+ID_RE = re.compile(r"\b(joint:\d+)\b")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    exe = os.environ.get("LATENTDIFF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        _unavailable("no chromium on PATH (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def _blank(png: Path) -> bool:
+    from PIL import Image
+
+    img = Image.open(png).convert("RGB")
+    lo, hi = img.convert("L").getextrema()
+    return hi - lo < 100 or len(img.getcolors(maxcolors=1 << 20) or []) < 50
+
+
+@pytest.fixture(scope="module")
+def server(reported_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    exe = Path(sys.executable).with_name("latentdiff")
+    with log.open("w") as fh:
+        proc = subprocess.Popen([str(exe), "serve", str(reported_run.dir), "--port", str(port), "--offline"],
+                                stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"latentdiff serve did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_report_html_shows_chart_and_table(browser, server: str, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1200, "height": 1600})
+    page.goto(f"{server}/report")
+    table, chart = page.locator("#shift-table"), page.locator("#plot-shift")
+    assert table.is_visible() and chart.is_visible()
+    assert page.locator("#shift-table tr").count() >= 7  # header + 6 categories
+    assert chart.evaluate("img => img.complete && img.naturalWidth > 300")  # the embedded PNG decoded
+    assert "95% CI" in table.inner_text()
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot))
+    assert not _blank(shot)
+    page.close()
+
+
+def test_web_chat_answers_cite_latents(browser, server: str, reported_run, tmp_path: Path) -> None:
+    view = RunView(reported_run.dir)
+    key = next(iter(view.by_key))
+    questions = ["which new latents are about safety?", f"show me latent {key.split(':')[1]}",
+                 "why did hallucination go down?", "compare multilingual between the two fine-tunes"]
+    page = browser.new_page(viewport={"width": 1100, "height": 1400})
+    page.goto(server)
+    for i, q in enumerate(questions, 1):
+        page.fill("#question", q)
+        page.click("#send")
+        page.locator(".answer").nth(i - 1).wait_for(timeout=60_000)
+        text = page.locator(".answer").nth(i - 1).inner_text()
+        cited = ID_RE.findall(text)
+        assert cited and all(c in view.by_key for c in cited), (q, text)
+    assert key in page.locator(".answer").nth(1).inner_text()
+    shot = tmp_path / "chat.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert not _blank(shot)
+    href = page.locator(".answer a.cite").first.get_attribute("href")
+    assert href is not None and href.startswith("/latent/")
+    page.goto(server + href)
+    assert page.locator("#latent").inner_text() == href.removeprefix("/latent/")
+    page.close()
+
+
+def test_web_api_is_read_only(server: str) -> None:
+    for method in ("PUT", "DELETE", "PATCH"):
+        req = urllib.request.Request(f"{server}/api/chat", method=method, data=b"{}")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 405
+    req = urllib.request.Request(f"{server}/api/chat", data=b'{"question": ""}',
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 422  # schema-validated input
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{server}/api/latent/joint:99999999", timeout=10)
+    assert err.value.code == 404
