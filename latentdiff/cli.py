@@ -240,6 +240,7 @@ def run_cmd(
     run = Run(cfg)
     run.run_all(from_stage)
     console.print(f"report: [bold]{run.dir / 'report' / 'report.html'}[/] (also report.md, report.json)")
+    console.print(f"ask about it: [bold]latentdiff chat {run.dir}[/]  ·  web: [bold]latentdiff serve {run.dir}[/]")
 
 
 def _stage_command(stage: str) -> None:
@@ -415,6 +416,7 @@ def demo_cmd(
     run = Run(demo_config(out))
     run.run_all()
     console.print(f"report: [bold]{run.dir / 'report' / 'report.html'}[/] (also report.md, report.json)")
+    console.print(f"ask about it: [bold]latentdiff chat {run.dir}[/]  ·  web: [bold]latentdiff serve {run.dir}[/]")
 
 
 if __name__ == "__main__":  # pragma: no cover

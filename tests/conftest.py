@@ -154,3 +154,15 @@ def reported_run(core_run, tmp_path_factory: pytest.TempPathFactory):
     run.show_progress = False
     run.run_all()
     return run
+
+
+@pytest.fixture(scope="session")
+def chat_run(request: pytest.FixtureRequest):
+    """The run the chat tests talk to: $LATENTDIFF_CHAT_RUN (CI points it at the demo run) or the
+    small reported run."""
+    from types import SimpleNamespace
+
+    path = os.environ.get("LATENTDIFF_CHAT_RUN")
+    if path:
+        return SimpleNamespace(dir=Path(path).resolve())
+    return request.getfixturevalue("reported_run")

@@ -46,14 +46,14 @@ def _blank(png: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def server(reported_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(chat_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     exe = Path(sys.executable).with_name("latentdiff")
     with log.open("w") as fh:
-        proc = subprocess.Popen([str(exe), "serve", str(reported_run.dir), "--port", str(port), "--offline"],
+        proc = subprocess.Popen([str(exe), "serve", str(chat_run.dir), "--port", str(port), "--offline"],
                                 stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -87,8 +87,8 @@ def test_report_html_shows_chart_and_table(browser, server: str, tmp_path: Path)
     page.close()
 
 
-def test_web_chat_answers_cite_latents(browser, server: str, reported_run, tmp_path: Path) -> None:
-    view = RunView(reported_run.dir)
+def test_web_chat_answers_cite_latents(browser, server: str, chat_run, tmp_path: Path) -> None:
+    view = RunView(chat_run.dir)
     key = next(iter(view.by_key))
     questions = ["which new latents are about safety?", f"show me latent {key.split(':')[1]}",
                  "why did hallucination go down?", "compare multilingual between the two fine-tunes"]

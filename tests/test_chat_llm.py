@@ -60,8 +60,8 @@ class ScriptedChat:
 
 
 @pytest.fixture(scope="module")
-def view(reported_run) -> RunView:
-    return RunView(reported_run.dir)
+def view(chat_run) -> RunView:
+    return RunView(chat_run.dir)
 
 
 def _answerer(view: RunView, fake: ScriptedChat, **kw: Any) -> LLMAnswerer:
@@ -113,10 +113,10 @@ def test_unreachable_llm_is_one_line(view: RunView) -> None:
         a.answer("hello")
 
 
-def test_chat_llm_against_real_vllm(vllm_server: tuple[str, str], reported_run) -> None:
+def test_chat_llm_against_real_vllm(vllm_server: tuple[str, str], chat_run) -> None:
     """LangGraph agent -> real vLLM (CPU) -> lookups -> answer with checked citations."""
     url, model = vllm_server
-    view = RunView(reported_run.dir)
+    view = RunView(chat_run.dir)
     a = LLMAnswerer(view, f"vllm:{url}@{model}")
     session = ChatSession(view, a)
     for q in ("why did hallucination go down?", "compare multilingual between the two fine-tunes"):
@@ -128,7 +128,7 @@ def test_chat_llm_against_real_vllm(vllm_server: tuple[str, str], reported_run) 
     assert len(a.history) == 2
     # the same through the CLI, one-shot, JSON out
     exe = Path(sys.executable).with_name("latentdiff")
-    out = subprocess.run([str(exe), "chat", str(reported_run.dir), "--llm", f"vllm:{url}@{model}", "--json",
+    out = subprocess.run([str(exe), "chat", str(chat_run.dir), "--llm", f"vllm:{url}@{model}", "--json",
                           "-q", "which new latents are about safety?"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rec = json.loads(out.stdout)
