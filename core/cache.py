@@ -77,35 +77,42 @@ class ShardWriter:
         self._pos: list[Tensor] = []
         self._n = 0
 
-    def add(self, acts: Tensor, ctx: Tensor, pos: Tensor, ctx_end: int) -> None:
+    def add(self, acts: Tensor, ctx: Tensor, pos: Tensor, ctx_end: int | None) -> None:
         """Add rows acts [n, M, D] from contexts < ctx_end; flush when a shard is full.
 
         Shards end on context boundaries, so `ctx_end` is where a resumed harvest restarts.
+        ctx_end None: only buffer (the caller decides when to write, as the distributed harvest does).
         """
         self._acts.append(acts.to("cpu", self.dtype))
         self._ctx.append(ctx.to(torch.int32).cpu())
         self._pos.append(pos.to(torch.int32).cpu())
         self._n += acts.shape[0]
-        if self._n >= self.shard_tokens:
+        if ctx_end is not None and self._n >= self.shard_tokens:
             self.flush(ctx_end)
 
     def flush(self, ctx_end: int) -> None:
         """Write buffered rows as one shard and record it in the manifest."""
         if self._n == 0:
             return
+        info = self.write_shard(len(self.manifest.shards), self.manifest.next_context, ctx_end)
+        self.manifest.shards.append(info)
+        self.write_manifest()
+
+    def write_shard(self, idx: int, ctx_start: int, ctx_end: int) -> ShardInfo:
+        """Write the buffered rows as shard number `idx` and empty the buffer; the manifest is untouched.
+
+        Distributed harvest: every rank writes its own shard this way and rank 0 records them all.
+        """
         tensors = {
             "acts": torch.cat(self._acts).contiguous(),  # [n, M, D]
             "ctx": torch.cat(self._ctx).contiguous(),  # [n]
             "pos": torch.cat(self._pos).contiguous(),  # [n]
         }
-        idx = len(self.manifest.shards)
         name = f"shard_{idx:05d}.safetensors"
         atomic_write(self.dir / name, lambda p: save_file(tensors, str(p)))
-        self.manifest.shards.append(
-            ShardInfo(file=name, n_tokens=self._n, ctx_start=self.manifest.next_context, ctx_end=ctx_end)
-        )
-        self.write_manifest()
+        info = ShardInfo(file=name, n_tokens=self._n, ctx_start=ctx_start, ctx_end=ctx_end)
         self._acts, self._ctx, self._pos, self._n = [], [], [], 0
+        return info
 
     def write_manifest(self) -> None:
         """Atomically rewrite manifest.json."""

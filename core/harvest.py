@@ -8,6 +8,7 @@ Peak memory is bounded by one shard (or the shuffle buffer), never by the corpus
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
 from latentdiff.config import DataConfig, HarvestConfig
+from latentdiff.core import distributed as dist
 from latentdiff.core.cache import Manifest, ShardWriter, iter_shards, read_manifest, save_stats
 from latentdiff.core.data import ContextBatch, Split, iter_context_batches, valid_positions
 from latentdiff.core.models import LoadedModel, forward_to_layer
@@ -82,6 +84,8 @@ def harvest_to_cache(
             ctx_len=data.ctx_len,
             config_hash=config_hash,
         )
+    if dist.is_distributed():
+        return _harvest_ranks(models, layer, data, harvest, split, n_tokens, out, manifest, show)
     writer = ShardWriter(out, manifest, harvest.shard_tokens)
     start_ctx = manifest.next_context
     done = manifest.n_tokens
@@ -117,6 +121,91 @@ def harvest_to_cache(
         manifest.excluded,
     )
     return manifest
+
+
+def _harvest_ranks(
+    models: list[LoadedModel],
+    layer: int,
+    data: DataConfig,
+    harvest: HarvestConfig,
+    split: Split,
+    n_tokens: int,
+    out: Path,
+    manifest: Manifest,
+    show: bool,
+) -> Manifest:
+    """`harvest_to_cache` over torchrun ranks: batch i of the split goes to rank i % world.
+
+    Ranks advance in rounds of `world` batches and exchange each batch's row count, so every rank
+    keeps exactly the batches one process would (those begun before n_tokens rows were reached).
+    When any rank has a full shard buffered, every rank writes its buffer as one shard ending at the
+    round's last context (a commit); rank 0 then lists the commit's shards in the one manifest. A
+    commit covers every context before its ctx_end, so a killed harvest resumes after the last
+    commit, on any number of ranks. Every rank holds the same manifest; only rank 0 writes it.
+    """
+    world, me = dist.world_size(), dist.rank()
+    writer = ShardWriter(out, manifest, harvest.shard_tokens)
+    done, commit_start = manifest.n_tokens, manifest.next_context
+    pending = [0] * world  # rows buffered per rank, known to every rank
+    batches = iter_context_batches(
+        models[0].tokenizer, data, split, harvest.batch_size, n_tokens=10**15, start_ctx=commit_start
+    )
+    dist.barrier()  # every rank has read the manifest before rank 0 may rewrite it
+    t0, seen, round_end = time.perf_counter(), 0, commit_start
+    with _progress() as progress:
+        task = progress.add_task(f"harvest {split} x{world}", total=n_tokens, completed=done, rate="")
+        progress.disable = not (show and dist.is_main())
+        finished = False
+        while not finished:
+            group = list(itertools.islice(batches, world))  # this round's batches, one per rank
+            mine = paired_activations(models, group[me], layer, data) if me < len(group) else None
+            counts = dist.all_gather_object((mine[0].shape[0], mine[3]) if mine is not None else None)
+            for j, batch in enumerate(group):  # in batch order, as one process would
+                if done >= n_tokens:
+                    break
+                n_rows, excluded = counts[j]
+                for k, v in excluded.items():
+                    manifest.excluded[k] = manifest.excluded.get(k, 0) + v
+                if j == me and mine is not None:
+                    writer.add(mine[0], mine[1], mine[2], ctx_end=None)
+                done += n_rows
+                pending[j] += n_rows
+                seen += int(batch.attention_mask.sum())
+                round_end = int(batch.ctx_index[-1]) + 1
+            finished = done >= n_tokens or len(group) < world
+            if finished or max(pending) >= harvest.shard_tokens:
+                _commit(writer, pending, commit_start, round_end)
+                commit_start = round_end
+            rate = seen / (time.perf_counter() - t0)
+            progress.update(task, completed=min(done, n_tokens), rate=f"{rate:,.0f} tok/s")
+    manifest.n_contexts = manifest.next_context
+    manifest.complete = True
+    if dist.is_main():
+        writer.write_manifest()
+    dist.barrier()
+    log.info(
+        "harvested %s on %d ranks: %d tokens in %d shards (excluded %s)",
+        split,
+        world,
+        manifest.n_tokens,
+        len(manifest.shards),
+        manifest.excluded,
+    )
+    return manifest
+
+
+def _commit(writer: ShardWriter, pending: list[int], ctx_start: int, ctx_end: int) -> None:
+    """Every rank writes its buffered rows as one shard; rank 0 lists them all in the manifest."""
+    me = dist.rank()
+    info = None
+    if pending[me]:
+        idx = len(writer.manifest.shards) + sum(1 for n in pending[:me] if n)  # rank order within a commit
+        info = writer.write_shard(idx, ctx_start, ctx_end)
+    infos = dist.all_gather_object(info)  # also: every shard file exists before the manifest names it
+    writer.manifest.shards.extend(i for i in infos if i is not None)
+    if dist.is_main():
+        writer.write_manifest()
+    pending[:] = [0] * len(pending)
 
 
 def normalization_stats(batches: Iterable[Tensor], target_rms: float = 1.0) -> tuple[Tensor, Tensor]:

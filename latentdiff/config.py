@@ -119,6 +119,11 @@ class HarvestConfig(_Section):
         default="bfloat16", description="Storage dtype of cached activations."
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    device_map: str | None = Field(
+        default=None,
+        description="HF `device_map` for models larger than one GPU ('auto', 'balanced', ...; needs the "
+        "`accelerate` package); None = the whole model on `device`. Weights dtype: models[i].dtype.",
+    )
     shuffle_buffer_tokens: int = Field(
         default=262_144, gt=0, description="Shuffle buffer size in tokens (stream mode)."
     )
@@ -235,8 +240,12 @@ class JudgeConfig(_Section):
 
     spec: str = Field(
         default="embedding",
-        description="'embedding' (offline), 'vllm:URL@MODEL', 'openai:URL@MODEL', "
+        description="'embedding' (offline), 'vllm:URL@MODEL' (replicas: 'vllm:URL1,URL2@MODEL'), "
+        "'openai:URL@MODEL', "
         "'transformers:PATH', or 'module:Class'.",
+    )
+    balance: Literal["least_loaded", "round_robin"] = Field(
+        default="least_loaded", description="How requests spread over several endpoints (vllm:URL1,URL2@MODEL)."
     )
     max_concurrency: int = Field(default=32, gt=0, description="Concurrent judge requests.")
     timeout_s: float = Field(default=60.0, gt=0, description="Per-request timeout.")

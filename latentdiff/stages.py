@@ -58,12 +58,17 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 def begin(cfg: RunConfig, run_dir: Path, stage: str) -> None:
     """Before (re)computing a stage: outputs made under other settings are removed, partial
     outputs made under the same settings are kept so the stage resumes from them."""
+    from latentdiff.core import distributed as dist
+
+    dist.init_from_env()  # under torchrun: join the process group (no-op in a single process)
     started = run_dir / "stages" / f"{stage}.started.json"
     h = stage_hash(cfg, stage)
-    if started.is_file() and json.loads(started.read_text()).get("hash") != h:
-        log.info("stage %s: settings changed, recomputing from scratch", stage)
-        invalidate(run_dir, stage)
-    atomic_write_json(started, {"hash": h})
+    if dist.is_main():
+        if started.is_file() and json.loads(started.read_text()).get("hash") != h:
+            log.info("stage %s: settings changed, recomputing from scratch", stage)
+            invalidate(run_dir, stage)
+        atomic_write_json(started, {"hash": h})
+    dist.barrier()
 
 
 def invalidate(run_dir: Path, stage: str) -> None:
@@ -73,6 +78,9 @@ def invalidate(run_dir: Path, stage: str) -> None:
     for name in STAGE_OUTPUTS[stage]:
         path = run_dir / name
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    if stage == "label":  # labelling workers' checkpoints and markers
+        for path in [*run_dir.glob("agent-w*.sqlite"), *(run_dir / "stages").glob("label-w*.json")]:
+            path.unlink(missing_ok=True)
     for marker in (f"{stage}.json", f"{stage}.started.json"):
         (run_dir / "stages" / marker).unlink(missing_ok=True)
 
@@ -89,8 +97,12 @@ def is_done(cfg: RunConfig, run_dir: Path, stage: str) -> bool:
 
 
 def mark_done(cfg: RunConfig, run_dir: Path, stage: str, info: dict[str, Any]) -> None:
-    """Write the stage's done-marker (atomically)."""
-    atomic_write_json(run_dir / "stages" / f"{stage}.json", {"hash": stage_hash(cfg, stage), **info})
+    """Write the stage's done-marker (atomically; rank 0 only under torchrun, then every rank waits)."""
+    from latentdiff.core import distributed as dist
+
+    if dist.is_main():
+        atomic_write_json(run_dir / "stages" / f"{stage}.json", {"hash": stage_hash(cfg, stage), **info})
+    dist.barrier()
 
 
 def crosscoder_plan(cfg: RunConfig) -> dict[str, list[str]]:
@@ -102,9 +114,11 @@ def crosscoder_plan(cfg: RunConfig) -> dict[str, list[str]]:
 
 
 def _load_models(cfg: RunConfig) -> tuple[list[Any], int]:
-    from latentdiff.core.models import check_compatible, load_model
+    from latentdiff.core.distributed import local_device
+    from latentdiff.core.models import check_compatible, load_model, resolve_device
 
-    models = [load_model(spec, cfg.harvest.device) for spec in cfg.models]
+    device = str(local_device(resolve_device(cfg.harvest.device)))  # under torchrun: this rank's GPU
+    models = [load_model(spec, device, cfg.harvest.device_map) for spec in cfg.models]
     return models, check_compatible(models, cfg.harvest.layer)
 
 
@@ -113,6 +127,7 @@ def _load_models(cfg: RunConfig) -> tuple[list[Any], int]:
 
 def run_harvest(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     """Paired activations of every model on the train and held-out splits."""
+    from latentdiff.core import distributed as dist
     from latentdiff.core.data import iter_context_batches
     from latentdiff.core.harvest import compute_stats, harvest_to_cache
 
@@ -125,10 +140,14 @@ def run_harvest(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
         harvest_to_cache(
             models, layer, cfg.data, cfg.harvest, "train", cfg.data.n_tokens, acts / "train", h, show
         )
-        compute_stats(acts / "train", cfg.crosscoder.target_rms)
+        if dist.is_main():
+            compute_stats(acts / "train", cfg.crosscoder.target_rms)
     manifest = harvest_to_cache(
         models, layer, cfg.data, cfg.harvest, "heldout", cfg.data.n_heldout_tokens, acts / "heldout", h, show
     )
+    if not dist.is_main():  # the rest is small and written once, by rank 0
+        mark_done(cfg, run_dir, "harvest", {})
+        return
     # held-out token ids and document metadata, for the example sampler
     ids = np.full((manifest.n_contexts, cfg.data.ctx_len), -1, dtype=np.int32)
     docs: list[str] = []
@@ -158,6 +177,7 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     """Train every planned crosscoder (resumable)."""
     from latentdiff.core.cache import ShuffledStream, load_stats, read_manifest
     from latentdiff.core.crosscoder import CrossCoderSpec
+    from latentdiff.core.distributed import local_device
     from latentdiff.core.models import resolve_device
     from latentdiff.core.train import Trainer
 
@@ -174,7 +194,7 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
         cache = ShuffledStream(acts, c.batch_size, seed=c.seed)
         source = cache.batches
     mean, scale = load_stats(acts)  # [M_all, D], [M_all]
-    device = resolve_device(cfg.harvest.device)
+    device = local_device(resolve_device(cfg.harvest.device))  # under torchrun: this rank's GPU
     for cc_name, members in crosscoder_plan(cfg).items():
         out = run_dir / "crosscoders" / cc_name
         if (out / "crosscoder.safetensors").is_file() and not (out / "checkpoint.pt").is_file():
@@ -201,6 +221,7 @@ def _stream_source(cfg: RunConfig, acts: Path) -> tuple[Any, int]:
     """
     import itertools
 
+    from latentdiff.core import distributed as dist
     from latentdiff.core.cache import save_stats
     from latentdiff.core.harvest import normalization_stats, stream_batches
 
@@ -211,10 +232,11 @@ def _stream_source(cfg: RunConfig, acts: Path) -> tuple[Any, int]:
         gen = stream_batches(models, layer, cfg.data, cfg.harvest, c.batch_size, seed=c.seed)
         return itertools.islice(gen, start, None)
 
-    if not (acts / "stats.safetensors").is_file():
+    if dist.is_main() and not (acts / "stats.safetensors").is_file():
         n = min(cfg.harvest.shuffle_buffer_tokens, cfg.data.n_tokens)
         first = itertools.islice(source(0), max(1, n // c.batch_size))  # the first buffer's worth of rows
         save_stats(acts, *normalization_stats(first, c.target_rms))
+    dist.barrier()  # under torchrun every rank replays the whole stream and trains on its slice of each batch
     return source, models[0].d_model
 
 
@@ -322,17 +344,64 @@ def _agent_context(cfg: RunConfig, run_dir: Path, store: Any, judge: Any = None)
                         budget=new_budget(cfg.agent.max_judge_calls, run_dir))
 
 
-def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = None) -> None:
-    """The LangGraph agent labels every model-specific latent (resumable via agent.sqlite)."""
+def import_store_findings(ctx: Any) -> int:
+    """Copy findings that other labelling workers put in the (shared) store into this run's
+    findings/ table: every latent whose findings for all its pairs are there. Returns how many."""
+    by_key: dict[str, list[Any]] = {}
+    for f in ctx.store.iter_findings():
+        by_key.setdefault(f.ref.key, []).append(f)
+    n = 0
+    for key, found in by_key.items():
+        if key in ctx.stats and not ctx.is_finished(key) and len(found) == len(ctx.stats[key]):
+            ctx.write_findings(key, sorted(found, key=lambda f: f.pair))
+            n += 1
+    return n
+
+
+def label_worker(cfg: RunConfig, run_dir: Path, index: int, count: int, judge: Any = None) -> None:
+    """One labelling worker of `count` (see `run_label`); needs the index stage done here."""
+    from latentdiff.errors import StageNotAvailable
+
+    if is_done(cfg, run_dir, "label"):
+        log.info("stage label: up to date, nothing for a worker to do")
+        return
+    if not is_done(cfg, run_dir, "index"):
+        raise StageNotAvailable("a labelling worker needs stage 'index' done with these settings first")
+    begin(cfg, run_dir, "label")
+    run_label(cfg, run_dir, judge=judge, worker=(index, count))
+
+
+def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = None,
+              worker: tuple[int, int] | None = None) -> None:
+    """The LangGraph agent labels every model-specific latent (resumable via agent.sqlite).
+
+    `worker=(i, n)` labels only worker i's share of the latents (for n workers on one or several
+    machines, sharing a Chroma server through store.url) and does not finish the stage; the run
+    without `worker` then collects every finding from the store, labels whatever is still missing,
+    aggregates and marks the stage done."""
     import asyncio
 
     from latentdiff.agent.graph import run_agent
     from latentdiff.agent.state import read_findings
     from latentdiff.store.chroma import LatentStore
 
+    thread = f"label-{stage_hash(cfg, 'label')}"
     with LatentStore(cfg.store, cfg.name, run_dir / "chroma") as store:
         ctx = _agent_context(cfg, run_dir, store, judge)
-        state = asyncio.run(run_agent(ctx, thread_id=f"label-{stage_hash(cfg, 'label')}"))
+        if worker is not None:
+            index, count = worker
+            ctx.worker = worker
+            tag = f"w{index}of{count}"
+            asyncio.run(run_agent(ctx, thread_id=f"{thread}-{tag}", db_name=f"agent-{tag}.sqlite"))
+            atomic_write_json(run_dir / "stages" / f"label-{tag}.json",
+                              {"hash": stage_hash(cfg, "label"), "judge_calls": ctx.budget.used})
+            log.info("worker %d/%d done (%d judge calls); run `label` without --worker to merge",
+                     index, count, ctx.budget.used)
+            return
+        imported = import_store_findings(ctx)
+        if imported:
+            log.info("collected the findings of %d latents labelled by other workers", imported)
+        state = asyncio.run(run_agent(ctx, thread_id=thread))
     findings = {f.ref.key: f for f in read_findings(run_dir)}
     failed = sum(f.label is None for f in findings.values())
     log.info("labelled %d latents, %d failed", len(findings) - failed, failed)
