@@ -172,28 +172,46 @@ class CrossCoder(nn.Module):
         flat = x.reshape(N, -1)  # [N, M*D]
         return torch.relu(flat @ self.W_enc.reshape(-1, self.spec.dict_size) + self.b_enc)
 
-    def select(self, pre: Tensor, k: int | None = None, use_threshold: bool = False) -> Tensor:
-        """Active (token, latent) indices [nnz, 2] under the architecture's rule."""
+    def select(
+        self, pre: Tensor, k: int | None = None, use_threshold: bool = False, global_batch: bool = False
+    ) -> Tensor:
+        """Active (token, latent) indices [nnz, 2] under the architecture's rule.
+
+        global_batch (under torchrun, each rank holding a slice of the batch): BatchTopK keeps the
+        top k * N_global scores over every rank's slice, not k * N_local per rank.
+        """
         if self.spec.arch == "l1":
             return (pre > 0).nonzero()
         scores = pre * self.decoder_norms().sum(-1)  # [N, F]
         if use_threshold:
             return (scores > self.threshold.clamp_min(0)).nonzero()
         k = self.spec.k if k is None else k
-        n_keep = min(k * pre.shape[0], scores.numel())
-        top = scores.flatten().topk(n_keep, sorted=False)
-        keep = top.indices[top.values > 0].sort().values  # row-major order for CSR
+        if global_batch:
+            from latentdiff.core.distributed import global_topk_mask, world_size
+
+            flat = scores.flatten()  # [N*F]
+            n_keep = min(k * pre.shape[0], flat.numel()) * world_size()  # equal slices on every rank
+            keep = (global_topk_mask(flat, n_keep) & (flat > 0)).nonzero().squeeze(1)  # row-major
+        else:
+            n_keep = min(k * pre.shape[0], scores.numel())
+            top = scores.flatten().topk(n_keep, sorted=False)
+            keep = top.indices[top.values > 0].sort().values  # row-major order for CSR
         return torch.stack([keep // pre.shape[1], keep % pre.shape[1]], dim=1)
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, x: Tensor, k: int | None = None, use_threshold: bool = False) -> ForwardOutput:
-        """Normalised x [N, M, D] -> reconstruction and active latents (sparse fast path)."""
+    def forward(
+        self, x: Tensor, k: int | None = None, use_threshold: bool = False, global_batch: bool = False
+    ) -> ForwardOutput:
+        """Normalised x [N, M, D] -> reconstruction and active latents (sparse fast path).
+
+        global_batch: x is this rank's slice of a batch spread over torchrun ranks (see `select`).
+        """
         N, M, D = x.shape
         W_enc = self.W_enc.reshape(M * D, -1)  # [M*D, F]
         with torch.no_grad():
             pre = torch.relu(x.reshape(N, -1) @ W_enc + self.b_enc)  # [N, F]
-            idx = self.select(pre, k, use_threshold)  # [nnz, 2]
+            idx = self.select(pre, k, use_threshold, global_batch)  # [nnz, 2]
             pre_vals = pre[idx[:, 0], idx[:, 1]]  # [nnz]
         vals = _SparseEncode.apply(x.reshape(N, -1), W_enc, self.b_enc, idx, pre_vals)
         dec = self.decoder().reshape(self.spec.dict_size, M * D)  # [F, M*D]
@@ -266,11 +284,15 @@ def l1_penalty(cc: CrossCoder, idx: Tensor, vals: Tensor, n_tokens: int, shared_
     return (vals * weight[idx[:, 1]]).sum() / n_tokens
 
 
-def auxk_loss(cc: CrossCoder, x: Tensor, recon: Tensor, pre: Tensor, dead: Tensor) -> Tensor:
+def auxk_loss(
+    cc: CrossCoder, x: Tensor, recon: Tensor, pre: Tensor, dead: Tensor, global_batch: bool = False
+) -> Tensor:
     """AuxK (Gao et al. 2024 via DL): reconstruct the residual with the top dead latents.
 
     e = x - x_hat (detached); k_aux = min(M*D/2, #dead); per token take the top k_aux dead latents
     by score, decode their f without b_dec; loss = mean||e - e_hat||^2 / mean||e - mean(e)||^2.
+    global_batch (x is this rank's slice): the denominator is over the global batch, so the
+    rank-averaged loss and gradient equal the single-process ones.
     """
     n_dead = int(dead.sum())
     if n_dead == 0:
@@ -289,6 +311,13 @@ def auxk_loss(cc: CrossCoder, x: Tensor, recon: Tensor, pre: Tensor, dead: Tenso
     vals = _SparseEncode.apply(x.reshape(N, -1), W_enc, cc.b_enc, idx, pre[idx[:, 0], idx[:, 1]])
     e_hat = cc.decode_sparse(idx, vals, N, bias=False).reshape(N, -1)  # [N, M*D]
     num = (e - e_hat).pow(2).sum(-1).mean()
-    den = (e - e.mean(0)).pow(2).sum(-1).mean()
+    if global_batch:
+        from latentdiff.core.distributed import all_reduce, world_size
+
+        n = N * world_size()
+        e_mean = all_reduce(e.sum(0)) / n  # [M*D] global batch mean
+        den = all_reduce((e - e_mean).pow(2).sum()) / n
+    else:
+        den = (e - e.mean(0)).pow(2).sum(-1).mean()
     loss = num / den
     return torch.nan_to_num(loss, nan=0.0)

@@ -3,6 +3,12 @@
 Checkpoints (weights, optimiser, step, RNG, dead-latent counters, threshold) are written atomically
 every `checkpoint_every` steps. Batch i of the data stream is a pure function of (seed, i), so a run
 killed at any point and restarted continues with the same data order and reaches the same weights.
+
+Under torchrun (docs/scaling.md) each rank trains on its contiguous slice of global batch i inside
+DistributedDataParallel (gradients averaged); what depends on the whole batch is computed over all
+ranks: the BatchTopK selection, the AuxK denominator, the threshold EMA, the dead-latent counters,
+the b_dec initialisation and the logged metrics. Rank 0 alone writes checkpoints and metrics, and a
+checkpoint holds nothing that depends on the number of ranks.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +26,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import Tensor
 
 from latentdiff.config import CrosscoderConfig
+from latentdiff.core import distributed as dist
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, auxk_loss, l1_penalty, recon_loss
+from latentdiff.errors import ConfigError
 from latentdiff.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -69,6 +78,15 @@ class Trainer:
         self.cc = CrossCoder(spec, seed=cfg.seed).to(device)
         self.cc.act_mean.copy_(mean)
         self.cc.act_scale.copy_(scale)
+        self.world = dist.world_size()
+        self.model: torch.nn.Module = self.cc  # what the forward pass runs through (DDP under torchrun)
+        if self.world > 1:
+            if cfg.batch_size % self.world:
+                raise ConfigError(f"crosscoder.batch_size ({cfg.batch_size}) must divide by the {self.world} ranks")
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.cc, device_ids=ids, forward_sync_buffers=False)
         self.opt = torch.optim.Adam(self.cc.parameters(), lr=learning_rate(cfg, 0), betas=(0.9, 0.999))
         self.step = 0
         self.since_fired = torch.zeros(spec.dict_size, dtype=torch.long, device=device)
@@ -81,7 +99,9 @@ class Trainer:
         return self.out / "checkpoint.pt"
 
     def save_checkpoint(self) -> None:
-        """Atomically save everything needed to continue exactly."""
+        """Atomically save everything needed to continue exactly (rank 0 only; the same on every rank)."""
+        if not dist.is_main():
+            return
         state = {
             "cc": self.cc.state_dict(),
             "opt": self.opt.state_dict(),
@@ -109,16 +129,18 @@ class Trainer:
     def train_step(self, raw: Tensor) -> dict[str, float]:
         """One optimisation step on raw activations [batch, M, D]; returns metrics."""
         cfg, cc = self.cfg, self.cc
-        x = cc.normalize(raw.to(self.device))  # [B, M, D]
+        x = cc.normalize(raw.to(self.device))  # [B, M, D] (under torchrun: this rank's [B / world, M, D])
+        spread = self.world > 1
         if self.step == 0:
             with torch.no_grad():
-                cc.b_dec.copy_(_geometric_median(x.reshape(x.shape[0], -1)).view_as(cc.b_dec))
+                full = dist.all_gather_cat(x)  # [B, M, D] the global batch (x itself in one process)
+                cc.b_dec.copy_(_geometric_median(full.reshape(full.shape[0], -1)).view_as(cc.b_dec))
         for group in self.opt.param_groups:
             group["lr"] = learning_rate(cfg, self.step)
         k = current_k(cfg, self.step)
         use_bf16 = cfg.autocast_bf16 and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = cc(x, k=k)
+            out = self.model(x, k=k, global_batch=spread)
             recon = recon_loss(x, out.recon.float())
             if cfg.arch == "l1":
                 lam = cfg.l1_coeff * min(1.0, (self.step + 1) / max(1, cfg.l1_warmup_steps))
@@ -127,7 +149,7 @@ class Trainer:
             else:
                 sparsity = x.new_zeros(())
                 dead = (self.since_fired >= cfg.dead_tokens).float()
-                aux = cfg.aux_alpha * auxk_loss(cc, x, out.recon.float(), out.pre, dead)
+                aux = cfg.aux_alpha * auxk_loss(cc, x, out.recon.float(), out.pre, dead, global_batch=spread)
             loss = recon + sparsity + aux
         loss.backward()
         torch.nn.utils.clip_grad_norm_(cc.parameters(), cfg.grad_clip)
@@ -136,25 +158,46 @@ class Trainer:
         with torch.no_grad():
             fired = torch.zeros_like(self.since_fired, dtype=torch.bool)
             fired[out.idx[:, 1]] = True
-            self.since_fired += x.shape[0]
+            if spread:
+                fired = dist.all_reduce(fired.to(torch.uint8), "max").bool()  # fired on any rank
+            self.since_fired += x.shape[0] * self.world
             self.since_fired[fired] = 0
-            if cfg.arch == "batchtopk" and self.step >= THRESHOLD_START * cfg.steps and out.vals.numel():
-                scores = out.vals.detach() * cc.decoder_norms().sum(-1)[out.idx[:, 1]]
-                low = scores.min()
-                cc.threshold.copy_(low if cc.threshold < 0 else 0.999 * cc.threshold + 0.001 * low)
+            if cfg.arch == "batchtopk" and self.step >= THRESHOLD_START * cfg.steps:
+                low = self._min_selected_score(out.idx, out.vals)
+                if low is not None:
+                    cc.threshold.copy_(low if cc.threshold < 0 else 0.999 * cc.threshold + 0.001 * low)
         self.step += 1
         return self._metrics(x, out.recon.detach(), out.idx, float(loss.detach()), float(aux.detach()))
 
+    def _min_selected_score(self, idx: Tensor, vals: Tensor) -> Tensor | None:
+        """Smallest score among the entries BatchTopK kept (over every rank); None if none was kept."""
+        if not (self.world > 1 or vals.numel()):
+            return None
+        scores = vals.detach() * self.cc.decoder_norms().sum(-1)[idx[:, 1]]  # [nnz]
+        if self.world == 1:
+            return scores.min()
+        low = dist.all_reduce(scores.min() if scores.numel() else scores.new_tensor(math.inf), "min")
+        return low if math.isfinite(float(low)) else None
+
     def _metrics(self, x: Tensor, recon: Tensor, idx: Tensor, loss: float, aux: float) -> dict[str, float]:
         err = (x - recon).pow(2).sum(-1)  # [B, M]
-        var = (x - x.mean(0)).pow(2).sum(-1)  # [B, M]
-        fvu = (err.sum(0) / var.sum(0)).tolist()
+        n_active = idx.shape[0] / x.shape[0]
+        if self.world == 1:
+            var = (x - x.mean(0)).pow(2).sum(-1)  # [B, M]
+            fvu = (err.sum(0) / var.sum(0)).tolist()
+        else:  # the global batch's figures, the same on every rank
+            n, M = x.shape[0] * self.world, x.shape[1]
+            mean = dist.all_reduce(x.sum(0)) / n  # [M, D] global batch mean
+            local = torch.cat([err.sum(0), (x - mean).pow(2).sum(-1).sum(0), x.new_tensor([idx.shape[0], loss, aux])])
+            tot = dist.all_reduce(local)  # [2M + 3]
+            fvu = (tot[:M] / tot[M : 2 * M]).tolist()
+            n_active, loss, aux = float(tot[2 * M]) / n, float(tot[2 * M + 1]) / self.world, float(tot[-1]) / self.world
         names = self.cc.spec.model_names or [str(i) for i in range(len(fvu))]
         m: dict[str, float] = {
             "step": self.step,
             "loss": loss,
             "auxk": aux,
-            "l0": idx.shape[0] / x.shape[0],
+            "l0": n_active,
             "dead_frac": float((self.since_fired >= self.cfg.dead_tokens).float().mean()),
             "lr": self.opt.param_groups[0]["lr"],
         }
@@ -165,11 +208,12 @@ class Trainer:
 
     def fit(self, batches: Callable[[int], Iterator[Tensor]], show: bool = True) -> CrossCoder:
         """Train to cfg.steps; `batches(start)` yields raw batches from global index `start`."""
-        cfg = self.cfg
+        cfg, main = self.cfg, dist.is_main()
         self.out.mkdir(parents=True, exist_ok=True)
         self.load_checkpoint()
         metrics_path = self.out / "metrics.jsonl"
-        _truncate_metrics(metrics_path, self.step)
+        if main:
+            _truncate_metrics(metrics_path, self.step)
         stream = batches(self.step)
         t0, tokens = time.perf_counter(), 0
         cols = (
@@ -180,12 +224,13 @@ class Trainer:
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
         )
-        with Progress(*cols, disable=not show) as progress, metrics_path.open("a") as log_fh:
+        metrics_fh = metrics_path.open("a") if main else open(os.devnull, "w")  # rank 0 logs the global figures
+        with Progress(*cols, disable=not (show and main)) as progress, metrics_fh as log_fh:
             task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
             while self.step < cfg.steps:
-                raw = next(stream)
+                raw = dist.rank_slice(next(stream))  # [B / world, M, D]: this rank's part of global batch
                 m = self.train_step(raw)
-                tokens += raw.shape[0]
+                tokens += raw.shape[0] * self.world
                 m["tok_s"] = tokens / (time.perf_counter() - t0)
                 if self.step % 10 == 0 or self.step == cfg.steps:
                     log_fh.write(json.dumps({k: round(v, 6) for k, v in m.items()}) + "\n")
@@ -195,9 +240,11 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     log_fh.flush()
                     self.save_checkpoint()
-        self.cc.save(self.out)
-        plot_metrics(metrics_path, self.out / "metrics.png")
-        self.ckpt_path.unlink(missing_ok=True)
+        if main:
+            self.cc.save(self.out)
+            plot_metrics(metrics_path, self.out / "metrics.png")
+            self.ckpt_path.unlink(missing_ok=True)
+        dist.barrier()
         return self.cc
 
 
@@ -227,8 +274,19 @@ def plot_metrics(metrics_path: Path, out: Path) -> None:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from (no duplicates on resume)."""
+    """Drop metric lines written after the checkpoint we resume from (no duplicates on resume).
+
+    Rewritten atomically (a kill during the rewrite must not lose the lines before the checkpoint);
+    a torn last line (killed mid-append) was written after the checkpoint, so it is dropped too.
+    """
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+
+    def before_checkpoint(line: str) -> bool:
+        try:
+            return json.loads(line)["step"] <= step
+        except json.JSONDecodeError:
+            return False
+
+    keep = [ln for ln in path.read_text().splitlines() if ln and before_checkpoint(ln)]
+    atomic_write(path, lambda p: p.write_text("".join(ln + "\n" for ln in keep)))

@@ -1,0 +1,127 @@
+"""Harvest and training throughput: 1 process vs `torchrun --nproc_per_node N` (CPU: gloo).
+
+    python benchmarks/bench_distributed.py --size small --ranks 2
+    python benchmarks/bench_distributed.py --size demo --ranks 2
+
+Each configuration is run through the CLI in a fresh run directory. Harvest tokens/s is the train
+split's harvested rows over the harvest stage's wall time (model loading included, held-out split
+excluded); training tokens/s is the last `tok_s` in metrics.jsonl (steps only). Both runs train on
+the same activation cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from latentdiff.config import build_config, dump_config
+from latentdiff.core.cache import read_manifest
+
+log = logging.getLogger("bench_distributed")
+
+SIZES = {
+    # tests/conftest.py small_run_config
+    "small": {
+        "models": ["base", "it", "shift"],
+        "data": {"n_tokens": 12_000, "n_heldout_tokens": 2_000, "ctx_len": 64},
+        "harvest": {"batch_size": 16, "shard_tokens": 3_000},
+        "crosscoder": {
+            "dict_size": 256,
+            "k": 8,
+            "batch_size": 256,
+            "steps": 40,
+            "warmup_steps": 5,
+            "checkpoint_every": 1000,
+            "dead_tokens": 5_000,
+        },
+    },
+    # the demo's shapes (4 models, ctx 128, dict 2048, k 32, batch 1024) on a quarter of its tokens
+    "demo": {
+        "models": ["base", "it", "shift", "null"],
+        "data": {"n_tokens": 100_000, "n_heldout_tokens": 2_000, "ctx_len": 128},
+        "harvest": {"batch_size": 32, "shard_tokens": 32_768},
+        "crosscoder": {
+            "dict_size": 2048,
+            "k": 32,
+            "batch_size": 1024,
+            "steps": 100,
+            "warmup_steps": 10,
+            "checkpoint_every": 1000,
+            "dead_tokens": 200_000,
+        },
+    },
+}
+
+
+def _config(size: str, run_dir: Path) -> Path:
+    spec = SIZES[size]
+    roles = {"base": "base", "null": "control"}
+    data = {
+        "name": f"bench-{size}",
+        "run_dir": str(run_dir),
+        "models": [{"name": m, "path": f"organism:{m}", "role": roles.get(m, "finetune")} for m in spec["models"]],
+        "design": "joint",
+        "data": spec["data"],
+        "harvest": spec["harvest"],
+        "crosscoder": spec["crosscoder"],
+    }
+    path = run_dir.parent / f"{run_dir.name}.yaml"
+    dump_config(build_config(data), path)
+    return path
+
+
+def _run(stage: str, cfg: Path, ranks: int) -> float:
+    exe = str(Path(sys.executable).parent / "latentdiff")
+    cmd = [exe, stage, str(cfg)]
+    if ranks > 1:
+        cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", str(ranks), *cmd]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    """Time harvest and train at one size on 1 and N ranks."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--ranks", type=int, default=2)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    root = Path(tempfile.mkdtemp(prefix="bench_dist_"))
+    try:
+        for ranks in (1, args.ranks):
+            run_dir = root / f"r{ranks}"
+            cfg = _config(args.size, run_dir)
+            secs = _run("harvest", cfg, ranks)
+            tokens = read_manifest(run_dir / "activations" / "train").n_tokens
+            log.info(
+                "%s harvest %d rank(s): %d tokens, %.1f s, %.0f tok/s", args.size, ranks, tokens, secs, tokens / secs
+            )
+        for ranks in (1, args.ranks):  # both on the 1-rank cache: identical batches
+            run_dir = root / "r1"
+            shutil.rmtree(run_dir / "crosscoders", ignore_errors=True)
+            for marker in ("train.json", "train.started.json"):
+                (run_dir / "stages" / marker).unlink(missing_ok=True)
+            secs = _run("train", _config(args.size, run_dir), ranks)
+            rows = [json.loads(ln) for ln in (run_dir / "crosscoders" / "joint" / "metrics.jsonl").open()]
+            log.info(
+                "%s train %d rank(s): %.1f s, %.0f tok/s, final loss %.3f",
+                args.size,
+                ranks,
+                secs,
+                rows[-1]["tok_s"],
+                rows[-1]["loss"],
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
