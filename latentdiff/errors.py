@@ -17,3 +17,11 @@ class ModelLoadError(LatentDiffError):
 
 class StageNotAvailable(LatentDiffError):
     """A pipeline stage that this version does not provide yet."""
+
+
+class StageNotDone(LatentDiffError):
+    """A stage's result was asked for before the stage ran (with the run's current settings)."""
+
+
+class NotARunDirectory(LatentDiffError):
+    """A path that is not a latentdiff run directory (no config.yaml)."""

@@ -1,17 +1,46 @@
-"""The stage runner: one run directory, one stage after another, each resumable and skippable.
+"""The stage runner and Python API: one run directory, one stage after another, resumable.
 
-`Run(cfg).run_all()` executes the stages in order. A stage whose implementation is not part of
-this version raises `StageNotAvailable` naming the stage, rather than pretending to succeed.
+`Run(cfg).run_all()` executes the stages in order (what `latentdiff run` does). In a notebook,
+each stage is also a method returning its typed result (latentdiff.results), so stages chain:
+
+    run = Run.from_config("run.yaml")      # or Run.open("runs/NAME") for an existing run
+    run.harvest(); run.train(); run.select().sides
+    run.latent_stats(side="finetuned"); run.examples("joint:812"); run.report().categories
+
+A stage method runs the stage unless it is up to date (then it only reads the result); the
+readers (`result`, `latent_stats`, `examples`, `findings`, ...) never run anything and raise
+`StageNotDone` naming the stage when its output is missing. Everything is read from the run
+directory on demand; nothing holds the activation cache in memory.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from latentdiff.config import ModelSpec, RunConfig, dump_config
-from latentdiff.errors import StageNotAvailable
+from latentdiff.errors import LatentDiffError, NotARunDirectory, StageNotAvailable
+from latentdiff.results import (
+    HarvestResult,
+    IndexResult,
+    LabelResult,
+    SampleResult,
+    SelectResult,
+    TrainResult,
+    read_result,
+    require_done,
+)
+
+if TYPE_CHECKING:
+    from latentdiff.agent.report.build import Report
+    from latentdiff.agent.summary import Aggregate
+    from latentdiff.core.crosscoder import CrossCoder
+    from latentdiff.core.examples import Example
+    from latentdiff.core.select import LatentStats
+    from latentdiff.records import Finding, LatentRef
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +54,9 @@ STAGES: tuple[str, ...] = (
     "aggregate",
     "report",
 )
+StageStatus = Literal["done", "started", "pending"]
+
+
 class Run:
     """A latentdiff run over one run directory."""
 
@@ -52,6 +84,29 @@ class Run:
 
         return cls(load_config(path, overrides))
 
+    @classmethod
+    def open(cls, run_dir: str | Path, overrides: list[str] | None = None) -> Run:
+        """Open an existing run directory with the config saved in it (RUN/config.yaml).
+
+        The run's directory is `run_dir` wherever the saved config says it was (runs can move).
+        """
+        from latentdiff.config import load_config
+
+        d = Path(run_dir)
+        if not d.is_dir():
+            raise NotARunDirectory(f"{d}: no such run directory")
+        if not (d / "config.yaml").is_file():
+            raise NotARunDirectory(
+                f"{d} is not a latentdiff run directory (no config.yaml); "
+                "start one with Run.from_config(...) or `latentdiff run CONFIG`"
+            )
+        cfg = load_config(d / "config.yaml", overrides)
+        return cls(cfg.model_copy(update={"run_dir": str(d)}))
+
+    def __repr__(self) -> str:
+        done = [s for s, v in self.status().items() if v == "done"]
+        return f"Run({self.cfg.name!r}, dir={str(self.dir)!r}, done={done})"
+
     def stage(self, name: str) -> None:
         """Run one stage."""
         if name not in STAGES:
@@ -68,6 +123,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         from latentdiff import stages
 
+        dump_config(self.cfg, self.dir / "config.yaml")  # the settings in use, for Run.open
         stages.begin(self.cfg, self.dir, name)
         self._impl[name]()
 
@@ -90,6 +146,141 @@ class Run:
         for name in STAGES:
             log.info("stage %s", name)
             self.stage(name)
+
+    def status(self) -> dict[str, StageStatus]:
+        """Stage -> 'done' (with these settings), 'started' (partial output kept) or 'pending'."""
+        out: dict[str, StageStatus] = {}
+        for name in STAGES:
+            started = (self.dir / "stages" / f"{name}.started.json").is_file()
+            out[name] = "done" if self._is_done(name) else "started" if started else "pending"
+        return out
+
+    # ------------------------------------------------------------------ stages with typed results
+
+    def harvest(self) -> HarvestResult:
+        """Run the harvest stage (skipped when up to date); return the activation caches it wrote."""
+        self.stage("harvest")
+        return self.result("harvest")  # type: ignore[return-value]
+
+    def train(self) -> TrainResult:
+        """Run the train stage (skipped when up to date); return the crosscoders with final metrics."""
+        self.stage("train")
+        return self.result("train")  # type: ignore[return-value]
+
+    def select(self) -> SelectResult:
+        """Run the select stage (skipped when up to date); return the side counts per pair."""
+        self.stage("select")
+        return self.result("select")  # type: ignore[return-value]
+
+    def sample(self) -> SampleResult:
+        """Run the sample stage (skipped when up to date); return the example counts."""
+        self.stage("sample")
+        return self.result("sample")  # type: ignore[return-value]
+
+    def index(self) -> IndexResult:
+        """Run the index stage (skipped when up to date); return what went into the store."""
+        self.stage("index")
+        return self.result("index")  # type: ignore[return-value]
+
+    def label(self) -> LabelResult:
+        """Run the label stage (skipped when up to date); return the agent's counts."""
+        self.stage("label")
+        return self.result("label")  # type: ignore[return-value]
+
+    def aggregate(self) -> Aggregate:
+        """Run the aggregate stage (skipped when up to date); return the `Aggregate` record."""
+        self.stage("aggregate")
+        return self.aggregate_result()
+
+    def report(self) -> Report:
+        """Run the report stage (skipped when up to date); return the `Report` record (report.json)."""
+        self.stage("report")
+        return self.report_result()
+
+    # ------------------------------------------------------------------ readers (never run a stage)
+
+    def result(self, name: str) -> Any:
+        """The typed result of a done stage, without running anything (StageNotDone otherwise)."""
+        return read_result(self.cfg, self.dir, name)
+
+    def aggregate_result(self) -> Aggregate:
+        """aggregate.json as the typed `Aggregate` (per-category shifts with CIs)."""
+        return read_result(self.cfg, self.dir, "aggregate")  # type: ignore[return-value]
+
+    def report_result(self) -> Report:
+        """report.json as the typed `Report`."""
+        return read_result(self.cfg, self.dir, "report")  # type: ignore[return-value]
+
+    def latent_stats(
+        self, crosscoder: str | None = None, pair: str | None = None, side: str | None = None
+    ) -> list[LatentStats]:
+        """Rows of latents.parquet (one per latent and pair), optionally filtered."""
+        from latentdiff.core.select import read_table
+
+        require_done(self.cfg, self.dir, "select")
+        return [
+            r
+            for r in read_table(self.dir / "latents.parquet")
+            if (crosscoder is None or r.crosscoder == crosscoder)
+            and (pair is None or r.pair == pair)
+            and (side is None or r.side == side)
+        ]
+
+    def examples(self, key: str | LatentRef, kind: str | None = None) -> list[Example]:
+        """The sampled example windows of one latent, e.g. run.examples('joint:812') (streamed from disk)."""
+        from latentdiff.core.examples import read_examples
+
+        ref = self._ref(key)
+        require_done(self.cfg, self.dir, "sample")
+        path = self.dir / "examples" / f"{ref.crosscoder}.jsonl.gz"
+        return [e for e in read_examples(path) if e.latent == ref.latent and (kind is None or e.kind == kind)]
+
+    def findings(self, pair: str | None = None) -> list[Finding]:
+        """The labelled latents (one `Finding` per latent and pair it is specific to)."""
+        from latentdiff.agent.state import read_findings
+
+        require_done(self.cfg, self.dir, "label")
+        return [f for f in read_findings(self.dir) if pair is None or f.pair == pair]
+
+    def crosscoder(self, name: str | None = None, device: str = "cpu") -> CrossCoder:
+        """A trained crosscoder module (name may be omitted when the run has only one)."""
+        from latentdiff.core.crosscoder import CrossCoder
+
+        return CrossCoder.from_pretrained(self._crosscoder_dir(name), device=device)
+
+    def training_metrics(self, name: str | None = None) -> list[dict[str, float]]:
+        """A crosscoder's training curve: the rows of metrics.jsonl (step, loss, FVU per model, L0, ...)."""
+        path = self._crosscoder_dir(name) / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def _crosscoder_dir(self, name: str | None) -> Path:
+        from latentdiff import stages
+
+        require_done(self.cfg, self.dir, "train")
+        names = list(stages.crosscoder_plan(self.cfg))
+        if name is None and len(names) == 1:
+            name = names[0]
+        if name not in names:
+            raise LatentDiffError(f"crosscoder {name!r} is not part of this run; crosscoders: {', '.join(names)}")
+        return self.dir / "crosscoders" / name
+
+    def _ref(self, key: str | LatentRef) -> LatentRef:
+        from latentdiff import stages
+        from latentdiff.records import LatentRef
+
+        if isinstance(key, LatentRef):
+            ref = key
+        else:
+            head, _, tail = str(key).rpartition(":")
+            if not head or not tail.isdigit():
+                raise LatentDiffError(f"latent key must look like CROSSCODER:ID (e.g. 'joint:812'), got {key!r}")
+            ref = LatentRef(crosscoder=head, latent=int(tail))
+        names = list(stages.crosscoder_plan(self.cfg))
+        if ref.crosscoder not in names:
+            raise LatentDiffError(
+                f"crosscoder {ref.crosscoder!r} is not part of this run; crosscoders: {', '.join(names)}"
+            )
+        return ref
 
 
 def demo_config(out: Path) -> RunConfig:
