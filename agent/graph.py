@@ -53,11 +53,12 @@ def build_graph(checkpointer: Any = None) -> Any:
 graph = build_graph()  # for `langgraph.json` / LangGraph Studio
 
 
-async def run_agent(ctx: AgentContext, thread_id: str) -> dict[str, Any]:
-    """Run (or resume) the agent on ctx with a SQLite checkpointer in the run directory."""
+async def run_agent(ctx: AgentContext, thread_id: str, db_name: str = "agent.sqlite") -> dict[str, Any]:
+    """Run (or resume) the agent on ctx with a SQLite checkpointer in the run directory (one file
+    per labelling worker, so workers sharing a directory never contend for one database)."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    db = Path(ctx.run_dir) / "agent.sqlite"
+    db = Path(ctx.run_dir) / db_name
     async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
         app = build_graph(saver)
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 10_000,

@@ -36,8 +36,19 @@ async def load_candidates(state: AgentState, runtime: Runtime[AgentContext]) -> 
     keys = sorted(ctx.stats, key=lambda k: (-effect_size(ctx.stats[k]), k))
     limit = ctx.cfg.agent.max_latents
     chosen, skipped = (keys[:limit], keys[limit:]) if limit else (keys, [])
+    if ctx.worker is not None:  # the global plan, then this worker's share of it
+        index, count = ctx.worker
+        chosen = [k for k in chosen if worker_of(k, count) == index]
+        log.info("agent: worker %d/%d takes %d latents", index, count, len(chosen))
     log.info("agent: %d candidate latents (%d over budget)", len(chosen), len(skipped))
     return {"candidates": chosen, "skipped": skipped}
+
+
+def worker_of(key: str, count: int) -> int:
+    """Which of `count` labelling workers owns a latent (stable across processes and machines)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % count
 
 
 def fan_out(state: AgentState, runtime: Runtime[AgentContext]) -> list[Send] | Literal["aggregate"]:
@@ -51,6 +62,8 @@ async def aggregate(state: AgentState, runtime: Runtime[AgentContext]) -> dict[s
     from latentdiff.agent.summary import write_aggregate
 
     ctx = runtime.context
+    if ctx.worker is not None:  # a worker labels its share; the merge run aggregates everything
+        return {"aggregate": ""}
     path = write_aggregate(ctx.cfg, ctx.run_dir, ctx.taxonomy, skipped=state.get("skipped", []))
     return {"aggregate": str(path)}
 
@@ -162,4 +175,4 @@ def after_judge(task: LatentTask) -> Literal["verify", "record"]:
 
 
 __all__ = ["aggregate", "after_fetch", "after_judge", "fan_out", "fetch", "judge",
-           "load_candidates", "record", "verify"]
+           "load_candidates", "record", "verify", "worker_of"]

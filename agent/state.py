@@ -65,6 +65,7 @@ class AgentContext:
     stats: dict[str, list[Any]]  # key -> LatentStats rows (one per pair the latent was selected for)
     taxonomy: Any
     budget: Budget = field(default_factory=lambda: Budget(None))
+    worker: tuple[int, int] | None = None  # (index, count): label only this worker's share
     _examples: OrderedDict[str, list[Any]] = field(default_factory=OrderedDict, repr=False)
 
     def examples(self, key: str) -> list[Any]:

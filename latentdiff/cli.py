@@ -257,8 +257,36 @@ def _stage_command(stage: str) -> None:
     app.command(stage, rich_help_panel="Stages")(user_errors(command))
 
 
-for _stage in ("harvest", "train", "select", "sample", "index", "label", "aggregate", "report"):
+for _stage in ("harvest", "train", "select", "sample", "index", "aggregate", "report"):
     _stage_command(_stage)
+
+
+@app.command("label", rich_help_panel="Stages")
+@user_errors
+def label_cmd(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
+    worker: Annotated[str | None, typer.Option(
+        help="I/N: label only worker I's share of N (workers share a Chroma server via store.url); "
+             "then run `label` without --worker once to merge, aggregate and finish.")] = None,
+) -> None:
+    """Run only the 'label' stage of a run (skipped if up to date)."""
+    from latentdiff.config import load_config
+    from latentdiff.run import Run
+
+    run = Run(load_config(config, overrides or []))
+    if worker is None:
+        run.stage("label")
+        return
+    try:
+        index, count = (int(x) for x in worker.split("/"))
+    except ValueError:
+        raise LatentDiffError(f"--worker must look like I/N (e.g. 0/2), got {worker!r}") from None
+    if not 0 <= index < count:
+        raise LatentDiffError(f"--worker {worker}: need 0 <= I < N")
+    from latentdiff import stages
+
+    stages.label_worker(run.cfg, run.dir, index, count)
 
 
 judges_app = typer.Typer(help="Compare and test judges.", no_args_is_help=True)

@@ -366,7 +366,16 @@ def label_worker(cfg: RunConfig, run_dir: Path, index: int, count: int, judge: A
         log.info("stage label: up to date, nothing for a worker to do")
         return
     if not is_done(cfg, run_dir, "index"):
-        raise StageNotAvailable("a labelling worker needs stage 'index' done with these settings first")
+        # Another machine may have indexed into the shared store: then this one needs only `sample`.
+        from latentdiff.store.chroma import LatentStore
+
+        if not is_done(cfg, run_dir, "sample"):
+            raise StageNotAvailable("a labelling worker needs stage 'sample' done with these settings first")
+        with LatentStore(cfg.store, cfg.name, run_dir / "chroma") as store:
+            indexed = cfg.store.url is not None and store.examples.count() > 0 and store.count_examples() > 0
+        if not indexed:
+            raise StageNotAvailable("a labelling worker needs the examples indexed: run `latentdiff index CONFIG` "
+                                    "here, or once on any machine against the shared store (store.url)")
     begin(cfg, run_dir, "label")
     run_label(cfg, run_dir, judge=judge, worker=(index, count))
 

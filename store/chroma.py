@@ -347,6 +347,11 @@ class LatentStore:
             for _, _, m, dist in self._query(self.findings, query, n, where)
         ]
 
+    def iter_findings(self) -> Iterator[Finding]:
+        """Every finding of this run in the store (paged)."""
+        for _, _, meta in self._get(self.findings, self._where(), ["metadatas"]):
+            yield Finding.model_validate_json(meta["finding"])
+
     def count_findings(self) -> int:
         """Number of findings stored for this run."""
         return sum(1 for _ in self._get(self.findings, self._where(), []))

@@ -1,5 +1,11 @@
 """A judge behind an OpenAI-compatible chat API: `vllm:URL@MODEL` or `openai:URL@MODEL`.
 
+Several replicas of the same model: `vllm:URL1,URL2,...@MODEL`. Each request goes to the
+least-loaded live endpoint (fewest requests in flight; ties in round-robin order), or plain
+round-robin with `judge.balance: round_robin`. An endpoint that fails (unreachable, timeout, 5xx,
+429) is set aside for a backoff that grows with its consecutive failures, so the retry of that
+request lands on another endpoint; calls and failures are counted per endpoint.
+
 JSON-schema structured output (`response_format=json_schema`, enforced by vLLM's grammar
 backend), a semaphore of `cfg.max_concurrency` requests, exponential backoff over `cfg.retries`
 retries on connection errors, timeouts, 5xx/429 and invalid answers, token accounting from
@@ -14,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,14 +47,67 @@ PREFIXES = ("vllm", "openai")
 
 
 def parse_http_spec(spec: str) -> tuple[str, str, str]:
-    """'vllm:http://host:port/v1@MODEL' -> ('vllm', 'http://host:port/v1', 'MODEL')."""
+    """'vllm:http://host:port/v1@MODEL' -> ('vllm', 'http://host:port/v1', 'MODEL').
+
+    The URL part may list several endpoints separated by commas (returned joined by ',')."""
     backend, sep, rest = spec.partition(":")
     url, at, model = rest.rpartition("@")
     if backend not in PREFIXES or not sep or not at or not url or not model:
-        raise JudgeError(f"judge spec {spec!r} must look like {backend or 'vllm'}:URL@MODEL", "config")
-    if not url.startswith(("http://", "https://")):
-        raise JudgeError(f"judge spec {spec!r}: URL must start with http:// or https://", "config")
-    return backend, url.rstrip("/"), model
+        raise JudgeError(f"judge spec {spec!r} must look like {backend or 'vllm'}:URL[,URL...]@MODEL", "config")
+    urls = [u.strip().rstrip("/") for u in url.split(",")]
+    for u in urls:
+        if not u.startswith(("http://", "https://")):
+            raise JudgeError(f"judge spec {spec!r}: URL {u!r} must start with http:// or https://", "config")
+    if len(set(urls)) != len(urls):
+        raise JudgeError(f"judge spec {spec!r}: an endpoint is listed twice", "config")
+    return backend, ",".join(urls), model
+
+
+@dataclass
+class Endpoint:
+    """One server of the pool, with its load and health."""
+
+    url: str
+    inflight: int = 0
+    calls: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    down_until: float = 0.0
+    client: openai.AsyncOpenAI | None = field(default=None, repr=False)
+
+
+class EndpointPool:
+    """Pick an endpoint per request: least-loaded (default) or round-robin, skipping ones set aside."""
+
+    def __init__(self, urls: list[str], policy: str = "least_loaded", max_down_s: float = 30.0) -> None:
+        self.endpoints = [Endpoint(u) for u in urls]
+        self.policy = policy
+        self.max_down_s = max_down_s
+        self._next = 0
+
+    def pick(self) -> Endpoint:
+        """The endpoint for the next request (all set aside -> the one back soonest)."""
+        now = time.monotonic()
+        n = len(self.endpoints)
+        order = [self.endpoints[(self._next + i) % n] for i in range(n)]  # round-robin order from here
+        self._next = (self._next + 1) % n
+        live = [e for e in order if e.down_until <= now]
+        if not live:
+            return min(order, key=lambda e: e.down_until)
+        return live[0] if self.policy == "round_robin" else min(live, key=lambda e: e.inflight)
+
+    def failed(self, ep: Endpoint) -> None:
+        """Set a failing endpoint aside: 1 s, 2 s, 4 s, ... up to max_down_s."""
+        ep.failures += 1
+        ep.consecutive_failures += 1
+        if len(self.endpoints) > 1:
+            ep.down_until = time.monotonic() + min(self.max_down_s, 2.0 ** (ep.consecutive_failures - 1))
+
+    @staticmethod
+    def succeeded(ep: Endpoint) -> None:
+        """A good answer clears the endpoint's failure streak."""
+        ep.consecutive_failures = 0
+        ep.down_until = 0.0
 
 
 def _strip_lengths(node: Any) -> Any:
@@ -104,12 +164,12 @@ class OpenAICompatJudge(Judge):
     ) -> None:
         super().__init__(spec, cfg)
         self.backend, self.base_url, self.model = parse_http_spec(spec)
+        self.pool = EndpointPool(self.base_url.split(","), self.cfg.balance)
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.cache = ResponseCache(cache_dir) if (self.cfg.cache and cache_dir is not None) else None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: openai.AsyncOpenAI | None = None
         self._sem: asyncio.Semaphore | None = None
 
     # ------------------------------------------------------------------ public
@@ -129,25 +189,31 @@ class OpenAICompatJudge(Judge):
         return await self._ask(messages, "detection", detect_schema(n), lambda d: parse_detection(d, n))
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        for ep in self.pool.endpoints:
+            if ep.client is not None:
+                await ep.client.close()
+                ep.client = None
         if self.cache is not None:
             self.cache.close()
             self.cache = None
 
     # ------------------------------------------------------------------ internals
 
-    def _bind_loop(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
-        """Client and semaphore for the running loop (recreated if the loop changed)."""
+    def _bind_loop(self) -> asyncio.Semaphore:
+        """Per-endpoint clients and the semaphore for the running loop (recreated if the loop changed)."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._client is None or self._sem is None:
+        if self._loop is not loop or self._sem is None:
             self._loop = loop
-            self._client = openai.AsyncOpenAI(
-                base_url=self.base_url, api_key=self.api_key, timeout=self.cfg.timeout_s, max_retries=0
-            )
+            for ep in self.pool.endpoints:
+                ep.client = openai.AsyncOpenAI(
+                    base_url=ep.url, api_key=self.api_key, timeout=self.cfg.timeout_s, max_retries=0
+                )
             self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
-        return self._client, self._sem
+        return self._sem
+
+    def endpoint_stats(self) -> dict[str, dict[str, int]]:
+        """Calls and failures per endpoint."""
+        return {e.url: {"calls": e.calls, "failures": e.failures} for e in self.pool.endpoints}
 
     async def _ask(
         self, messages: list[dict[str, str]], name: str, schema: dict[str, Any], parse: Callable[[dict], T]
@@ -197,6 +263,10 @@ class OpenAICompatJudge(Judge):
         self.stats.failures += 1
         raise JudgeError(self._reason(last, attempts), last.kind)
 
+    def _at(self, ep: Endpoint) -> str:
+        """'(URL) ' prefix for failure details when there are several endpoints."""
+        return f"({ep.url}) " if len(self.pool.endpoints) > 1 else ""
+
     def _reason(self, last: _Attempt, attempts: int) -> str:
         tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
         if last.kind == "unreachable":
@@ -208,14 +278,18 @@ class OpenAICompatJudge(Judge):
         return f"invalid answer {tries}: {last.detail}"
 
     async def _complete(self, messages: list[dict[str, str]], name: str, schema: dict[str, Any]) -> str:
-        client, sem = self._bind_loop()
+        sem = self._bind_loop()
         json_schema = {"name": name, "schema": schema, "strict": True}
         response_format = {"type": "json_schema", "json_schema": json_schema}
         async with sem:
+            ep = self.pool.pick()
+            assert ep.client is not None
+            ep.inflight += 1
+            ep.calls += 1
             self.stats.calls += 1
             t0 = time.perf_counter()
             try:
-                resp = await client.chat.completions.create(
+                resp = await ep.client.chat.completions.create(
                     model=self.model,
                     messages=messages,  # type: ignore[arg-type]
                     temperature=self.cfg.temperature,
@@ -223,21 +297,26 @@ class OpenAICompatJudge(Judge):
                     response_format=response_format,  # type: ignore[arg-type]
                 )
             except openai.APITimeoutError:
-                raise _Attempt("timeout", f"no answer within {self.cfg.timeout_s:g}s") from None
+                self.pool.failed(ep)
+                raise _Attempt("timeout", f"{self._at(ep)}no answer within {self.cfg.timeout_s:g}s") from None
             except openai.APIConnectionError as err:
-                raise _Attempt("unreachable", _connection_detail(err)) from None
+                self.pool.failed(ep)
+                raise _Attempt("unreachable", f"{self._at(ep)}{_connection_detail(err)}") from None
             except openai.APIStatusError as err:
                 if err.status_code >= 500 or err.status_code == 429:
-                    raise _Attempt("server", f"HTTP {err.status_code}") from None
+                    self.pool.failed(ep)
+                    raise _Attempt("server", f"{self._at(ep)}HTTP {err.status_code}") from None
                 msg = _status_message(err)
                 raise JudgeError(
-                    f"judge server at {self.base_url} rejected the request (HTTP {err.status_code}): {msg}",
+                    f"judge server at {ep.url} rejected the request (HTTP {err.status_code}): {msg}",
                     "rejected",
                 ) from None
             except openai.APIResponseValidationError as err:
                 raise _Attempt("invalid", f"malformed response: {err.message}") from None
             finally:
+                ep.inflight -= 1
                 self.stats.latency_s += time.perf_counter() - t0
+        self.pool.succeeded(ep)
         try:
             usage = getattr(resp, "usage", None)
             if usage is not None:
