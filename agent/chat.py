@@ -194,7 +194,12 @@ class RetrievalAnswerer:
             return ""
         sig = "a significant" if cell.significant else "a not significant"
         return (f"\nHeadline ({cell.comparison}): {cat} {fmt_pct(cell.shift_pct)}, 95% CI {fmt_ci(cell.ci95)}, "
-                f"{sig} shift ({cell.n_a} vs {cell.n_b} latents).")
+                f"{sig} shift ({cell.n_a} vs {cell.n_b} latents; {self._sets()}).")
+
+    def _sets(self) -> str:
+        """What the headline compares (e.g. latents specific to one fine-tune and not the other)."""
+        head = self.view.report.headline
+        return f"sets: {head['description']}" if head else "sets: each fine-tune vs base"
 
     def why(self, cat: str) -> str:
         """Which latents drive a category's headline shift."""
@@ -209,7 +214,7 @@ class RetrievalAnswerer:
                f"{fmt_pct(cell.shift_pct)} (95% CI {fmt_ci(cell.ci95)}"
                f"{', significant' if cell.significant else ', not significant'}). "
                f"{cell.n_a} of the latents specific to `{a}` are about {cat}, against {cell.n_b} of those "
-               f"specific to `{b}` (shares compared, each set's size taken into account)."]
+               f"specific to `{b}` (shares compared, each set's size taken into account; {self._sets()})."]
         for name in (a, b):
             rows = self.view.list_latents(cat, pair=name, side="finetuned", n=5)
             self._log("list_latents", category=cat, pair=name, side="finetuned")
