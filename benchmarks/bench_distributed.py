@@ -3,10 +3,11 @@
     python benchmarks/bench_distributed.py --size small --ranks 2
     python benchmarks/bench_distributed.py --size demo --ranks 2
 
-Each configuration is run through the CLI in a fresh run directory. Harvest tokens/s is the train
-split's harvested rows over the harvest stage's wall time (model loading included, held-out split
-excluded); training tokens/s is the last `tok_s` in metrics.jsonl (steps only). Both runs train on
-the same activation cache.
+Each configuration is run through the CLI in a fresh run directory. Harvest: the train split's
+context tokens per second of the harvest loop (from the stage's log line; model loading excluded),
+and the stage's wall time. Training: the last `tok_s` in metrics.jsonl (steps only, global batch
+tokens) and the stage's wall time. Both trainings read the same activation cache. The thread count
+follows OMP_NUM_THREADS (torchrun sets 1 per rank when it is unset).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -77,14 +79,14 @@ def _config(size: str, run_dir: Path) -> Path:
     return path
 
 
-def _run(stage: str, cfg: Path, ranks: int) -> float:
+def _run(stage: str, cfg: Path, ranks: int) -> tuple[float, str]:
     exe = str(Path(sys.executable).parent / "latentdiff")
     cmd = [exe, stage, str(cfg)]
     if ranks > 1:
         cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", str(ranks), *cmd]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return time.perf_counter() - t0, proc.stderr
 
 
 def main() -> None:
@@ -99,17 +101,23 @@ def main() -> None:
         for ranks in (1, args.ranks):
             run_dir = root / f"r{ranks}"
             cfg = _config(args.size, run_dir)
-            secs = _run("harvest", cfg, ranks)
+            secs, stderr = _run("harvest", cfg, ranks)
             tokens = read_manifest(run_dir / "activations" / "train").n_tokens
+            rate = re.search(r"harvested train.*?([0-9.]+) context-tok/s", stderr)
             log.info(
-                "%s harvest %d rank(s): %d tokens, %.1f s, %.0f tok/s", args.size, ranks, tokens, secs, tokens / secs
+                "%s harvest %d rank(s): %d tokens, stage %.1f s (with model loading), loop %s context-tok/s",
+                args.size,
+                ranks,
+                tokens,
+                secs,
+                rate.group(1) if rate else "?",
             )
         for ranks in (1, args.ranks):  # both on the 1-rank cache: identical batches
             run_dir = root / "r1"
             shutil.rmtree(run_dir / "crosscoders", ignore_errors=True)
             for marker in ("train.json", "train.started.json"):
                 (run_dir / "stages" / marker).unlink(missing_ok=True)
-            secs = _run("train", _config(args.size, run_dir), ranks)
+            secs, _ = _run("train", _config(args.size, run_dir), ranks)
             rows = [json.loads(ln) for ln in (run_dir / "crosscoders" / "joint" / "metrics.jsonl").open()]
             log.info(
                 "%s train %d rank(s): %.1f s, %.0f tok/s, final loss %.3f",

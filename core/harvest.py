@@ -114,11 +114,12 @@ def harvest_to_cache(
     manifest.complete = True
     writer.write_manifest()
     log.info(
-        "harvested %s: %d tokens in %d shards (excluded %s)",
+        "harvested %s: %d tokens in %d shards (excluded %s), %.0f context-tok/s",
         split,
         manifest.n_tokens,
         len(manifest.shards),
         manifest.excluded,
+        seen / (time.perf_counter() - t0),
     )
     return manifest
 
@@ -184,12 +185,13 @@ def _harvest_ranks(
         writer.write_manifest()
     dist.barrier()
     log.info(
-        "harvested %s on %d ranks: %d tokens in %d shards (excluded %s)",
+        "harvested %s on %d ranks: %d tokens in %d shards (excluded %s), %.0f context-tok/s",
         split,
         world,
         manifest.n_tokens,
         len(manifest.shards),
         manifest.excluded,
+        seen / (time.perf_counter() - t0),
     )
     return manifest
 
