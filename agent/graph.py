@@ -1,7 +1,13 @@
 """The labelling agent as a LangGraph graph.
 
-    START -> load_candidates -> (Send per latent) label_latent -> aggregate -> END
-    label_latent (subgraph): fetch -> judge -> verify -> record
+    START -> load_candidates -> plan_wave -> (Send per latent of the wave) label_latent -> assess
+          -> plan_wave (next wave) | aggregate -> END
+    label_latent (subgraph): fetch -> judge -> verify -> [refine -> judge -> verify]* -> record
+
+One wave holds every candidate unless agent.adaptive (agent/waves.py: waves by effect size and by
+which sets' shift CIs are widest; stops at the budget or when every CI is narrower than ci_width).
+A label verifying below agent.refine_below is refined with evidence not shown before (agent/refine.py)
+for up to agent.refine_rounds rounds; the best-verified label is kept and every attempt recorded.
 
 Durable: a SQLite checkpointer in the run directory (`agent.sqlite`); a run killed at any point and
 restarted continues the same thread, so finished latents are never judged again (their findings
@@ -23,16 +29,18 @@ log = logging.getLogger(__name__)
 
 
 def build_latent_graph() -> Any:
-    """fetch -> judge -> verify -> record for one latent."""
+    """fetch -> judge -> verify -> (refine -> judge -> verify)* -> record for one latent."""
     g = StateGraph(LatentTask, context_schema=AgentContext)
     g.add_node("fetch", nodes.fetch)
     g.add_node("judge", nodes.judge)
     g.add_node("verify", nodes.verify)
+    g.add_node("refine", nodes.refine)
     g.add_node("record", nodes.record)
     g.add_edge(START, "fetch")
     g.add_conditional_edges("fetch", nodes.after_fetch)
     g.add_conditional_edges("judge", nodes.after_judge)
-    g.add_edge("verify", "record")
+    g.add_conditional_edges("verify", nodes.after_verify)
+    g.add_edge("refine", "judge")
     g.add_edge("record", END)
     return g.compile()
 
@@ -41,11 +49,15 @@ def build_graph(checkpointer: Any = None) -> Any:
     """The whole agent, compiled with an optional checkpointer."""
     g = StateGraph(AgentState, context_schema=AgentContext)
     g.add_node("load_candidates", nodes.load_candidates)
+    g.add_node("plan_wave", nodes.plan_wave)
     g.add_node("label_latent", build_latent_graph())
+    g.add_node("assess", nodes.assess)
     g.add_node("aggregate", nodes.aggregate)
     g.add_edge(START, "load_candidates")
-    g.add_conditional_edges("load_candidates", nodes.fan_out, ["label_latent", "aggregate"])
-    g.add_edge("label_latent", "aggregate")
+    g.add_edge("load_candidates", "plan_wave")
+    g.add_conditional_edges("plan_wave", nodes.fan_out, ["label_latent", "assess"])
+    g.add_edge("label_latent", "assess")
+    g.add_conditional_edges("assess", nodes.after_assess)
     g.add_edge("aggregate", END)
     return g.compile(checkpointer=checkpointer)
 

@@ -29,19 +29,22 @@ def effect_size(rows: list[Any]) -> float:
 
 
 async def load_candidates(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Order the model-specific latents by effect size; apply the max_latents budget."""
+    """Order the model-specific latents by effect size; apply the max_latents budget (not adaptive)."""
     if state.get("candidates"):
         return {}  # resumed run: keep the original plan
     ctx = runtime.context
     keys = sorted(ctx.stats, key=lambda k: (-effect_size(ctx.stats[k]), k))
     limit = ctx.cfg.agent.max_latents
-    chosen, skipped = (keys[:limit], keys[limit:]) if limit else (keys, [])
+    adaptive = ctx.cfg.agent.adaptive and ctx.worker is None
+    chosen, skipped = (keys[:limit], keys[limit:]) if limit and not adaptive else (keys, [])
     if ctx.worker is not None:  # the global plan, then this worker's share of it
         index, count = ctx.worker
         chosen = [k for k in chosen if worker_of(k, count) == index]
         log.info("agent: worker %d/%d takes %d latents", index, count, len(chosen))
-    log.info("agent: %d candidate latents (%d over budget)", len(chosen), len(skipped))
-    return {"candidates": chosen, "skipped": skipped}
+    log.info("agent: %d candidate latents (%d over budget)%s", len(chosen), len(skipped),
+             "; adaptive waves" if adaptive else "")
+    return {"candidates": chosen, "skipped": skipped, "queue": chosen, "waves": 0,
+            "calls_at_start": ctx.budget.used}
 
 
 def worker_of(key: str, count: int) -> int:
@@ -51,10 +54,63 @@ def worker_of(key: str, count: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % count
 
 
-def fan_out(state: AgentState, runtime: Runtime[AgentContext]) -> list[Send] | Literal["aggregate"]:
-    """One Send per unfinished latent (finished ones have recorded findings)."""
-    todo = [k for k in state.get("candidates", []) if not runtime.context.is_finished(k)]
-    return [Send("label_latent", {"key": k}) for k in todo] or "aggregate"
+async def plan_wave(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """The next wave: everything queued (not adaptive), or the best `wave capacity` latents (adaptive)."""
+    from latentdiff.agent.waves import pick_wave, wave_capacity
+
+    ctx = runtime.context
+    queue = [k for k in state.get("queue", []) if not ctx.is_finished(k)]
+    if not (ctx.cfg.agent.adaptive and ctx.worker is None):
+        return {"wave": queue, "queue": [], "waves": state.get("waves", 0) + 1}
+    n_done = sum(ctx.is_finished(k) for k in state.get("candidates", []))
+    room, why = wave_capacity(ctx.cfg, n_done, ctx.budget.used, state.get("calls_at_start", 0),
+                              len(state.get("done", [])))
+    if room <= 0:
+        return {"wave": [], "stop_reason": f"budget ({why})"}
+    effect = {k: effect_size(ctx.stats[k]) for k in queue}
+    wave = pick_wave(queue, room, effect, ctx.stats, state.get("weights", {}))
+    log.info("agent: wave %d: %d latents (%d queued)", state.get("waves", 0) + 1, len(wave), len(queue))
+    return {"wave": wave, "queue": [k for k in queue if k not in set(wave)], "waves": state.get("waves", 0) + 1}
+
+
+def fan_out(state: AgentState, runtime: Runtime[AgentContext]) -> list[Send] | Literal["assess"]:
+    """One Send per unfinished latent of the wave (finished ones have recorded findings)."""
+    todo = [k for k in state.get("wave", []) if not runtime.context.is_finished(k)]
+    return [Send("label_latent", {"key": k}) for k in todo] or "assess"
+
+
+async def assess(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """After a wave: stop (budget, CI width, nothing left) or weigh the sets for the next wave."""
+    from latentdiff.agent.state import read_findings
+    from latentdiff.agent.waves import assess as assess_sets
+
+    ctx = runtime.context
+    queue = [k for k in state.get("queue", []) if not ctx.is_finished(k)]
+    adaptive = ctx.cfg.agent.adaptive and ctx.worker is None
+    if state.get("stop_reason"):
+        reason = state["stop_reason"]
+    elif not queue:
+        reason = "budget (max_latents)" if state.get("skipped") else "all candidates labelled"
+    elif not adaptive:
+        reason = None
+    else:
+        found = read_findings(ctx.run_dir)
+        a = assess_sets(ctx.cfg, found, [c.name for c in ctx.taxonomy.categories], queue, ctx.stats)
+        log.info("agent: after wave %d: widest CIs %s", state.get("waves", 0),
+                 {k: round(v) for k, v in a.widths.items()})
+        if a.narrow:
+            reason = f"ci_width (every shift CI narrower than {ctx.cfg.agent.ci_width:g} points)"
+        else:
+            return {"queue": queue, "weights": a.weights}
+    if reason is None:
+        return {"queue": queue}
+    log.info("agent: stopping: %s; %d candidates left unlabelled", reason, len(queue))
+    return {"queue": [], "stop_reason": reason, "skipped": [*state.get("skipped", []), *queue]}
+
+
+def after_assess(state: AgentState) -> Literal["plan_wave", "aggregate"]:
+    """Another wave while the agent has not decided to stop."""
+    return "aggregate" if state.get("stop_reason") or not state.get("queue") else "plan_wave"
 
 
 async def aggregate(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -64,7 +120,8 @@ async def aggregate(state: AgentState, runtime: Runtime[AgentContext]) -> dict[s
     ctx = runtime.context
     if ctx.worker is not None:  # a worker labels its share; the merge run aggregates everything
         return {"aggregate": ""}
-    path = write_aggregate(ctx.cfg, ctx.run_dir, ctx.taxonomy, skipped=state.get("skipped", []))
+    path = write_aggregate(ctx.cfg, ctx.run_dir, ctx.taxonomy, skipped=state.get("skipped", []),
+                           stop_reason=state.get("stop_reason"))
     return {"aggregate": str(path)}
 
 
@@ -72,20 +129,24 @@ async def aggregate(state: AgentState, runtime: Runtime[AgentContext]) -> dict[s
 
 
 async def fetch(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Pick which stored examples explain the latent and which test the label (ids only)."""
+    """Pick which stored examples explain the latent and which test the label (ids only): round 0."""
+    from latentdiff.agent.refine import split_views
+
     ctx = runtime.context
     examples = ctx.examples(task["key"])
-    top = [e for e in examples if e.kind == "top"]
-    quant = sorted((e for e in examples if e.kind == "quantile"), key=lambda e: (e.quantile or 0, e.id))
-    neg = [e for e in examples if e.kind == "negative"]
-    if not top and not quant:
+    if not any(e.kind in ("top", "quantile") for e in examples):
         return {"failure": "no activating examples in the store", "attempts": 0}
-    explain = top[::2] + quant[::2]
-    test = top[1::2] + quant[1::2]
+    explain, test, view = split_views(examples, 0)
+    neg = [e.id for e in examples if e.kind == "negative"]
     return {
-        "explain_ids": [e.id for e in explain],
-        "test_ids": [e.id for e in test],
-        "negative_ids": [e.id for e in neg],
+        "explain_ids": explain,
+        "test_ids": test,
+        "negative_ids": neg[: len(neg) // 2],  # shown to the judge as "does not fire here"
+        "test_negative_ids": neg[len(neg) // 2 :],  # detection negatives
+        "view": f"{view} + random negatives",
+        "contrast": False,
+        "round": 0,
+        "history": [],
         "attempts": 0,
         "failure": None,
     }
@@ -96,31 +157,55 @@ def _texts(ctx: AgentContext, key: str, ids: list[str]) -> list[Any]:
     return [by_id[i].to_example_text() for i in ids if i in by_id]
 
 
-async def judge(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Ask the judge to name and categorise the latent (validated LatentLabel)."""
-    from latentdiff.agent.judges.base import JudgeError, LabelRequest
+def _request(ctx: AgentContext, task: LatentTask) -> Any:
+    from latentdiff.agent.judges.base import LabelRequest
+    from latentdiff.agent.refine import contrast_text
 
-    ctx = runtime.context
-    saved = ctx.label_path(task["key"])
-    if saved.is_file():  # judged before a kill: reuse, never judge twice
-        done = json.loads(saved.read_text())
-        return {"label": done["label"], "attempts": done["attempts"]}
-    if not await ctx.budget.take(1):
-        return {"failure": "judge-call budget exhausted"}
     explain = _texts(ctx, task["key"], task["explain_ids"])
     negatives = _texts(ctx, task["key"], task["negative_ids"])
     top = [e for e in explain if e.kind == "top"]
     quantile = [e for e in explain if e.kind == "quantile"]
-    request = LabelRequest(latent=task["key"], top=top or quantile, quantile=quantile if top else [],
-                           negative=negatives[: len(negatives) // 2], taxonomy=ctx.taxonomy)
+    contrast = contrast_text(ctx.stats.get(task["key"], []), top or quantile) if task.get("contrast") else None
+    return LabelRequest(latent=task["key"], top=top or quantile, quantile=quantile if top else [],
+                        negative=negatives, taxonomy=ctx.taxonomy, contrast=contrast,
+                        hard_negatives=bool(task.get("contrast")))
+
+
+async def judge(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Ask the judge to name and categorise the latent (validated LatentLabel) on this round's evidence."""
+    from latentdiff.agent.judges.base import JudgeError
+    from latentdiff.agent.refine import prompt_hash
+
+    ctx = runtime.context
+    key, rnd = task["key"], task.get("round", 0)
+    history = list(task.get("history", []))
+    saved = ctx.label_path(key, rnd)
+    if saved.is_file():  # judged before a kill: reuse, never judge twice
+        done = json.loads(saved.read_text())
+        attempt = done.get("attempt") or {"round": 0, "view": task.get("view", ""), "prompt_hash": "",
+                                          "label": done["label"], "calls": 1}
+        return {"label": done["label"], "attempts": done["attempts"], "history": [*history, attempt]}
+    request = _request(ctx, task)
+    attempt = {"round": rnd, "view": task.get("view", ""), "prompt_hash": prompt_hash(request), "label": None,
+               "calls": 0}
+    if not await ctx.budget.take(1):
+        if rnd == 0:
+            return {"failure": "judge-call budget exhausted"}
+        return {"label": None, "history": [*history, attempt | {"failure": "judge-call budget exhausted",
+                                                                   "stop": True}]}
+    attempts = task.get("attempts", 0) + 1
     try:
         label = await ctx.judge.label(request)
     except JudgeError as err:
-        log.warning("latent %s: judge failed: %s", task["key"], err)
-        return {"failure": f"judge: {err}", "attempts": task.get("attempts", 0) + 1}
-    result = {"label": label.model_dump(), "attempts": task.get("attempts", 0) + 1}
-    atomic_write_json(saved, result)
-    return result
+        log.warning("latent %s: judge failed (round %d): %s", key, rnd, err)
+        if rnd == 0:
+            return {"failure": f"judge: {err}", "attempts": attempts}
+        return {"label": None, "attempts": attempts,
+                "history": [*history, attempt | {"calls": 1, "failure": f"judge: {err}", "stop": True}]}
+    attempt |= {"label": label.model_dump(), "calls": 1}
+    result = {"label": label.model_dump(), "attempts": attempts}
+    atomic_write_json(saved, result | {"attempt": attempt})
+    return result | {"history": [*history, attempt]}
 
 
 async def verify(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -129,34 +214,68 @@ async def verify(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, 
     from latentdiff.agent.judges.verify import detection_score
 
     ctx = runtime.context
+    key, rnd = task["key"], task.get("round", 0)
+    history = list(task.get("history", []))
+    saved = ctx.label_path(key, rnd)
+    done = json.loads(saved.read_text()) if saved.is_file() else {}
+    if "verification" in done:  # scored before a kill
+        history[-1] = history[-1] | {"verification": done["verification"], "calls": done["attempt"]["calls"]}
+        return {"verification": done["verification"], "attempts": done["attempts"], "history": history}
     label = LatentLabel(**task["label"])
-    activating = _texts(ctx, task["key"], task["test_ids"])
-    negatives = _texts(ctx, task["key"], task["negative_ids"])
-    negatives = negatives[len(negatives) // 2 :]
+    activating = _texts(ctx, key, task["test_ids"])
+    negatives = _texts(ctx, key, task["test_negative_ids"])
     if not ctx.cfg.agent.verify or not activating or not negatives:
         return {"verification": None}
     n_calls = -(-(len(activating) + len(negatives)) // 5)
     if not await ctx.budget.take(n_calls):
-        return {"verification": None}
+        history[-1] = history[-1] | {"stop": True}
+        return {"verification": None, "history": history}
     try:
         score = await detection_score(ctx.judge, label, activating, negatives, seed=ctx.cfg.seed)
     except JudgeError as err:
-        log.warning("latent %s: verification failed: %s", task["key"], err)
+        log.warning("latent %s: verification failed: %s", key, err)
         return {"verification": None}
-    return {"verification": score, "attempts": task.get("attempts", 0) + n_calls}
+    attempts = task.get("attempts", 0) + n_calls
+    history[-1] = history[-1] | {"verification": score, "calls": history[-1]["calls"] + n_calls}
+    if done:
+        atomic_write_json(saved, done | {"verification": score, "attempts": attempts, "attempt": history[-1]})
+    return {"verification": score, "attempts": attempts, "history": history}
+
+
+async def refine(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Gather evidence not shown before for the next round: other folds, hard negatives, model contrast."""
+    from latentdiff.agent.refine import hard_negatives, split_views
+
+    ctx = runtime.context
+    rnd = task.get("round", 0) + 1
+    examples = ctx.examples(task["key"])
+    explain, test, view = split_views(examples, rnd)
+    shown_neg, test_neg = hard_negatives(ctx.store, task["key"], examples)
+    last = task["history"][-1].get("verification")
+    log.debug("latent %s: refining (round %d, last score %s)", task["key"], rnd, last)
+    return {"round": rnd, "explain_ids": explain, "test_ids": test, "negative_ids": shown_neg,
+            "test_negative_ids": test_neg, "contrast": True, "label": None, "verification": None,
+            "view": f"{view} + hard negatives + model contrast"}
 
 
 async def record(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Write the latent's findings (one per pair it is specific for) to the table and the store."""
+    """Write the latent's findings (one per pair), keeping its best-verified label, to the table and the store."""
+    from latentdiff.agent.refine import best_attempt
+    from latentdiff.records import LabelAttempt
+
     ctx = runtime.context
     key = task["key"]
     ref = parse_key(key)
-    label = LatentLabel(**task["label"]) if task.get("label") else None
+    history = task.get("history", [])
+    best = best_attempt(history)
+    label = LatentLabel(**best["label"]) if best else None
+    verification = best.get("verification") if best else None
+    tried = [LabelAttempt(**{k: v for k, v in a.items() if k != "stop"}) for a in history]
     doc_ids = sorted({e.doc_id for e in ctx.examples(key) if e.kind != "negative" and e.doc_id is not None})
     findings = [
         Finding(ref=ref, pair=r.pair, side=r.side, delta_norm=r.delta_norm, nu_eps=r.nu_eps, nu_r=r.nu_r,
-                freq=r.freq, label=label, verification=task.get("verification"),
-                attempts=task.get("attempts", 0), failure=task.get("failure"), doc_ids=doc_ids)
+                freq=r.freq, label=label, verification=verification, attempts=task.get("attempts", 0),
+                failure=None if label else task.get("failure"), doc_ids=doc_ids, label_attempts=tried)
         for r in ctx.stats[key]
     ]
     ctx.write_findings(key, findings)
@@ -174,5 +293,12 @@ def after_judge(task: LatentTask) -> Literal["verify", "record"]:
     return "record" if task.get("failure") or not task.get("label") else "verify"
 
 
-__all__ = ["aggregate", "after_fetch", "after_judge", "fan_out", "fetch", "judge",
-           "load_candidates", "record", "verify", "worker_of"]
+def after_verify(task: LatentTask, runtime: Runtime[AgentContext]) -> Literal["refine", "record"]:
+    """Refine while the best label verifies below agent.refine_below and rounds are left."""
+    from latentdiff.agent.refine import needs_refinement
+
+    return "refine" if needs_refinement(runtime.context.cfg, task.get("history", [])) else "record"
+
+
+__all__ = ["after_assess", "after_fetch", "after_judge", "after_verify", "aggregate", "assess", "fan_out",
+           "fetch", "judge", "load_candidates", "plan_wave", "record", "refine", "verify", "worker_of"]

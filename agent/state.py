@@ -21,6 +21,12 @@ class AgentState(TypedDict, total=False):
     candidates: list[str]  # latent keys "crosscoder:id", in labelling order
     skipped: list[str]  # over the max_latents budget, left unlabelled
     done: Annotated[list[str], operator.add]  # keys labelled (or failed) in this run
+    queue: list[str]  # candidates not yet given to a wave
+    wave: list[str]  # the wave being labelled
+    waves: int  # waves started
+    weights: dict[str, float]  # adaptive: priority weight per 'pair/side' set (from the last assessment)
+    calls_at_start: int  # judge calls already spent when this run started (recorded findings)
+    stop_reason: str | None  # why labelling stopped (budget, ci_width, all candidates labelled)
     aggregate: str | None  # path of aggregate.json once written
 
 
@@ -30,7 +36,12 @@ class LatentTask(TypedDict, total=False):
     key: str
     explain_ids: list[str]  # store ids of the examples shown to the judge
     test_ids: list[str]  # held-out activating examples for detection
-    negative_ids: list[str]  # non-activating examples for detection
+    negative_ids: list[str]  # non-activating examples shown to the judge
+    test_negative_ids: list[str]  # non-activating examples for detection
+    view: str  # which evidence this round shows (agent/refine.py)
+    contrast: bool  # show the model-contrast block (refinement rounds)
+    round: int  # 0 = first label, 1.. = refinement rounds
+    history: list[dict[str, Any]]  # one LabelAttempt (as a dict, + 'stop') per round
     label: dict[str, Any] | None  # LatentLabel as a dict, once judged
     verification: float | None
     attempts: int
@@ -89,10 +100,12 @@ class AgentContext:
         """Where a latent's findings live."""
         return self.findings_dir / f"{key.replace(':', '_')}.json"
 
-    def label_path(self, key: str) -> Path:
-        """A label is saved here the moment the judge returns it, so a run killed before the
-        latent is recorded reuses the label instead of judging the latent again."""
-        return self.findings_dir / "labels" / f"{key.replace(':', '_')}.json"
+    def label_path(self, key: str, round_: int = 0) -> Path:
+        """A label (of refinement round `round_`) is saved here the moment the judge returns it, and
+        its detection score when verified, so a run killed before the latent is recorded reuses them
+        instead of judging the latent again."""
+        suffix = "" if round_ == 0 else f".r{round_}"
+        return self.findings_dir / "labels" / f"{key.replace(':', '_')}{suffix}.json"
 
     def is_finished(self, key: str) -> bool:
         """True if the latent already has recorded findings."""

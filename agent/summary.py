@@ -23,6 +23,33 @@ class Failure(BaseModel):
     reason: str = Field(description="Why.")
 
 
+class RefinementRow(BaseModel):
+    """How many labels of a category needed refinement, and what it did to their verification."""
+
+    category: str = Field(description="Category of the kept label.")
+    n_labelled: int = Field(description="Labelled latents in this category.")
+    n_refined: int = Field(description="Of those, latents that went through at least one refinement round.")
+    n_changed: int = Field(description="Refined latents whose kept label is not the first one.")
+    verification_before: float | None = Field(description="Mean detection score of the first labels (refined).")
+    verification_after: float | None = Field(description="Mean detection score of the kept labels (refined).")
+
+
+def refinement_table(findings: list[Finding]) -> list[RefinementRow]:
+    """Per category of the kept label: refined latents and their mean verification before and after."""
+    by_latent = {f.ref.key: f for f in findings if f.label is not None}
+    rows = []
+    for cat in sorted({f.label.category for f in by_latent.values()}):  # type: ignore[union-attr]
+        mine = [f for f in by_latent.values() if f.label.category == cat]  # type: ignore[union-attr]
+        refined = [f for f in mine if f.refined]
+        first = [f.label_attempts[0].verification for f in refined if f.label_attempts[0].verification is not None]
+        kept = [f.verification for f in refined if f.verification is not None]
+        changed = sum(f.label_attempts[0].label != f.label for f in refined)
+        rows.append(RefinementRow(category=cat, n_labelled=len(mine), n_refined=len(refined), n_changed=changed,
+                                  verification_before=sum(first) / len(first) if first else None,
+                                  verification_after=sum(kept) / len(kept) if kept else None))
+    return rows
+
+
 class Aggregate(BaseModel):
     """Per-category shifts of a run (aggregate.json)."""
 
@@ -38,7 +65,13 @@ class Aggregate(BaseModel):
     n_labelled: int = Field(description="Latents with a valid label.")
     failures: list[Failure] = Field(description="Latents whose labelling failed, with reasons.")
     skipped: list[str] = Field(default_factory=list, description="Candidates left unlabelled by budget.")
+    stop_reason: str | None = Field(
+        default=None, description="Why labelling stopped (budget, ci_width, all candidates labelled)."
+    )
     verification: dict[str, float] = Field(description="Mean detection score per category.")
+    refinement: list[RefinementRow] = Field(
+        default_factory=list, description="Per category: labels that needed refinement and their verification."
+    )
 
 
 def _points(findings: list[Finding], pair: str, side: str) -> list[LatentPoint]:
@@ -48,7 +81,7 @@ def _points(findings: list[Finding], pair: str, side: str) -> list[LatentPoint]:
 
 
 def build_aggregate(cfg: RunConfig, findings: list[Finding], categories: list[str],
-                    skipped: list[str] | None = None) -> Aggregate:
+                    skipped: list[str] | None = None, stop_reason: str | None = None) -> Aggregate:
     """Comparisons per pair (fine-tune-specific vs base-specific) and the headline."""
     pairs = [m.name for m in cfg.models if m.role != "base"]
     boot = cfg.report.bootstrap
@@ -90,14 +123,17 @@ def build_aggregate(cfg: RunConfig, findings: list[Finding], categories: list[st
         judge=", ".join(judges) or cfg.judge.spec, categories=categories, headline=headline,
         comparisons=comps, net_of_control=net, n_latents=len(by_latent), n_labelled=len(labelled),
         failures=[Failure(key=k, reason=f.failure or "unknown") for k, f in by_latent.items() if f.label is None],
-        skipped=skipped or [], verification={c: sum(v) / len(v) for c, v in verification.items()},
+        skipped=skipped or [], stop_reason=stop_reason,
+        verification={c: sum(v) / len(v) for c, v in verification.items()},
+        refinement=refinement_table(findings),
     )
 
 
-def write_aggregate(cfg: RunConfig, run_dir: Path, taxonomy: Any, skipped: list[str] | None = None) -> Path:
+def write_aggregate(cfg: RunConfig, run_dir: Path, taxonomy: Any, skipped: list[str] | None = None,
+                    stop_reason: str | None = None) -> Path:
     """Build the aggregate from the run's findings and write aggregate.json."""
     categories = [c.name for c in taxonomy.categories]
-    agg = build_aggregate(cfg, read_findings(run_dir), categories, skipped)
+    agg = build_aggregate(cfg, read_findings(run_dir), categories, skipped, stop_reason)
     path = Path(run_dir) / "aggregate.json"
     atomic_write_json(path, agg.model_dump(mode="json"))
     return path

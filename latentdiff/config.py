@@ -267,6 +267,32 @@ class AgentConfig(_Section):
     )
     concurrency: int = Field(default=16, gt=0, description="Latents processed concurrently.")
     verify: bool = Field(default=True, description="Detection-score each label.")
+    refine_below: float | None = Field(
+        default=0.7, ge=0.0, le=1.0,
+        description="Refine a label whose detection accuracy is below this (None = never refine).",
+    )
+    refine_confidence: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Also refine a label whose judge confidence is below this (0 = verification alone decides).",
+    )
+    refine_rounds: int = Field(
+        default=1, ge=0, le=3,
+        description="Refinement rounds at most per latent, each with evidence not shown before; the "
+        "best-verified label is kept.",
+    )
+    adaptive: bool = Field(
+        default=False,
+        description="Label in waves chosen by effect size and by which (pair, side) sets have the widest "
+        "shift CIs; stop at the budget (max_latents / max_judge_calls) or when every CI is narrower "
+        "than ci_width. False = label every candidate in effect-size order.",
+    )
+    wave_size: int | None = Field(
+        default=None, gt=0, description="Latents per adaptive wave (None = a fifth of the budget, at least 8)."
+    )
+    ci_width: float | None = Field(
+        default=None, gt=0,
+        description="Adaptive stop: every category's shift 95% CI narrower than this (percentage points).",
+    )
 
 
 class ReportConfig(_Section):

@@ -52,6 +52,18 @@ class LatentLabel(BaseModel):
     judge: str = Field(default="", description="Spec of the judge that produced it.")
 
 
+class LabelAttempt(BaseModel):
+    """One round of labelling a latent: what the judge was shown, what it said, how it scored."""
+
+    round: int = Field(description="0 = first label, 1.. = refinement rounds.")
+    view: str = Field(description="Which evidence was shown (e.g. 'top A + quantile B + hard negatives').")
+    prompt_hash: str = Field(description="sha256 prefix of the rendered label prompt (the evidence shown).")
+    label: LatentLabel | None = Field(default=None, description="The judge's label (None if the call failed).")
+    verification: float | None = Field(default=None, description="Detection balanced accuracy of this label.")
+    calls: int = Field(default=0, description="Judge calls this round spent (label + detection).")
+    failure: str | None = Field(default=None, description="Why this round produced no scored label.")
+
+
 class Finding(BaseModel):
     """A labelled latent: stats + label + verification, or the reason it failed."""
 
@@ -67,3 +79,13 @@ class Finding(BaseModel):
     attempts: int = Field(default=0, description="Judge calls spent on this latent.")
     failure: str | None = Field(default=None, description="Why labelling failed, if it did.")
     doc_ids: list[int] = Field(default_factory=list, description="Documents its examples came from.")
+    label_attempts: list[LabelAttempt] = Field(
+        default_factory=list,
+        description="Every labelling round (first label + refinements); `label` is the best-verified one. "
+        "Empty in findings written before refinement existed.",
+    )
+
+    @property
+    def refined(self) -> bool:
+        """True if the latent went through at least one refinement round."""
+        return len(self.label_attempts) > 1

@@ -407,7 +407,11 @@ def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = Non
             log.info("worker %d/%d done (%d judge calls); run `label` without --worker to merge",
                      index, count, ctx.budget.used)
             return
-        imported = import_store_findings(ctx)
+        # only findings of workers that labelled under these settings (the store may still hold
+        # findings of an earlier label run with other settings, e.g. another judge or agent config)
+        h = stage_hash(cfg, "label")
+        workers = [json.loads(m.read_text()) for m in (run_dir / "stages").glob("label-w*.json")]
+        imported = import_store_findings(ctx) if any(w.get("hash") == h for w in workers) else 0
         if imported:
             log.info("collected the findings of %d latents labelled by other workers", imported)
         state = asyncio.run(run_agent(ctx, thread_id=thread))
@@ -415,7 +419,8 @@ def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = Non
     failed = sum(f.label is None for f in findings.values())
     log.info("labelled %d latents, %d failed", len(findings) - failed, failed)
     mark_done(cfg, run_dir, "label", {"latents": len(findings), "failed": failed,
-                                      "judge_calls": ctx.budget.used, "skipped": state.get("skipped", [])})
+                                      "judge_calls": ctx.budget.used, "skipped": state.get("skipped", []),
+                                      "stop_reason": state.get("stop_reason")})
 
 
 def run_aggregate(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
@@ -424,8 +429,9 @@ def run_aggregate(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     from latentdiff.agent.summary import write_aggregate
 
     marker = run_dir / "stages" / "label.json"
-    skipped = json.loads(marker.read_text()).get("skipped", []) if marker.is_file() else []
-    path = write_aggregate(cfg, run_dir, load_taxonomy(cfg.judge.taxonomy), skipped)
+    info = json.loads(marker.read_text()) if marker.is_file() else {}
+    path = write_aggregate(cfg, run_dir, load_taxonomy(cfg.judge.taxonomy), info.get("skipped", []),
+                           info.get("stop_reason"))
     mark_done(cfg, run_dir, "aggregate", {"path": str(path)})
 
 

@@ -38,6 +38,12 @@ class LabelRequest(BaseModel):
     quantile: list[ExampleText] = Field(default_factory=list, description="Lower-quantile examples.")
     negative: list[ExampleText] = Field(default_factory=list, description="Non-activating examples.")
     taxonomy: Taxonomy = Field(default_factory=load_taxonomy, description="Categories to choose from.")
+    hard_negatives: bool = Field(
+        default=False, description="The negatives were chosen close in meaning to the top examples (refinement)."
+    )
+    contrast: str | None = Field(
+        default=None, description="Per-model numbers of the latent (refinement rounds), shown in a delimited block."
+    )
 
 
 class JudgeStats(BaseModel):

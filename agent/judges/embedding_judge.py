@@ -149,7 +149,9 @@ class EmbeddingJudge(Judge):
         if pos is None:
             raise JudgeError(f"latent {request.latent}: no example text to embed", "invalid")
         scores, best_sub = self._scores(pos, taxonomy)
-        neg = self._mean_vector([(e, 1.0) for e in request.negative])
+        # hard negatives share the top examples' topic: subtracting them would cancel the category signal,
+        # so they only sharpen the name (characteristic spans), never the category
+        neg = None if request.hard_negatives else self._mean_vector([(e, 1.0) for e in request.negative])
         if neg is not None:
             scores = scores - NEG_WEIGHT * self._scores(neg, taxonomy)[0]
         order = np.argsort(-scores)

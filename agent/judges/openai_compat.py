@@ -175,7 +175,8 @@ class OpenAICompatJudge(Judge):
     # ------------------------------------------------------------------ public
 
     async def label(self, request: LabelRequest) -> LatentLabel:
-        messages = label_messages(request.top, request.quantile, request.negative, request.taxonomy)
+        messages = label_messages(request.top, request.quantile, request.negative, request.taxonomy,
+                                  request.contrast, request.hard_negatives)
         schema = label_schema(request.taxonomy, budget_chars=2 * self.cfg.max_tokens)
         return await self._ask(
             messages, "latent_label", schema, lambda d: parse_label(d, request.taxonomy, self.spec)

@@ -95,8 +95,14 @@ def label_messages(
     quantile: list[ExampleText],
     negative: list[ExampleText],
     taxonomy: Taxonomy,
+    contrast: str | None = None,
+    hard_negatives: bool = False,
 ) -> list[dict[str, str]]:
-    """System + user chat messages asking for a label (examples keep their <<marks>>)."""
+    """System + user chat messages asking for a label (examples keep their <<marks>>).
+
+    `contrast` (refinement rounds only) is latentdiff's own per-model numbers for the latent; it is
+    appended in a `<model_contrast>` block with its explanation (prompts/label_contrast.md).
+    """
     system = render(
         "label_system.md",
         taxonomy=render_taxonomy(taxonomy),
@@ -110,6 +116,10 @@ def label_messages(
         # negatives never fire: show them unmarked
         negative=example_blocks([unmark(e.plain or e.text) for e in negative], n_top + n_q + 1),
     )
+    if hard_negatives:
+        user += "\n\n" + render("label_hard_negatives.md")
+    if contrast:
+        user += "\n\n" + render("label_contrast.md", contrast=contrast)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

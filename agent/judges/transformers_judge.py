@@ -114,7 +114,8 @@ class TransformersJudge(Judge):
             raise
 
     async def label(self, request: LabelRequest) -> LatentLabel:
-        messages = label_messages(request.top, request.quantile, request.negative, request.taxonomy)
+        messages = label_messages(request.top, request.quantile, request.negative, request.taxonomy,
+                                  request.contrast, request.hard_negatives)
         return await self._ask(messages, lambda d: parse_label(d, request.taxonomy, self.spec))
 
     async def detect(self, label: LatentLabel, examples: list[ExampleText]) -> list[bool]:
