@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from latentdiff.agent.aggregate import Comparison, NetComparison
 from latentdiff.agent.state import read_findings
-from latentdiff.agent.summary import Aggregate
+from latentdiff.agent.summary import Aggregate, RefinementRow
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json, atomic_write_text
 
@@ -57,6 +57,10 @@ class Report(BaseModel):
     data: dict[str, Any] = Field(description="Data settings and token counts.")
     crosscoders: dict[str, dict[str, Any]] = Field(description="Per crosscoder: final metrics.")
     selection: dict[str, Any] = Field(description="Method, thresholds, counts per pair and side.")
+    stop_reason: str | None = Field(default=None, description="Why labelling stopped (budget, ci_width, ...).")
+    refinement: list[RefinementRow] = Field(
+        default_factory=list, description="Per category: labels that needed refinement, verification before/after."
+    )
     headline: dict[str, Any] | None = Field(description="A, B and what the sets are.")
     categories: list[CategoryRow] = Field(description="The headline table (or the first comparison).")
     comparisons: list[Comparison] = Field(description="Every comparison with full statistics.")
@@ -133,7 +137,8 @@ def build_report(cfg: RunConfig, run_dir: Path) -> Report:
         categories=rows, comparisons=([agg.headline] if agg.headline else []) + agg.comparisons,
         net_of_control=agg.net_of_control,
         verification=agg.verification, judge=agg.judge, failures=[f.model_dump() for f in agg.failures],
-        skipped=agg.skipped, latents=_cards(cfg, run_dir), planted=planted,
+        skipped=agg.skipped, stop_reason=agg.stop_reason, refinement=agg.refinement,
+        latents=_cards(cfg, run_dir), planted=planted,
     )
 
 

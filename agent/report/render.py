@@ -8,6 +8,43 @@ import re
 from pathlib import Path
 
 
+def _labelling_lines(report) -> list[str]:  # noqa: ANN001
+    """How labelling ended and what refinement did, as Markdown lines."""
+    lines = []
+    if getattr(report, "stop_reason", None):
+        lines += [f"Labelling stopped: {report.stop_reason}; {len(report.skipped)} candidate latents left unlabelled.",
+                  ""]
+    rows = getattr(report, "refinement", [])
+    if rows:
+        lines += ["Refinement (labels verifying below the threshold were asked again with other evidence; "
+                  "mean detection accuracy of the refined latents, first label vs kept label):", "",
+                  "| category | labelled | refined | label changed | before | after |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r.category} | {r.n_labelled} | {r.n_refined} | {r.n_changed} | {_acc(r.verification_before)} | "
+                  f"{_acc(r.verification_after)} |" for r in rows] + [""]
+    return lines
+
+
+def _acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _labelling_html(report) -> str:  # noqa: ANN001
+    """The same as `_labelling_lines`, as HTML."""
+    e = html.escape
+    out = ""
+    if getattr(report, "stop_reason", None):
+        out += (f"<p id='stop-reason'>Labelling stopped: {e(report.stop_reason)}; {len(report.skipped)} candidate "
+                "latents left unlabelled.</p>")
+    rows = getattr(report, "refinement", [])
+    if rows:
+        out += ("<table id='refinement'><tr><th>category</th><th>labelled</th><th>refined</th><th>label changed</th>"
+                "<th>verification before</th><th>after</th></tr>"
+                + "".join(f"<tr><td>{e(r.category)}</td><td>{r.n_labelled}</td><td>{r.n_refined}</td>"
+                          f"<td>{r.n_changed}</td><td>{_acc(r.verification_before)}</td>"
+                          f"<td>{_acc(r.verification_after)}</td></tr>" for r in rows) + "</table>")
+    return out
+
+
 def _fmt_ci(ci: tuple[float, float]) -> str:
     return f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
 
@@ -51,6 +88,7 @@ def render_markdown(report, plots: dict[str, Path], max_cards: int) -> str:  # n
     lines += ["", f"Labels by judge `{report.judge}`. Failures: {len(report.failures)}; skipped: "
               f"{len(report.skipped)}.", ""]
     lines += [f"- `{f['key']}`: {f['reason']}" for f in report.failures[:20]]
+    lines += [""] + _labelling_lines(report)
     lines += ["", "## Latents", ""]
     for card in report.latents[:max_cards]:
         lines += [f"### {card.id} ({card.pair}, {card.side}): {card.name or 'unlabelled'}", "",
@@ -119,6 +157,7 @@ def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa:
 {imgs}
 {nets}
 <h2>Verification</h2><ul>{ver}</ul>
+{_labelling_html(report)}
 <p>Labels by judge <code>{e(report.judge)}</code>. Failures: {len(report.failures)}; skipped: {len(report.skipped)}.</p>
 <h2>Latents</h2>{cards}
 </body></html>

@@ -1,0 +1,148 @@
+"""Adaptive labelling budget and label refinement on a finished demo run (offline embedding judge).
+
+Copies RUN (never modified) to OUT/<variant> without its activations and re-runs only label and
+aggregate there:
+  - full:      every candidate latent, refinement on (the default agent);
+  - adaptive:  agent.adaptive at 25 / 50 / 100% of the candidates (max_latents), ci_width set;
+  - norefine:  every candidate, refinement off (what refinement changes).
+Reports, against `full`: per-category headline shift difference, sign agreement, CI-excludes-0
+agreement, planted signs recovered, judge calls (saved), stop reason; and for the refined latents
+the mean verification of their first label vs the kept one.
+
+    python benchmarks/bench_budget.py runs/dev-demo /tmp/budget-demo --ci-width 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bench_budget")
+
+
+def copy_run(src: Path, dst: Path) -> None:
+    """The run without activations (label/aggregate do not read them)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for item in src.iterdir():
+        if item.name == "activations":
+            continue
+        (shutil.copytree if item.is_dir() else shutil.copy2)(item, dst / item.name)
+
+
+def relabel(src: Path, dst: Path, agent: dict[str, Any]) -> dict[str, Any]:
+    """Label + aggregate a copy of src with agent overrides; return timings, calls and the aggregate."""
+    from latentdiff import stages
+    from latentdiff.config import build_config, load_config
+
+    copy_run(src, dst)
+    data = load_config(src / "config.yaml").model_dump(mode="json")
+    data["run_dir"] = str(dst)
+    data["agent"] |= agent
+    cfg = build_config(data)
+    t0 = time.perf_counter()
+    stages.begin(cfg, dst, "label")
+    stages.run_label(cfg, dst)
+    seconds = time.perf_counter() - t0
+    stages.run_aggregate(cfg, dst)
+    marker = json.loads((dst / "stages" / "label.json").read_text())
+    return {"seconds": seconds, "calls": marker["judge_calls"], "labelled": marker["latents"],
+            "aggregate": json.loads((dst / "aggregate.json").read_text())}
+
+
+def headline_rows(agg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Headline category rows by name."""
+    return {c["name"]: c for c in agg["headline"]["categories"]}
+
+
+def planted_recovered(agg: dict[str, Any]) -> tuple[int, int]:
+    """(recovered, planted) headline signs: CI excludes 0 on the planted side (the report's rule)."""
+    from latentdiff.core.organisms import load_planted
+
+    signs = load_planted().get("headline", {}).get("signs", {})
+    rows = headline_rows(agg)
+    planted = {k: v for k, v in signs.items() if v in ("+", "-")}
+    ok = sum(rows[k]["significant"] and ((rows[k]["shift_pct"] > 0) == (v == "+")) for k, v in planted.items())
+    return ok, len(planted)
+
+
+def compare_to(full: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Shift error, sign and significance agreement of other's headline vs full's."""
+    a, b = headline_rows(full), headline_rows(other)
+    diff = {k: b[k]["shift_pct"] - a[k]["shift_pct"] for k in a}
+    return {
+        "mean_abs_shift_diff": sum(abs(v) for v in diff.values()) / len(diff),
+        "shift_diff": diff,
+        "sign_agree": sum((a[k]["shift_pct"] > 0) == (b[k]["shift_pct"] > 0) for k in a),
+        "significance_agree": sum(a[k]["significant"] == b[k]["significant"] for k in a),
+        "n_categories": len(a),
+    }
+
+
+def refinement_stats(run_dir: Path) -> dict[str, Any]:
+    """Refined latents: mean verification of the first label vs the kept one."""
+    from latentdiff.agent.state import read_findings
+
+    by_key = {f.ref.key: f for f in read_findings(run_dir) if f.label is not None}
+    refined = [f for f in by_key.values() if f.refined and f.label_attempts[0].verification is not None]
+    before = [f.label_attempts[0].verification for f in refined]
+    after = [f.verification for f in refined]
+    return {"n_labelled": len(by_key), "n_refined": len(refined),
+            "n_changed": sum(f.label_attempts[0].label != f.label for f in refined),
+            "before": sum(before) / len(before) if before else math.nan,
+            "after": sum(after) / len(after) if after else math.nan,
+            "all_mean": sum(f.verification or 0 for f in by_key.values()) / max(len(by_key), 1)}
+
+
+def main() -> None:
+    """Run the variants and write OUT/bench_budget.json."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="A finished demo run (read only).")
+    ap.add_argument("out", type=Path, help="Scratch directory for the copies.")
+    ap.add_argument("--fractions", default="0.25,0.5,1.0", help="Adaptive budgets as fractions of the candidates.")
+    ap.add_argument("--ci-width", type=float, default=2000.0, help="agent.ci_width for the adaptive runs.")
+    ap.add_argument("--skip-norefine", action="store_true", help="Skip the refinement-off run.")
+    ap.add_argument("--reuse-full", action="store_true", help="Reuse OUT/full from an earlier run of this script.")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    out: dict[str, Any] = {}
+    done = args.out / "full" / "stages" / "label.json"
+    if args.reuse_full and done.is_file() and (args.out / "full" / "aggregate.json").is_file():
+        marker = json.loads(done.read_text())
+        full = {"seconds": math.nan, "calls": marker["judge_calls"], "labelled": marker["latents"],
+                "aggregate": json.loads((args.out / "full" / "aggregate.json").read_text())}
+    else:
+        full = relabel(args.run, args.out / "full", {})
+    out["full"] = {k: v for k, v in full.items() if k != "aggregate"} | {
+        "planted": planted_recovered(full["aggregate"]), "refinement": refinement_stats(args.out / "full")}
+    n = full["labelled"]
+    if not args.skip_norefine:
+        base = relabel(args.run, args.out / "norefine", {"refine_below": None})
+        out["norefine"] = {k: v for k, v in base.items() if k != "aggregate"} | {
+            "planted": planted_recovered(base["aggregate"]),
+            "vs_full": compare_to(full["aggregate"], base["aggregate"])}
+    for frac in (float(x) for x in args.fractions.split(",")):
+        res = relabel(args.run, args.out / f"adaptive-{frac:g}",
+                      {"adaptive": True, "max_latents": max(1, math.ceil(frac * n)), "ci_width": args.ci_width})
+        agg = res["aggregate"]
+        out[f"adaptive-{frac:g}"] = {k: v for k, v in res.items() if k != "aggregate"} | {
+            "stop_reason": agg["stop_reason"], "skipped": len(agg["skipped"]),
+            "calls_saved": full["calls"] - res["calls"], "calls_saved_pct": 100 * (1 - res["calls"] / full["calls"]),
+            "planted": planted_recovered(agg), "vs_full": compare_to(full["aggregate"], agg)}
+    name = "bench_budget.json" if not args.reuse_full else f"bench_budget-{args.fractions}.json"
+    (args.out / name).write_text(json.dumps(out, indent=2))
+    for name, r in out.items():
+        log.info("%s: %s", name, json.dumps({k: v for k, v in r.items() if k != "vs_full"}))
+        if "vs_full" in r:
+            log.info("   vs full: %s", json.dumps(r["vs_full"]))
+
+
+if __name__ == "__main__":
+    main()
