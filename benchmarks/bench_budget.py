@@ -2,7 +2,7 @@
 
 Copies RUN (never modified) to OUT/<variant> without its activations and re-runs only label and
 aggregate there:
-  - full:      every candidate latent, refinement on (the default agent);
+  - full:      every candidate latent, refinement on (agent.refine_below, --refine-below);
   - adaptive:  agent.adaptive at 25 / 50 / 100% of the candidates (max_latents), ci_width set;
   - norefine:  every candidate, refinement off (what refinement changes).
 Reports, against `full`: per-category headline shift difference, sign agreement, CI-excludes-0
@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--fractions", default="0.25,0.5,1.0", help="Adaptive budgets as fractions of the candidates.")
     ap.add_argument("--ci-width", type=float, default=2000.0, help="agent.ci_width for the adaptive runs.")
     ap.add_argument("--skip-norefine", action="store_true", help="Skip the refinement-off run.")
+    ap.add_argument("--refine-below", type=float, default=0.7, help="agent.refine_below of the full run.")
     ap.add_argument("--reuse-full", action="store_true", help="Reuse OUT/full from an earlier run of this script.")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -119,7 +120,7 @@ def main() -> None:
         full = {"seconds": math.nan, "calls": marker["judge_calls"], "labelled": marker["latents"],
                 "aggregate": json.loads((args.out / "full" / "aggregate.json").read_text())}
     else:
-        full = relabel(args.run, args.out / "full", {})
+        full = relabel(args.run, args.out / "full", {"refine_below": args.refine_below})
     out["full"] = {k: v for k, v in full.items() if k != "aggregate"} | {
         "planted": planted_recovered(full["aggregate"]), "refinement": refinement_stats(args.out / "full")}
     n = full["labelled"]
@@ -130,7 +131,8 @@ def main() -> None:
             "vs_full": compare_to(full["aggregate"], base["aggregate"])}
     for frac in (float(x) for x in args.fractions.split(",")):
         res = relabel(args.run, args.out / f"adaptive-{frac:g}",
-                      {"adaptive": True, "max_latents": max(1, math.ceil(frac * n)), "ci_width": args.ci_width})
+                      {"adaptive": True, "max_latents": max(1, math.ceil(frac * n)), "ci_width": args.ci_width,
+                       "refine_below": args.refine_below})
         agg = res["aggregate"]
         out[f"adaptive-{frac:g}"] = {k: v for k, v in res.items() if k != "aggregate"} | {
             "stop_reason": agg["stop_reason"], "skipped": len(agg["skipped"]),

@@ -43,7 +43,7 @@ class RefiningJudge(ScriptedJudge):
 
 def test_refinement_keeps_the_better_label_and_records_attempts(tmp_path: Path) -> None:
     cfg, store, stats = make_run(tmp_path, n_latents=4)
-    cfg.agent.refine_rounds = 2
+    cfg.agent.refine_below, cfg.agent.refine_rounds = 0.7, 2
     judge = RefiningJudge()
     asyncio.run(run_agent(context(cfg, store, stats, judge), "r1"))
     for f in read_findings(tmp_path):
@@ -64,7 +64,7 @@ def test_refinement_keeps_the_better_label_and_records_attempts(tmp_path: Path) 
 
 def test_refinement_terminates_and_keeps_the_first_on_ties(tmp_path: Path) -> None:
     cfg, store, stats = make_run(tmp_path, n_latents=2)
-    cfg.agent.refine_rounds = 3
+    cfg.agent.refine_below, cfg.agent.refine_rounds = 0.7, 3
     asyncio.run(run_agent(context(cfg, store, stats, RefiningJudge(always_bad=True)), "r2"))
     for f in read_findings(tmp_path):
         assert [a.round for a in f.label_attempts] == [0, 1, 2, 3]
@@ -75,6 +75,7 @@ def test_refinement_terminates_and_keeps_the_first_on_ties(tmp_path: Path) -> No
 def test_refinement_attempts_survive_a_lost_checkpoint(tmp_path: Path) -> None:
     """Attempts are saved on disk when judged and scored: relabelling reuses them, calls no judge."""
     cfg, store, stats = make_run(tmp_path, n_latents=2)
+    cfg.agent.refine_below = 0.7
     asyncio.run(run_agent(context(cfg, store, stats, RefiningJudge()), "r3"))
     before = {f.ref.key: f for f in read_findings(tmp_path)}
     for path in (tmp_path / "findings").glob("*.json"):
@@ -146,7 +147,7 @@ def test_refinement_end_to_end_on_the_real_judge(vllm_server, tmp_path: Path) ->
 
     url, model = vllm_server
     cfg, store, stats = make_run(tmp_path, n_latents=3)
-    cfg.agent.refine_confidence, cfg.agent.refine_rounds = 1.0, 1  # refine every label once
+    cfg.agent.refine_below, cfg.agent.refine_confidence, cfg.agent.refine_rounds = 0.7, 1.0, 1  # refine once
     spec = f"vllm:{url}@{model}"
     judge = make_judge(spec, JudgeConfig(spec=spec, max_tokens=256, timeout_s=120, retries=2))
     asyncio.run(run_agent(context(cfg, store, stats, judge), "v1"))
