@@ -74,14 +74,17 @@ def _csr_t(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> 
 class _SparseDecode(torch.autograd.Function):
     """out[n] = sum over active (n, j): v * W[j]; gradients only on the active entries.
 
-    idx [nnz, 2] must be sorted by (token, latent); W [F, K]; out [N, K].
+    idx [nnz, 2] must be sorted by (token, latent); W [F, K]; out [N, K]. Under bf16 autocast
+    (CUDA training) the decode stays in W's dtype: only the dense encoder matmul runs in bf16.
     """
 
     @staticmethod
     def forward(ctx, idx: Tensor, vals: Tensor, W: Tensor, n_tokens: int) -> Tensor:  # type: ignore[override]
+        vals = vals.to(W.dtype)  # bf16 autocast: the sparse kernels run in the weights' dtype (fp32)
         ctx.save_for_backward(idx, vals, W)
         ctx.n_tokens = n_tokens
-        return _csr(idx[:, 0], idx[:, 1], vals, (n_tokens, W.shape[0])) @ W
+        with torch.autocast(W.device.type, enabled=False):  # autocast would cast this CSR matmul to bf16
+            return _csr(idx[:, 0], idx[:, 1], vals, (n_tokens, W.shape[0])) @ W
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
@@ -111,7 +114,7 @@ class _SparseEncode(torch.autograd.Function):
         # x [N, K], W [K, F], b [F], idx [nnz, 2] sorted by (token, latent), pre_vals [nnz]
         ctx.save_for_backward(x, idx)
         ctx.f_dim = W.shape[1]
-        return pre_vals.clone()
+        return pre_vals.to(W.dtype, copy=True)  # fp32 values even when autocast made pre bf16
 
     @staticmethod
     def backward(ctx, grad_v: Tensor):  # type: ignore[override]

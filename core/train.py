@@ -53,6 +53,18 @@ def current_k(cfg: CrosscoderConfig, step: int) -> int:
     return round(cfg.k_start + (cfg.k - cfg.k_start) * step / cfg.k_anneal_steps)
 
 
+def to_device(batch: Tensor, device: torch.device) -> Tensor:
+    """A host batch on `device`: through pinned memory with an asynchronous copy when it is CUDA.
+
+    Pinned (page-locked) memory lets the copy run by DMA without the CPU waiting for it; kernels
+    queued after it on the same stream see the data. CPU fallback: `batch.to(device)`, the batch
+    itself, never pinned.
+    """
+    if device.type != "cuda" or batch.is_cuda:
+        return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
 def _geometric_median(x: Tensor, iters: int = 50) -> Tensor:
     """Weiszfeld's algorithm over rows of x [N, K]."""
     point = x.mean(0)
@@ -129,7 +141,7 @@ class Trainer:
     def train_step(self, raw: Tensor) -> dict[str, float]:
         """One optimisation step on raw activations [batch, M, D]; returns metrics."""
         cfg, cc = self.cfg, self.cc
-        x = cc.normalize(raw.to(self.device))  # [B, M, D] (under torchrun: this rank's [B / world, M, D])
+        x = cc.normalize(to_device(raw, self.device))  # [B, M, D] (torchrun: this rank's [B / world, M, D])
         spread = self.world > 1
         if self.step == 0:
             with torch.no_grad():
