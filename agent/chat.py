@@ -209,8 +209,9 @@ class RetrievalAnswerer:
         if cell is None:
             return self.compare(cat)
         a, b = cell.comparison.split(" vs ")
-        direction = "up" if cell.shift_pct > 0 else "down"
-        out = [f"In the headline comparison ({cell.comparison}), **{cat}** went {direction}: "
+        moved = round(cell.shift_pct)  # the direction of the number as printed
+        direction = "went up" if moved > 0 else "went down" if moved < 0 else "did not move"
+        out = [f"In the headline comparison ({cell.comparison}), **{cat}** {direction}: "
                f"{fmt_pct(cell.shift_pct)} (95% CI {fmt_ci(cell.ci95)}"
                f"{', significant' if cell.significant else ', not significant'}). "
                f"{cell.n_a} of the latents specific to `{a}` are about {cat}, against {cell.n_b} of those "

@@ -53,7 +53,8 @@ def test_four_questions_cite_latents_of_the_run(session: ChatSession) -> None:
     why = session.ask(qs["why"])
     hall = next(c for c in report["categories"] if c["name"] == "hallucination")
     assert f"{hall['shift_pct']:+.0f}%" in why.text  # the number quoted is the report's
-    assert ("went down" in why.text) == (hall["shift_pct"] < 0)
+    assert ("went down" in why.text) == (round(hall["shift_pct"]) < 0)
+    assert ("went up" in why.text) == (round(hall["shift_pct"]) > 0)
     comp = session.ask(qs["compare"])
     for c in report["comparisons"]:
         assert f"{c['a']} vs {c['b']}" in comp.text  # every comparison's multilingual cell
