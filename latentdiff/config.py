@@ -306,6 +306,21 @@ class ReportConfig(_Section):
     bootstrap: int = Field(default=1000, gt=0, description="Bootstrap resamples for 95% CIs.")
     max_cards: int = Field(default=50, ge=0, description="Latent cards in the report.")
     seed: int = Field(default=0, description="Bootstrap seed.")
+    summary_llm: str | None = Field(
+        default=None,
+        description="'vllm:URL@MODEL' / 'openai:URL@MODEL' that drafts the executive summary; None = the judge "
+        "when it is such an HTTP judge, else the templated summary; 'template' = always the templated summary.",
+    )
+    summary_attempts: int = Field(
+        default=3, ge=1, description="LLM drafts of the summary (the first plus repairs) before falling back."
+    )
+    summary_fallback: Literal["strip", "template"] = Field(
+        default="strip", description="When every draft fails the checker: publish the best draft's passing "
+        "sentences ('strip'; the template if none passes) or the templated summary ('template')."
+    )
+    summary_top_latents: int = Field(default=2, ge=1, le=5, description="Latents per category and side in the "
+                                     "summary's fact sheet.")
+    summary_max_tokens: int = Field(default=1024, gt=0, description="Max tokens of a summary draft.")
 
 
 class RunConfig(_Section):

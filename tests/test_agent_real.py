@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from latentdiff.agent.report import REPORT_VERSION
 from latentdiff.agent.state import read_findings
 from latentdiff.core.select import read_table
 from latentdiff.run import Run
@@ -43,7 +44,10 @@ def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) ->
     run.stage("report")
     out = run.dir / "report"
     report = json.loads((out / "report.json").read_text())
-    assert report["version"] == 1
+    assert report["version"] == REPORT_VERSION
+    summary = report["summary"]  # offline judge: the templated executive summary, checked
+    assert summary["source"] == "template" and summary["checker"]["ok"] and summary["sentences"]
+    assert set(summary["citations"]) <= set(findings)
     for row in report["categories"]:
         assert {"name", "shift_pct", "ci95", "n_base", "n_finetuned"} <= set(row)
     assert {lat["id"] for lat in report["latents"]} == set(findings)
@@ -53,6 +57,7 @@ def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) ->
     page = (out / "report.html").read_text()
     assert 'id="shift-table"' in page and "data:image/png;base64," in page and "<script" not in page
     assert "## Headline: shift vs it" in (out / "report.md").read_text()
+    assert "## Executive summary" in (out / "report.md").read_text() and "id='summary'" in page
     assert (out / "plots" / "shift.png").is_file() and (out / "plots" / "training_joint.png").is_file()
 
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from latentdiff.agent.aggregate import Comparison, NetComparison
+from latentdiff.agent.report.summary import ExecutiveSummary
 from latentdiff.agent.state import read_findings
 from latentdiff.agent.summary import Aggregate, RefinementRow
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json, atomic_write_text
 
-REPORT_VERSION = 1
+if TYPE_CHECKING:
+    from latentdiff.agent.report.summary_llm import SummaryLLM
+
+REPORT_VERSION = 2  # 2: executive summary (`summary`)
 
 
 class CategoryRow(BaseModel):
@@ -73,6 +77,9 @@ class Report(BaseModel):
     skipped: list[str] = Field(default_factory=list, description="Candidates left unlabelled by budget.")
     latents: list[LatentCard] = Field(description="Every labelled latent.")
     planted: dict[str, Any] | None = Field(default=None, description="Organism ground truth, when known.")
+    summary: ExecutiveSummary | None = Field(
+        default=None, description="Executive summary: LLM-drafted and checked, or templated (version >= 2)."
+    )
 
 
 def _planted(cfg: RunConfig) -> dict[str, Any] | None:
@@ -110,8 +117,11 @@ def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
             for f in findings]
 
 
-def build_report(cfg: RunConfig, run_dir: Path) -> Report:
-    """Assemble the report of a run whose aggregate stage is done."""
+def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None = None) -> Report:
+    """Assemble the report of a run whose aggregate stage is done, with its executive summary
+    (drafted by `summary_llm`, else by the configured summary LLM, else templated)."""
+    from latentdiff.agent.report.summary_llm import summarize
+
     agg = Aggregate(**json.loads((run_dir / "aggregate.json").read_text()))
     planted = _planted(cfg)
     head = agg.headline or (agg.comparisons[0] if agg.comparisons else None)
@@ -127,7 +137,7 @@ def build_report(cfg: RunConfig, run_dir: Path) -> Report:
     stages = run_dir / "stages"
     select = json.loads((stages / "select.json").read_text()) if (stages / "select.json").is_file() else {}
     harvest = json.loads((stages / "harvest.json").read_text()) if (stages / "harvest.json").is_file() else {}
-    return Report(
+    report = Report(
         run=cfg.name,
         models=[{"name": m.name, "path": m.path, "role": m.role} for m in cfg.models],
         data=cfg.data.model_dump(mode="json") | {"layer": harvest.get("layer"), "excluded": harvest.get("excluded")},
@@ -140,14 +150,16 @@ def build_report(cfg: RunConfig, run_dir: Path) -> Report:
         skipped=agg.skipped, stop_reason=agg.stop_reason, refinement=agg.refinement,
         latents=_cards(cfg, run_dir), planted=planted,
     )
+    report.summary = summarize(report, cfg.report, cfg.judge, summary_llm)
+    return report
 
 
-def write_report(cfg: RunConfig, run_dir: Path) -> Path:
+def write_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None = None) -> Path:
     """Write report/report.json, report.md, report.html and plots; return the report dir."""
     from latentdiff.agent.report.plots import make_plots
     from latentdiff.agent.report.render import render_html, render_markdown
 
-    report = build_report(cfg, run_dir)
+    report = build_report(cfg, run_dir, summary_llm)
     out = run_dir / "report"
     plots = make_plots(report, run_dir, out / "plots")
     if "json" in cfg.report.formats:

@@ -57,10 +57,29 @@ def _verdict(row) -> str:  # noqa: ANN001
     return f"planted {row.planted}: {'recovered' if row.recovered else 'NOT recovered'}"
 
 
+def _summary_note(summary) -> str:  # noqa: ANN001
+    """Who wrote the summary and what the checker did, in one line."""
+    c = summary.checker
+    if summary.source == "template" and c.outcome == "template":
+        return "Templated summary (no LLM configured); every number and latent id checked against report.json."
+    who = f"LLM `{summary.llm}`" if summary.source == "llm" else "the template"
+    what = {"accepted": "draft accepted by the checker", "stripped": "sentences failing the checker removed",
+            "fallback": "LLM drafts failed, templated summary published"}.get(c.outcome, c.outcome)
+    tail = f" {c.note}." if c.note else ""
+    return f"Written by {who}: {what} after {c.attempts} attempt(s); checker ok: {c.ok}.{tail}"
+
+
+def _summary_markdown(report) -> list[str]:  # noqa: ANN001
+    s = getattr(report, "summary", None)
+    if s is None:
+        return []
+    return ["## Executive summary", "", s.text, "", f"_{_summary_note(s)}_", ""]
+
+
 def render_markdown(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa: ANN001
     """The report as Markdown (plots referenced as files next to it)."""
     head = report.headline or {}
-    lines = [f"# latentdiff report: {report.run}", ""]
+    lines = [f"# latentdiff report: {report.run}", ""] + _summary_markdown(report)
     lines += ["## Models", ""] + [f"- `{m['name']}` ({m['role']}): `{m['path']}`" for m in report.models] + [""]
     d = report.data
     lines += [f"Layer {d.get('layer')}, context {d.get('ctx_len')} tokens, {d.get('n_tokens'):,} training tokens; "
@@ -118,6 +137,19 @@ mark{background:#ffe066}img{max-width:100%}
 """
 
 
+_CITE_HTML_RE = re.compile(r"\[([A-Za-z_][\w.-]*:\d+)\]")
+
+
+def _summary_html(report) -> str:  # noqa: ANN001
+    """The summary section; cited ids link to their latent cards."""
+    s = getattr(report, "summary", None)
+    if s is None:
+        return ""
+    text = _CITE_HTML_RE.sub(lambda m: f"[<a href='#latent-{m.group(1)}'>{m.group(1)}</a>]", html.escape(s.text))
+    return (f"<h2 id='summary'>Executive summary</h2><p class='summary'>{text}</p>"
+            f"<p class='summary-note'><i>{html.escape(_summary_note(s)).replace('`', '')}</i></p>")
+
+
 def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa: ANN001
     """A single self-contained HTML page."""
     e = html.escape
@@ -147,6 +179,7 @@ def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>latentdiff report: {e(report.run)}</title>
 <style>{_CSS}</style></head><body>
 <h1>latentdiff report: {e(report.run)}</h1>
+{_summary_html(report)}
 <h2>Models</h2><ul>{''.join(f"<li>{e(m['name'])} ({e(m['role'])}): <code>{e(m['path'])}</code></li>"
                              for m in report.models)}</ul>
 <h2>Crosscoder quality</h2><ul>{cc}</ul>

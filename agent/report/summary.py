@@ -1,0 +1,395 @@
+"""The executive summary's data side: records, the fact sheet, the templated summary and the checker.
+
+A summary is a list of sentences, each with the latent ids it cites. The checker
+(`check_sentences`) decides whether a sentence may be published:
+
+- Form: a sentence has at least three words (of two or more letters) and at most 400 characters.
+- Citations: every id in the sentence's `citations` and every `[crosscoder:N]` in its text (or a
+  bare `crosscoder:N` with a crosscoder prefix of this report) must be a latent of report.json
+  `latents`, and a sentence must cite at least one.
+- Numbers: every number written with digits is checked, after removing latent ids, model names
+  that contain digits and the "95%" of "95% CI"/"95% confidence". Numbers glued to letters
+  ("3x", "2nd", "gpt2") and numbers spelled in words are not checked. A number must equal,
+  within rounding at the precision it is written with (|x - v| <= 0.5 * 10^-decimals, so "+390%"
+  matches +389.58 and "389.6" matches 389.58, "400" does not), a value that report.json holds
+  for the sentence's scope. A number written with a sign (+, -, U+2212) must match the signed
+  value; an unsigned one matches the value's magnitude ("fell by 67%" matches -67.4).
+- Scope: the categories the sentence names (e.g. "instruction following") or that its cited
+  latents belong to, and the comparisons that involve a model the sentence names (all
+  comparisons when it names none). The allowed values are, for those comparisons and
+  categories: shift %, the three CIs' bounds, the weighted shift, the latent counts (n_a, n_b),
+  shares and mean verification (as fractions and as percentages); for those net-of-control
+  comparisons: net shift, its CI, plain and control shifts; each scoped comparison's total
+  counts; for cited latents: Delta-norm, nu_eps, nu_r, frequency, verification (fraction and
+  percent) and any number written in their name or description; and a few report-wide counts
+  (models, categories, comparisons, latents, labelled latents, failures, skipped candidates).
+  Words are not checked: a draft may still say "rose" of a drop; the numbers and ids it quotes
+  are what the checker guarantees.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field
+
+from latentdiff.agent.judges.prompting import contain
+
+if TYPE_CHECKING:
+    from latentdiff.agent.aggregate import Comparison
+    from latentdiff.agent.report.build import LatentCard, Report
+
+ID_RE = re.compile(r"\b([A-Za-z_][\w.-]*:\d+)\b")
+_BRACKETED_ID_RE = re.compile(r"\[\s*([A-Za-z_][\w.-]*:\d+)\s*\]")
+_NUMBER_RE = re.compile(r"(?<![\w.:])([+\-\u2212]?)((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?![\w])(%?)")
+_CI_LEVEL_RE = re.compile(r"\b95\s*%(?=\s*(?:CI|confidence|bootstrap))", re.IGNORECASE)
+_WORD_RE = re.compile(r"[^\W\d_]{2,}")
+MAX_SENTENCE_CHARS = 400
+MIN_WORDS = 3
+
+
+class SummarySentence(BaseModel):
+    """One claim of the summary and the latents it rests on."""
+
+    text: str = Field(description="The sentence.")
+    citations: list[str] = Field(default_factory=list, description="Latent ids it cites (crosscoder:N).")
+
+
+class DraftAttempt(BaseModel):
+    """One LLM draft and what the checker said about it."""
+
+    attempt: int = Field(description="1-based attempt number.")
+    errors: list[str] = Field(description="Checker errors (empty: the draft passed).")
+    raw: str = Field(default="", description="The model's answer (cut at 2000 characters).")
+
+
+class SummaryCheck(BaseModel):
+    """What the checker decided and what was published."""
+
+    ok: bool = Field(description="The published sentences pass the checker.")
+    outcome: Literal["template", "accepted", "stripped", "fallback"] = Field(
+        description="'template': no LLM configured; 'accepted': an LLM draft passed; 'stripped': the "
+        "failing sentences of the best LLM draft were dropped; 'fallback': the LLM failed, the "
+        "templated summary was published."
+    )
+    attempts: int = Field(default=0, description="LLM drafts requested.")
+    errors: list[str] = Field(default_factory=list, description="Errors of the last rejected draft.")
+    history: list[DraftAttempt] = Field(default_factory=list, description="Every draft and its errors.")
+    note: str | None = Field(default=None, description="E.g. why the LLM could not be used.")
+
+
+class ExecutiveSummary(BaseModel):
+    """The report's executive summary (report.json `summary`)."""
+
+    text: str = Field(description="The sentences as one paragraph, citations in [brackets].")
+    sentences: list[SummarySentence] = Field(description="The published sentences.")
+    citations: list[str] = Field(description="Every latent id cited, in order.")
+    source: Literal["llm", "template"] = Field(description="Who wrote the published sentences.")
+    llm: str | None = Field(default=None, description="The LLM spec that drafted it, if any.")
+    checker: SummaryCheck = Field(description="Checker verdict, attempts and errors.")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def fmt_pct(x: float) -> str:
+    """+390%, -67%."""
+    return f"{x:+.0f}%"
+
+
+def clean(text: str | None, limit: int) -> str:
+    """Judge-written text on one line, delimiter-safe (contained, no angle or square brackets)."""
+    flat = " ".join(contain(text or "", limit).split())
+    return flat.replace("<", "\u2039").replace(">", "\u203a").replace("[", "(").replace("]", ")")
+
+
+def headline(report: Report) -> Comparison | None:
+    """The comparison behind the headline table (the configured A vs B, else the first one)."""
+    return report.comparisons[0] if report.comparisons else None
+
+
+def specific_to(report: Report, comp: Comparison, which: Literal["a", "b"]) -> list[LatentCard]:
+    """Labelled latents of set A or B of a comparison, strongest (largest Delta-norm) first.
+
+    In "X vs base" the base set is the base-specific latents of pair X; otherwise a set named
+    after a model holds the latents specific to that model (side 'finetuned' of its pair). Latents
+    in both sets are left out.
+    """
+    def members(which: str) -> dict[str, LatentCard]:
+        name = comp.a if which == "a" else comp.b
+        pair, side = (comp.a, "base") if which == "b" and name == "base" else (name, "finetuned")
+        return {c.id: c for c in report.latents if c.pair == pair and c.side == side and c.category is not None}
+
+    mine, other = members(which), members("b" if which == "a" else "a")
+    # two fine-tunes: a latent specific to both says nothing about their difference
+    cards = [c for k, c in mine.items() if k not in other]
+    return sorted(cards, key=lambda c: (-c.delta_norm, c.id))
+
+
+def top_by_category(report: Report, comp: Comparison, which: Literal["a", "b"], n: int) -> dict[str, list[LatentCard]]:
+    """Up to `n` strongest latents of set A or B per category."""
+    out: dict[str, list[LatentCard]] = {}
+    for card in specific_to(report, comp, which):
+        bucket = out.setdefault(card.category or "other", [])
+        if len(bucket) < n:
+            bucket.append(card)
+    return out
+
+
+def render_sentence(s: SummarySentence) -> str:
+    """The sentence with its citations that are not already in the text, as ' [id]' before the stop."""
+    text = " ".join(s.text.split())
+    present = set(ID_RE.findall(text))
+    missing = [c for c in s.citations if c not in present]
+    if not missing:
+        return text
+    tags = " ".join(f"[{c}]" for c in missing)
+    return f"{text[:-1]} {tags}{text[-1]}" if text[-1:] in ".!?" else f"{text} {tags}"
+
+
+def assemble(sentences: list[SummarySentence], source: Literal["llm", "template"], check: SummaryCheck,
+             llm: str | None = None) -> ExecutiveSummary:
+    """The summary record from published sentences."""
+    cites: list[str] = []
+    for s in sentences:
+        for c in [*s.citations, *ID_RE.findall(s.text)]:
+            if c not in cites:
+                cites.append(c)
+    text = " ".join(render_sentence(s) for s in sentences) or "No labelled latents: nothing to summarise."
+    return ExecutiveSummary(text=text, sentences=sentences, citations=cites, source=source, llm=llm, checker=check)
+
+
+# --------------------------------------------------------------------------- fact sheet
+
+
+def _row_line(name: str, shift: float, ci: tuple[float, float], n_a: int, n_b: int, sig: bool) -> str:
+    return f"- {name} | {shift:+.1f} | [{ci[0]:+.1f}, {ci[1]:+.1f}] | {n_a} | {n_b} | {'yes' if sig else 'no'}"
+
+
+def _latent_line(card: LatentCard, owner: str) -> str:
+    return (f"- [{card.id}] | {owner} | {card.category} | {clean(card.name, 60)} | "
+            f"{clean(card.description, 120)}")
+
+
+def fact_sheet(report: Report, top_n: int = 2) -> tuple[str, list[str]]:
+    """The compact fact sheet the LLM is grounded on, and the latent ids it shows."""
+    comp = headline(report)
+    lines = ["Models: " + ", ".join(f"{m['name']} ({m['role']})" for m in report.models) + "."]
+    if comp is None:
+        return "\n".join(lines + ["No comparison: no labelled latents."]), []
+    lines += [f"Headline comparison: {comp.a} vs {comp.b}: {clean(comp.description, 300)}.",
+              f"Labelled latents: {comp.n_a} specific to {comp.a}, {comp.n_b} specific to {comp.b}.",
+              f"Rows (category | shift % | 95% CI | n {comp.a} | n {comp.b} | significant):"]
+    lines += [_row_line(r.name, r.shift_pct, r.ci95, r.n_a, r.n_b, r.significant) for r in comp.categories]
+    for net in report.net_of_control:
+        lines += [f"Net of control: {net.a} minus control {net.control} (category | net shift, percentage points "
+                  "| 95% CI | significant):"]
+        lines += [f"- {r.name} | {r.shift_pct:+.1f} | [{r.ci95[0]:+.1f}, {r.ci95[1]:+.1f}] | "
+                  f"{'yes' if r.significant else 'no'}" for r in net.categories]
+    lines.append("Strongest latents per category (id | specific to | category | name | description):")
+    ids: list[str] = []
+    tops = {w: top_by_category(report, comp, w, top_n) for w in ("a", "b")}  # type: ignore[arg-type]
+    for row in comp.categories:
+        for which, owner in (("a", comp.a), ("b", comp.b)):
+            for card in tops[which].get(row.name, []):
+                lines.append(_latent_line(card, owner))
+                ids.append(card.id)
+    return "\n".join(lines), ids
+
+
+# --------------------------------------------------------------------------- templated summary
+
+
+def _example(cards: list[LatentCard]) -> tuple[str, list[str]]:
+    card = cards[0]
+    return f"e.g. [{card.id}] \u201c{clean(card.name, 60)}\u201d", [card.id]
+
+
+def template_sentences(report: Report) -> list[SummarySentence]:
+    """A deterministic summary from the headline table, its strongest latents and net-of-control rows."""
+    comp = headline(report)
+    if comp is None:
+        return []
+    tops = {w: top_by_category(report, comp, w, 1) for w in ("a", "b")}  # type: ignore[arg-type]
+    out: list[SummarySentence] = []
+    gained = sorted((r for r in comp.categories if r.significant and r.shift_pct > 0), key=lambda r: -r.shift_pct)
+    lost = sorted((r for r in comp.categories if r.significant and r.shift_pct < 0), key=lambda r: r.shift_pct)
+    for rows, verb, side in ((gained, "gained", "a"), (lost, "lost", "b")):
+        for r in rows:
+            cards = tops[side].get(r.name) or tops["b" if side == "a" else "a"].get(r.name)
+            if not cards:
+                continue
+            ex, cites = _example(cards)
+            out.append(SummarySentence(
+                text=f"Relative to {comp.b}, {comp.a} {verb} {r.name.replace('_', ' ')} latents: "
+                     f"{fmt_pct(r.shift_pct)} (95% CI {fmt_pct(r.ci95[0])} to {fmt_pct(r.ci95[1])}; "
+                     f"{r.n_a} vs {r.n_b} latents), {ex}.", citations=cites))
+    flat = [r for r in comp.categories if not r.significant]
+    cites = [c.id for r in flat for c in (tops["a"].get(r.name) or tops["b"].get(r.name) or [])[:1]]
+    if flat and cites:
+        names = ", ".join(r.name.replace("_", " ") for r in flat)
+        out.append(SummarySentence(text=f"No significant shift between {comp.a} and {comp.b} in: {names}.",
+                                   citations=cites))
+    for net in report.net_of_control:
+        own = next((c for c in report.comparisons if c.a == net.a and c.b == "base"), None)
+        net_tops = top_by_category(report, own, "a", 1) if own is not None else {}
+        for r in (x for x in net.categories if x.significant):
+            cards = net_tops.get(r.name)
+            if not cards:
+                continue
+            ex, cites = _example(cards)
+            out.append(SummarySentence(
+                text=f"Net of the control {net.control}, {net.a}'s {r.name.replace('_', ' ')} shift is "
+                     f"{r.shift_pct:+.0f} percentage points (95% CI {r.ci95[0]:+.0f} to {r.ci95[1]:+.0f}), {ex}.",
+                citations=cites))
+    return out
+
+
+# --------------------------------------------------------------------------- checker
+
+
+def _values(x: float | None, fraction: bool = False) -> list[float]:
+    if x is None or not math.isfinite(x):
+        return []
+    return [x, 100.0 * x] if fraction else [x]
+
+
+def _numbers_in(text: str) -> list[float]:
+    return [float(m.group(2).replace(",", "")) for m in _NUMBER_RE.finditer(text or "")]
+
+
+@dataclass
+class CheckContext:
+    """What the checker needs from report.json, indexed once."""
+
+    cards: dict[str, LatentCard]
+    crosscoders: set[str]
+    categories: list[str]
+    models: list[str]
+    comps: list[tuple[set[str], list[float], dict[str, list[float]]]] = field(default_factory=list)
+    report_wide: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, report: Report) -> CheckContext:
+        """Index a report."""
+        cats = list(dict.fromkeys([r.name for c in report.comparisons for r in c.categories]
+                                  + [r.name for r in report.categories]))
+        models = list(dict.fromkeys([m["name"] for m in report.models]
+                                    + [x for c in report.comparisons for x in (c.a, c.b)]))
+        ctx = cls(cards={c.id: c for c in report.latents}, crosscoders={c.id.split(":")[0] for c in report.latents},
+                  categories=cats, models=models)
+        for comp in report.comparisons:
+            rows = {r.name: [*_values(r.shift_pct), *r.ci95, *r.ci95_latents, *_values(r.shift_pct_weighted),
+                             *r.ci95_weighted, r.n_a, r.n_b, *_values(r.share_a, True), *_values(r.share_b, True),
+                             *_values(r.verification_a, True), *_values(r.verification_b, True)]
+                    for r in comp.categories}
+            ctx.comps.append(({comp.a, comp.b}, [comp.n_a, comp.n_b], rows))
+        for net in report.net_of_control:
+            rows = {r.name: [r.shift_pct, *r.ci95, r.plain_shift_pct, r.control_shift_pct] for r in net.categories}
+            ctx.comps.append(({net.a, net.control}, [], rows))
+        labelled = sum(c.category is not None for c in report.latents)
+        ctx.report_wide = [len(report.models), len(cats), len(report.comparisons), len(report.latents), labelled,
+                           len(report.failures), len(report.skipped)]
+        return ctx
+
+    def mentioned_models(self, text: str) -> set[str]:
+        """Model names written in the text (whole words, case-sensitive)."""
+        return {m for m in self.models if re.search(rf"(?<![\w-]){re.escape(m)}(?![\w-])", text)}
+
+    def mentioned_categories(self, text: str) -> set[str]:
+        """Category names written in the text ('_' may be a space or hyphen; any case)."""
+        out = set()
+        for c in self.categories:
+            pat = r"[_ -]".join(re.escape(p) for p in c.split("_"))
+            if re.search(rf"(?<![\w-]){pat}(?![\w-])", text, re.IGNORECASE):
+                out.add(c)
+        return out
+
+    def allowed(self, text: str, cited: list[LatentCard]) -> tuple[list[float], str]:
+        """The values a sentence may quote, and a one-line description of its scope."""
+        cats = self.mentioned_categories(text) | {c.category for c in cited if c.category}
+        models = self.mentioned_models(text)
+        values: list[float] = [*self.report_wide]
+        n_comps = 0
+        for names, totals, rows in self.comps:
+            if models and not (names & models):
+                continue
+            n_comps += 1
+            values += totals
+            for cat in cats:
+                values += rows.get(cat, [])
+        for card in cited:
+            values += [card.delta_norm, *_values(card.nu_eps), *_values(card.nu_r), *_values(card.freq, True),
+                       *_values(card.verification, True), *_numbers_in(card.name or ""),
+                       *_numbers_in(card.description or "")]
+        scope = f"categories {sorted(cats) or 'none'}, {n_comps} comparison(s)"
+        return values, scope
+
+
+def _strip_unchecked(text: str, models: list[str]) -> str:
+    text = ID_RE.sub(" ", text)
+    for m in models:
+        if any(ch.isdigit() for ch in m):
+            text = text.replace(m, " ")
+    return _CI_LEVEL_RE.sub(" ", text)
+
+
+def _number_errors(text: str, values: list[float], scope: str) -> list[str]:
+    errors = []
+    for m in _NUMBER_RE.finditer(text):
+        sign, digits, pct = m.groups()
+        x = float(digits.replace(",", ""))
+        decimals = len(digits.split(".")[1]) if "." in digits else 0
+        tol = 0.5 * 10.0 ** -decimals + 1e-9
+        signed = -x if sign in ("-", "\u2212") else x
+        ok = any(abs(signed - v) <= tol if sign else abs(x - abs(v)) <= tol for v in values)
+        if not ok:
+            near = min(values, key=lambda v: abs(abs(v) - x), default=None)
+            hint = f"; nearest value in scope {near:+.2f}" if near is not None else ""
+            errors.append(f"number {sign}{digits}{pct} is not in the report for this sentence ({scope}){hint}")
+    return errors
+
+
+def check_sentence(ctx: CheckContext, s: SummarySentence) -> list[str]:
+    """Errors of one sentence (empty: it may be published)."""
+    text = " ".join(s.text.split())
+    if not text:
+        return ["empty sentence"]
+    errors = [f"longer than {MAX_SENTENCE_CHARS} characters"] if len(text) > MAX_SENTENCE_CHARS else []
+    if len(_WORD_RE.findall(ID_RE.sub(" ", text))) < MIN_WORDS:
+        errors.append(f"says nothing (fewer than {MIN_WORDS} words)")
+    in_text = [k for k in ID_RE.findall(text)
+               if k.split(":")[0] in ctx.crosscoders or k in _BRACKETED_ID_RE.findall(text)]
+    ids = list(dict.fromkeys([*s.citations, *in_text]))
+    errors += [f"cites {k}, which is not a latent of this report" for k in ids if k not in ctx.cards]
+    cited = [ctx.cards[k] for k in ids if k in ctx.cards]
+    if not cited:
+        errors.append("cites no latent of this report (every claim must cite one, e.g. "
+                      f"[{next(iter(ctx.cards), 'joint:0')}])")
+    values, scope = ctx.allowed(text, cited)
+    return errors + _number_errors(_strip_unchecked(text, ctx.models), values, scope)
+
+
+def check_sentences(report: Report | CheckContext, sentences: list[SummarySentence]) -> list[list[str]]:
+    """Errors per sentence (a list of empty lists: every sentence passes)."""
+    ctx = report if isinstance(report, CheckContext) else CheckContext.of(report)
+    return [check_sentence(ctx, s) for s in sentences]
+
+
+def flat_errors(per_sentence: list[list[str]]) -> list[str]:
+    """'sentence N: error' lines."""
+    return [f"sentence {i}: {e}" for i, errs in enumerate(per_sentence, 1) for e in errs]
+
+
+def template_summary(report: Report, note: str | None = None, outcome: str = "template",
+                     history: list[DraftAttempt] | None = None, llm: str | None = None,
+                     errors: list[str] | None = None) -> ExecutiveSummary:
+    """The templated summary, checked like any draft (and recorded as such)."""
+    sentences = template_sentences(report)
+    problems = flat_errors(check_sentences(report, sentences))
+    check = SummaryCheck(ok=not problems, outcome=outcome, attempts=len(history or []),  # type: ignore[arg-type]
+                         errors=(errors or []) + problems, history=history or [], note=note)
+    return assemble(sentences, "template", check, llm)
