@@ -110,12 +110,12 @@ class EndpointPool:
         ep.down_until = 0.0
 
 
-def _strip_lengths(node: Any) -> Any:
+def strip_lengths(node: Any) -> Any:
     """Drop string-length keywords that OpenAI's strict mode does not accept."""
     if isinstance(node, dict):
-        return {k: _strip_lengths(v) for k, v in node.items() if k not in ("minLength", "maxLength")}
+        return {k: strip_lengths(v) for k, v in node.items() if k not in ("minLength", "maxLength")}
     if isinstance(node, list):
-        return [_strip_lengths(v) for v in node]
+        return [strip_lengths(v) for v in node]
     return node
 
 
@@ -220,7 +220,7 @@ class OpenAICompatJudge(Judge):
         self, messages: list[dict[str, str]], name: str, schema: dict[str, Any], parse: Callable[[dict], T]
     ) -> T:
         if self.backend == "openai":
-            schema = _strip_lengths(schema)
+            schema = strip_lengths(schema)
         key = None
         if self.cache is not None:
             key = cache_key(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
+from latentdiff.agent.judges.openai_compat import strip_lengths
 from latentdiff.agent.judges.prompting import AnswerError, contain, load_json_object, render
 from latentdiff.agent.report.summary import (
     CheckContext,
@@ -82,7 +83,7 @@ class HTTPSummaryLLM:
         import openai
 
         if self.backend == "openai":  # strict mode takes no string-length keywords
-            schema = _strip_lengths(schema)
+            schema = strip_lengths(schema)
         fmt = {"type": "json_schema", "json_schema": {"name": "executive_summary", "schema": schema, "strict": True}}
         try:
             resp = self.client.chat.completions.create(
@@ -96,14 +97,6 @@ class HTTPSummaryLLM:
         if choice.finish_reason == "length":
             raise AnswerError(f"answer cut off at max_tokens={self.max_tokens}")
         return choice.message.content or ""
-
-
-def _strip_lengths(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _strip_lengths(v) for k, v in node.items() if k not in ("minLength", "maxLength")}
-    if isinstance(node, list):
-        return [_strip_lengths(v) for v in node]
-    return node
 
 
 def sentence_chars(max_tokens: int, max_sentences: int = MAX_SENTENCES) -> int:
