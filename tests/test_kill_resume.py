@@ -143,7 +143,6 @@ class KillPoint:
 
 def _kill_points(rng: random.Random) -> list[KillPoint]:
     return [
-        KillPoint("random, early", ("harvest",), lambda d, t: _running(d, "harvest"), rng.uniform(0.5, 3.0)),
         KillPoint(
             "harvest: train shards written",
             ("harvest",),
@@ -154,6 +153,9 @@ def _kill_points(rng: random.Random) -> list[KillPoint]:
             ("harvest",),
             lambda d, t: _running(d, "harvest") and _shards(d, "heldout") >= 1,
         ),
+        # Each delayed ("random") point comes after the fixed points of its stage: if the stage ends
+        # within the delay, the kill lands at the start of the next stage, whose points still fire.
+        KillPoint("harvest: random", ("harvest",), lambda d, t: _running(d, "harvest"), rng.uniform(0.5, 3.0)),
         KillPoint(
             "train: checkpoint written",
             ("train",),
@@ -187,6 +189,9 @@ def _run_with_kills(config: Path, run_dir: Path, points: list[KillPoint], log_pa
     """Run, killing at each point in turn, then rerun to completion; return where each kill landed."""
     landed: list[str] = []
     for point in [*points, None]:
+        if point is not None and all(_stage_state(run_dir)[s] == "done" for s in point.stages):
+            landed.append(f"{point.name}: skipped, its stages were done")  # an earlier kill overshot
+            continue
         proc = _start(config, log_path)
         deadline = time.monotonic() + ATTEMPT_TIMEOUT_S
         fired_at: float | None = None
@@ -195,13 +200,20 @@ def _run_with_kills(config: Path, run_dir: Path, points: list[KillPoint], log_pa
             if point is not None:
                 if fired_at is None and point.ready(run_dir, log_path.read_text(errors="replace")):
                     fired_at = time.monotonic()
-                if fired_at is not None and time.monotonic() - fired_at >= point.delay:
+                # A delayed kill fires after its delay, or as soon as its stages are over (on a fast
+                # machine a small stage can end within the delay): it then lands wherever the run is.
+                due = fired_at is not None and (
+                    time.monotonic() - fired_at >= point.delay
+                    or not any(_running(run_dir, s) for s in point.stages)
+                )
+                if due:
                     state = _stage_state(run_dir)
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     running = [s for s, v in state.items() if v == "running"]
                     landed.append(f"{point.name}: {running}")
-                    assert set(running) & set(point.stages), f"kill {point.name!r} landed in {running}"
+                    if point.delay == 0:  # an immediate kill must land in the stage it waited for
+                        assert set(running) & set(point.stages), f"kill {point.name!r} landed in {running}"
                     break
             time.sleep(0.02)
         else:
@@ -241,6 +253,7 @@ def test_kill_anywhere_then_rerun_gives_the_same_report(tmp_path: Path) -> None:
     landed = _run_with_kills(config_b, dir_b, _kill_points(random.Random(1234)), tmp_path / "B.log")
     log.info("uninterrupted run %.0fs; killed run %.0fs; kills: %s", t_a, time.monotonic() - t0 - t_a, landed)
 
+    assert any("['harvest']" in x for x in landed), f"no kill landed in the harvest: {landed}"
     text = (tmp_path / "B.log").read_text(errors="replace")
     for resumed in ("resuming crosscoder training at step", "agent: resuming thread"):
         assert resumed in text, f"no {resumed!r} in the killed run's log: that resume path went untested"
