@@ -242,7 +242,7 @@ def template_sentences(report: Report) -> list[SummarySentence]:
                 continue
             ex, cites = _example(cards)
             out.append(SummarySentence(
-                text=f"Net of the control {net.control}, {net.a}'s {r.name.replace('_', ' ')} shift is "
+                text=f"Net of the control {net.control}, the {r.name.replace('_', ' ')} shift of {net.a} is "
                      f"{r.shift_pct:+.0f} percentage points (95% CI {r.ci95[0]:+.0f} to {r.ci95[1]:+.0f}), {ex}.",
                 citations=cites))
     return out
