@@ -257,7 +257,7 @@ def _stage_command(stage: str) -> None:
     app.command(stage, rich_help_panel="Stages")(user_errors(command))
 
 
-for _stage in ("harvest", "train", "select", "sample", "index", "aggregate", "report"):
+for _stage in ("harvest", "train", "select", "sample", "index"):
     _stage_command(_stage)
 
 
@@ -287,6 +287,10 @@ def label_cmd(
     from latentdiff import stages
 
     stages.label_worker(run.cfg, run.dir, index, count)
+
+
+for _stage in ("aggregate", "report"):  # after `label`, so the help lists the stages in order
+    _stage_command(_stage)
 
 
 judges_app = typer.Typer(help="Compare and test judges.", no_args_is_help=True)
