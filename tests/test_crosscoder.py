@@ -82,16 +82,16 @@ def test_auxk_by_hand() -> None:
     assert auxk_loss(cc, x, recon, pre, torch.zeros(2)).item() == 0.0
 
 
-@pytest.mark.parametrize("arch", ["batchtopk", "l1"])
-@pytest.mark.parametrize("n_shared", [0, 8])
-def test_fast_path_equals_dense_reference(arch: str, n_shared: int) -> None:
+def assert_fast_path_equals_dense(arch: str, n_shared: int, device: torch.device = torch.device("cpu")) -> None:
+    """The sparse fast path and the dense reference agree on outputs, latents and every gradient
+    (on `device`; tests/test_gpu.py runs the same check on CUDA)."""
     torch.manual_seed(0)
     spec = CrossCoderSpec(arch=arch, n_models=2, d_model=16, dict_size=64, k=4, n_shared=n_shared)
-    fast, ref = CrossCoder(spec, seed=3), CrossCoder(spec, seed=3)
+    fast, ref = CrossCoder(spec, seed=3).to(device), CrossCoder(spec, seed=3).to(device)
     with torch.no_grad():
         fast.b_enc.normal_(0, 0.1)
         ref.b_enc.copy_(fast.b_enc)
-    x = torch.randn(32, 2, 16)
+    x = torch.randn(32, 2, 16, device=device)
     out = fast(x)
     recon_ref, f_ref = dense_forward(ref, x)
     torch.testing.assert_close(out.recon, recon_ref, rtol=1e-5, atol=1e-5)
@@ -102,7 +102,14 @@ def test_fast_path_equals_dense_reference(arch: str, n_shared: int) -> None:
     recon_loss(x, recon_ref).backward()
     for name, p in fast.named_parameters():
         q = dict(ref.named_parameters())[name]
+        assert p.grad is not None and p.grad.device.type == device.type
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=f"grad of {name}")
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "l1"])
+@pytest.mark.parametrize("n_shared", [0, 8])
+def test_fast_path_equals_dense_reference(arch: str, n_shared: int) -> None:
+    assert_fast_path_equals_dense(arch, n_shared)
 
 
 def test_encode_decode_and_save_load(tmp_path: Path) -> None:

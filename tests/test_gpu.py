@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from benchmarks.bench_crosscoder import synthetic
-from benchmarks.dense_reference import dense_forward
 from latentdiff.config import CrosscoderConfig, DataConfig, ModelSpec
-from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, recon_loss
+from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec
 from latentdiff.core.data import iter_context_batches
 from latentdiff.core.harvest import paired_activations
 from latentdiff.core.models import check_compatible, load_model
 from latentdiff.core.train import Trainer, to_device
+from tests.test_crosscoder import assert_fast_path_equals_dense
 
 pytestmark = [
     pytest.mark.gpu,
@@ -90,25 +90,7 @@ def test_bf16_autocast_changes_cuda_numerics(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("arch", "n_shared"), [("batchtopk", 0), ("batchtopk", 8), ("l1", 0)])
 def test_sparse_fast_path_cuda_equals_dense(arch: str, n_shared: int) -> None:
-    torch.manual_seed(0)
-    spec = CrossCoderSpec(arch=arch, n_models=2, d_model=16, dict_size=64, k=4, n_shared=n_shared)
-    fast, ref = CrossCoder(spec, seed=3).to(CUDA), CrossCoder(spec, seed=3).to(CUDA)
-    with torch.no_grad():
-        fast.b_enc.normal_(0, 0.1)
-        ref.b_enc.copy_(fast.b_enc)
-    x = torch.randn(32, 2, 16, device=CUDA)
-    out = fast(x)
-    recon_ref, f_ref = dense_forward(ref, x)
-    torch.testing.assert_close(out.recon, recon_ref, rtol=1e-5, atol=1e-5)
-    f_fast = torch.zeros_like(f_ref)
-    f_fast[out.idx[:, 0], out.idx[:, 1]] = out.vals.detach()
-    torch.testing.assert_close(f_fast, f_ref.detach())
-    recon_loss(x, out.recon).backward()
-    recon_loss(x, recon_ref).backward()
-    for name, p in fast.named_parameters():
-        q = dict(ref.named_parameters())[name]
-        assert p.grad is not None and p.grad.device.type == CUDA.type
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=f"grad of {name}")
+    assert_fast_path_equals_dense(arch, n_shared, CUDA)
 
 
 def test_pinned_non_blocking_transfer() -> None:
