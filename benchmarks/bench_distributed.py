@@ -2,12 +2,16 @@
 
     python benchmarks/bench_distributed.py --size small --ranks 2
     python benchmarks/bench_distributed.py --size demo --ranks 2
+    python benchmarks/bench_distributed.py --size wide --ranks 2   # a dictionary of 65,536 latents
 
 Each configuration is run through the CLI in a fresh run directory. Harvest: the train split's
 context tokens per second of the harvest loop (from the stage's log line; model loading excluded),
-and the stage's wall time. Training: the last `tok_s` in metrics.jsonl (steps only, global batch
-tokens) and the stage's wall time. Both trainings read the same activation cache. The thread count
-follows OMP_NUM_THREADS (torchrun sets 1 per rank when it is unset).
+and the stage's wall time. Training, on 1 rank, on N data-parallel ranks (DDP) and on N ranks with
+the dictionary sharded (`crosscoder.shard_dict=true`): the last `tok_s` in metrics.jsonl (steps
+only, global batch tokens), the stage's wall time, and the peak RSS of the largest process (the
+whole process: Python, torch and the batch included, not only the crosscoder). All trainings read
+the same activation cache. The thread count follows OMP_NUM_THREADS (torchrun sets 1 per rank when
+it is unset).
 """
 
 from __future__ import annotations
@@ -59,7 +63,27 @@ SIZES = {
             "dead_tokens": 200_000,
         },
     },
+    # a wide dictionary (2 models, d_model 256, F = 65,536): weights + Adam moments are 805 MB
+    "wide": {
+        "models": ["base", "it"],
+        "data": {"n_tokens": 40_000, "n_heldout_tokens": 2_000, "ctx_len": 128},
+        "harvest": {"batch_size": 32, "shard_tokens": 32_768},
+        "crosscoder": {
+            "dict_size": 65_536,
+            "k": 32,
+            "batch_size": 1024,
+            "steps": 20,
+            "warmup_steps": 5,
+            "checkpoint_every": 1000,
+            "dead_tokens": 200_000,
+        },
+    },
 }
+# the largest descendant's peak RSS (ru_maxrss of RUSAGE_CHILDREN covers children of children)
+PEAK_RSS = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+)
 
 
 def _config(size: str, run_dir: Path) -> Path:
@@ -79,14 +103,16 @@ def _config(size: str, run_dir: Path) -> Path:
     return path
 
 
-def _run(stage: str, cfg: Path, ranks: int) -> tuple[float, str]:
+def _run(stage: str, cfg: Path, ranks: int, *overrides: str) -> tuple[float, str, float]:
+    """Run a stage; (wall seconds, stderr, peak RSS in MB of the largest process)."""
     exe = str(Path(sys.executable).parent / "latentdiff")
-    cmd = [exe, stage, str(cfg)]
+    cmd = [exe, stage, str(cfg), *overrides]
     if ranks > 1:
         cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", str(ranks), *cmd]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return time.perf_counter() - t0, proc.stderr
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, *cmd], check=True, capture_output=True, text=True)
+    peak_kb = int(proc.stderr.strip().splitlines()[-1])
+    return time.perf_counter() - t0, proc.stderr, peak_kb / 1024
 
 
 def main() -> None:
@@ -101,7 +127,7 @@ def main() -> None:
         for ranks in (1, args.ranks):
             run_dir = root / f"r{ranks}"
             cfg = _config(args.size, run_dir)
-            secs, stderr = _run("harvest", cfg, ranks)
+            secs, stderr, _ = _run("harvest", cfg, ranks)
             tokens = read_manifest(run_dir / "activations" / "train").n_tokens
             rate = re.search(r"harvested train.*?([0-9.]+) context-tok/s", stderr)
             log.info(
@@ -112,20 +138,23 @@ def main() -> None:
                 secs,
                 rate.group(1) if rate else "?",
             )
-        for ranks in (1, args.ranks):  # both on the 1-rank cache: identical batches
+        modes = [(1, "1 rank", []), (args.ranks, "DDP", []), (args.ranks, "sharded", ["crosscoder.shard_dict=true"])]
+        for ranks, mode, overrides in modes:  # all on the 1-rank cache: identical batches
             run_dir = root / "r1"
             shutil.rmtree(run_dir / "crosscoders", ignore_errors=True)
             for marker in ("train.json", "train.started.json"):
                 (run_dir / "stages" / marker).unlink(missing_ok=True)
-            secs, _ = _run("train", _config(args.size, run_dir), ranks)
+            secs, _, peak_mb = _run("train", _config(args.size, run_dir), ranks, *overrides)
             rows = [json.loads(ln) for ln in (run_dir / "crosscoders" / "joint" / "metrics.jsonl").open()]
             log.info(
-                "%s train %d rank(s): %.1f s, %.0f tok/s, final loss %.3f",
+                "%s train %d rank(s) %s: %.1f s, %.0f tok/s, final loss %.4f, peak RSS per process %.0f MB",
                 args.size,
                 ranks,
+                mode,
                 secs,
                 rows[-1]["tok_s"],
                 rows[-1]["loss"],
+                peak_mb,
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -126,19 +126,32 @@ class _SparseEncode(torch.autograd.Function):
         return None, grad_W, grad_b, None, None
 
 
+def init_directions(d_model: int, dict_size: int, init_scale: float = 1.0, seed: int = 0) -> Tensor:
+    """Initial encoder columns [D, F]: kaiming-uniform, each latent's column scaled to `init_scale`.
+
+    Every model starts from the same columns (DL init); `W_dec` starts as their transpose. A pure
+    function of the seed, so a dictionary block on one rank can slice out exactly its columns.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bound = 1.0 / math.sqrt(d_model)
+    w = torch.empty(d_model, dict_size).uniform_(-bound, bound, generator=gen)  # [D, F]
+    return w / w.norm(dim=0, keepdim=True) * init_scale
+
+
 class CrossCoder(nn.Module):
     """An M-model crosscoder (L1 or BatchTopK) with an optional tied-decoder shared slice."""
 
-    def __init__(self, spec: CrossCoderSpec, init_scale: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self, spec: CrossCoderSpec, init_scale: float = 1.0, seed: int = 0, directions: Tensor | None = None
+    ) -> None:
+        """A fresh crosscoder; `directions` [D, F] replaces the seeded `init_directions` (a block's slice)."""
         super().__init__()
         self.spec = spec
         M, D, F = spec.n_models, spec.d_model, spec.dict_size
-        gen = torch.Generator().manual_seed(seed)
-        w = torch.empty(M, D, F)
-        bound = 1.0 / math.sqrt(D)
-        w.uniform_(-bound, bound, generator=gen)
-        w[1:] = w[0]  # same initial encoder for every model (DL init)
-        w = w / w.norm(dim=1, keepdim=True) * init_scale  # each latent's per-model column at init_scale
+        if directions is None:
+            directions = init_directions(D, F, init_scale, seed)
+        assert directions.shape == (D, F), f"{tuple(directions.shape)=} != {(D, F)=}"
+        w = directions.expand(M, D, F).clone()  # same initial encoder for every model (DL init)
         self.W_enc = nn.Parameter(w)  # [M, D, F]
         self.b_enc = nn.Parameter(torch.zeros(F))  # [F]
         self.W_dec = nn.Parameter(w.permute(2, 0, 1).clone())  # [F, M, D]
@@ -218,7 +231,7 @@ class CrossCoder(nn.Module):
             pre_vals = pre[idx[:, 0], idx[:, 1]]  # [nnz]
         vals = _SparseEncode.apply(x.reshape(N, -1), W_enc, self.b_enc, idx, pre_vals)
         dec = self.decoder().reshape(self.spec.dict_size, M * D)  # [F, M*D]
-        recon = _SparseDecode.apply(idx, vals, dec, N).view(N, M, D) + self.b_dec
+        recon = self.sum_blocks(_SparseDecode.apply(idx, vals, dec, N)).view(N, M, D) + self.b_dec
         return ForwardOutput(recon, idx, vals, pre)
 
     def encode(self, x: Tensor, use_threshold: bool = True) -> Tensor:
@@ -237,8 +250,29 @@ class CrossCoder(nn.Module):
         """Decode only the given active pairs; [N, M, D]."""
         M, D = self.spec.n_models, self.spec.d_model
         dec = self.decoder().reshape(self.spec.dict_size, M * D)
-        out = _SparseDecode.apply(idx, vals, dec, n_tokens).view(n_tokens, M, D)
+        out = self.sum_blocks(_SparseDecode.apply(idx, vals, dec, n_tokens)).view(n_tokens, M, D)
         return out + self.b_dec if bias else out
+
+    # ------------------------------------------------------------------ dictionary blocks
+    # A crosscoder holds the whole dictionary; `latentdiff.core.shard.ShardedCrossCoder` (one block
+    # of latents per torchrun rank) overrides these three to combine the blocks.
+
+    def sum_blocks(self, partial: Tensor) -> Tensor:
+        """Decoder output [N, M*D] of this module's latents -> that of the whole dictionary."""
+        return partial
+
+    def total(self, t: Tensor) -> Tensor:
+        """Sum over the whole dictionary of a per-latent quantity t [F] (a count, a penalty)."""
+        return t.sum()
+
+    def row_topk(self, scores: Tensor, k: int) -> Tensor:
+        """Per token, the k highest positive scores [N, F] over the dictionary: indices [nnz, 2], row-major."""
+        N, F = scores.shape
+        top = scores.topk(min(k, F), dim=1)
+        rows = torch.arange(N, device=scores.device).repeat_interleave(top.indices.shape[1])
+        keep = top.values.reshape(-1) > 0
+        flat = (rows[keep] * F + top.indices.reshape(-1)[keep]).sort().values  # row-major order for CSR
+        return torch.stack([flat // F, flat % F], dim=1)
 
     # ------------------------------------------------------------------ persistence
 
@@ -297,19 +331,14 @@ def auxk_loss(
     global_batch (x is this rank's slice): the denominator is over the global batch, so the
     rank-averaged loss and gradient equal the single-process ones.
     """
-    n_dead = int(dead.sum())
+    n_dead = int(cc.total(dead))  # over the whole dictionary (every block when it is sharded)
     if n_dead == 0:
         return x.new_zeros(())
     N = x.shape[0]
     k_aux = min(cc.spec.d_model * cc.spec.n_models // 2, n_dead)
     e = (x - recon).detach().reshape(N, -1)  # [N, M*D]
     scores = pre * cc.decoder_norms().sum(-1) * dead  # [N, F], zero for live latents
-    top = scores.topk(k_aux, dim=1)
-    rows = torch.arange(N, device=x.device).repeat_interleave(k_aux)
-    cols = top.indices.reshape(-1)
-    keep = top.values.reshape(-1) > 0
-    flat = (rows[keep] * cc.spec.dict_size + cols[keep]).sort().values  # row-major order for CSR
-    idx = torch.stack([flat // cc.spec.dict_size, flat % cc.spec.dict_size], dim=1)
+    idx = cc.row_topk(scores, k_aux)  # [nnz, 2]
     W_enc = cc.W_enc.reshape(-1, cc.spec.dict_size)
     vals = _SparseEncode.apply(x.reshape(N, -1), W_enc, cc.b_enc, idx, pre[idx[:, 0], idx[:, 1]])
     e_hat = cc.decode_sparse(idx, vals, N, bias=False).reshape(N, -1)  # [N, M*D]

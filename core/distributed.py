@@ -122,6 +122,26 @@ def all_gather_cat(t: Tensor) -> Tensor:
     return torch.cat(all_gather_parts(t)) if dist.is_initialized() else t
 
 
+def gather_to_main(t: Tensor, dim: int = 0) -> Tensor | None:
+    """Rank 0: every rank's t (equal shapes) concatenated along dim, on the CPU; None on other ranks.
+
+    Point-to-point, one block at a time, so rank 0's device never holds more than one extra block
+    (a sharded dictionary larger than one device is gathered in host memory). Single process: t on the CPU.
+    """
+    if not dist.is_initialized():
+        return t.detach().cpu()
+    dev = _comm_device()
+    if rank() != 0:
+        dist.send(t.detach().to(dev).contiguous(), dst=0)
+        return None
+    parts = [t.detach().cpu()]
+    buf = torch.empty(t.shape, dtype=t.dtype, device=dev)
+    for src in range(1, world_size()):
+        dist.recv(buf, src=src)
+        parts.append(buf.cpu())
+    return torch.cat(parts, dim)
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Every rank's picklable obj, in rank order ([obj] when single-process)."""
     if not dist.is_initialized():

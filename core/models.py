@@ -75,8 +75,18 @@ def find_layers(model: nn.Module) -> nn.ModuleList:
     raise ModelLoadError(f"cannot find transformer blocks in {type(model).__name__}")
 
 
-def load_model(spec: ModelSpec, device: str = "auto", device_map: str | None = None) -> LoadedModel:
-    """Load tokenizer + causal LM (no network needed for local paths); one-line error on failure."""
+def load_model(
+    spec: ModelSpec,
+    device: str = "auto",
+    device_map: str | None = None,
+    max_memory: dict[str, int | str] | None = None,
+    offload_folder: str | None = None,
+) -> LoadedModel:
+    """Load tokenizer + causal LM (no network needed for local paths); one-line error on failure.
+
+    device_map (with accelerate): HF places the blocks over the GPUs, the CPU and disk within
+    max_memory ({'0': '70GiB', 'cpu': ...}); accelerate's hooks move activations between devices.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(spec.path)
@@ -87,8 +97,12 @@ def load_model(spec: ModelSpec, device: str = "auto", device_map: str | None = N
         kwargs: dict[str, Any] = {"dtype": dtype, "revision": spec.revision}
         if device_map:
             kwargs["device_map"] = device_map
+            if max_memory:
+                kwargs["max_memory"] = {int(k) if k.isdigit() else k: v for k, v in max_memory.items()}
+            if offload_folder:
+                kwargs["offload_folder"] = offload_folder
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError) as err:  # ImportError: device_map without accelerate
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"model {spec.name!r}: cannot load {path!r}: {first}") from None
     if not device_map:
@@ -151,7 +165,9 @@ def _capture(block: nn.Module) -> Iterator[dict[str, Tensor]]:
 @torch.no_grad()
 def forward_to_layer(m: LoadedModel, input_ids: Tensor, attention_mask: Tensor, layer: int) -> Tensor:
     """Residual stream after block `layer`  [batch, seq, d_model]; later blocks and the LM head never run."""
-    device = next(m.model.parameters()).device
+    # under a device_map the weights may sit on several devices or on "meta" (offloaded): the ids go
+    # to the CPU and accelerate's hooks move them to each block's execution device
+    device = torch.device("cpu") if getattr(m.model, "hf_device_map", None) else next(m.model.parameters()).device
     with _capture(m.layers[layer]) as store:
         try:
             m.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)

@@ -86,13 +86,20 @@ class Trainer:
         out: Path,
         device: torch.device,
     ) -> None:
-        self.cfg, self.out, self.device = cfg, Path(out), device
-        self.cc = CrossCoder(spec, seed=cfg.seed).to(device)
+        self.cfg, self.out, self.device, self.spec = cfg, Path(out), device, spec
+        self.world = dist.world_size()
+        self.sharded = cfg.shard_dict and self.world > 1  # one block of latents per rank (core/shard.py)
+        self.data_ranks = 1 if self.sharded else self.world  # ranks that split each global batch
+        if self.sharded:
+            from latentdiff.core.shard import ShardedCrossCoder
+
+            self.cc: CrossCoder = ShardedCrossCoder(spec, seed=cfg.seed).to(device)
+        else:
+            self.cc = CrossCoder(spec, seed=cfg.seed).to(device)
         self.cc.act_mean.copy_(mean)
         self.cc.act_scale.copy_(scale)
-        self.world = dist.world_size()
         self.model: torch.nn.Module = self.cc  # what the forward pass runs through (DDP under torchrun)
-        if self.world > 1:
+        if self.data_ranks > 1:
             if cfg.batch_size % self.world:
                 raise ConfigError(f"crosscoder.batch_size ({cfg.batch_size}) must divide by the {self.world} ranks")
             from torch.nn.parallel import DistributedDataParallel
@@ -101,7 +108,7 @@ class Trainer:
             self.model = DistributedDataParallel(self.cc, device_ids=ids, forward_sync_buffers=False)
         self.opt = torch.optim.Adam(self.cc.parameters(), lr=learning_rate(cfg, 0), betas=(0.9, 0.999))
         self.step = 0
-        self.since_fired = torch.zeros(spec.dict_size, dtype=torch.long, device=device)
+        self.since_fired = torch.zeros(self.cc.spec.dict_size, dtype=torch.long, device=device)  # [F] (block: [F/W])
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -111,27 +118,42 @@ class Trainer:
         return self.out / "checkpoint.pt"
 
     def save_checkpoint(self) -> None:
-        """Atomically save everything needed to continue exactly (rank 0 only; the same on every rank)."""
+        """Atomically save everything needed to continue exactly, as one process would hold it.
+
+        Rank 0 writes; a sharded dictionary is first gathered there (every rank takes part).
+        """
+        if self.sharded:
+            from latentdiff.core.shard import ShardedCrossCoder
+
+            assert isinstance(self.cc, ShardedCrossCoder)
+            cc_state, opt_state = self.cc.full_state_dict(), self.cc.full_optimizer_state(self.opt)
+            since_fired = dist.gather_to_main(self.since_fired)
+        elif dist.is_main():
+            cc_state, opt_state, since_fired = self.cc.state_dict(), self.opt.state_dict(), self.since_fired
         if not dist.is_main():
             return
-        state = {
-            "cc": self.cc.state_dict(),
-            "opt": self.opt.state_dict(),
-            "step": self.step,
-            "since_fired": self.since_fired,
-            "rng": torch.get_rng_state(),
-        }
+        state = {"cc": cc_state, "opt": opt_state, "step": self.step, "since_fired": since_fired,
+                 "rng": torch.get_rng_state()}
         atomic_write(self.ckpt_path, lambda p: torch.save(state, p))
 
     def load_checkpoint(self) -> bool:
-        """Resume from the checkpoint if there is one."""
+        """Resume from the checkpoint if there is one (written by any number of ranks, sharded or not)."""
         if not self.ckpt_path.is_file():
             return False
-        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
-        self.cc.load_state_dict(state["cc"])
-        self.opt.load_state_dict(state["opt"])
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        if self.sharded:
+            from latentdiff.core.shard import ShardedCrossCoder
+
+            assert isinstance(self.cc, ShardedCrossCoder)
+            self.cc.load_full_state_dict(state["cc"])
+            self.cc.load_full_optimizer_state(self.opt, state["opt"])
+            since_fired = state["since_fired"][self.cc.start : self.cc.stop]
+        else:
+            self.cc.load_state_dict(state["cc"])
+            self.opt.load_state_dict(state["opt"])
+            since_fired = state["since_fired"]
         self.step = state["step"]
-        self.since_fired = state["since_fired"]
+        self.since_fired = since_fired.to(self.device, copy=True)
         torch.set_rng_state(state["rng"])
         log.info("resuming crosscoder training at step %d", self.step)
         return True
@@ -142,10 +164,10 @@ class Trainer:
         """One optimisation step on raw activations [batch, M, D]; returns metrics."""
         cfg, cc = self.cfg, self.cc
         x = cc.normalize(to_device(raw, self.device))  # [B, M, D] (torchrun: this rank's [B / world, M, D])
-        spread = self.world > 1
+        spread = self.data_ranks > 1  # x is this rank's slice of the global batch
         if self.step == 0:
             with torch.no_grad():
-                full = dist.all_gather_cat(x)  # [B, M, D] the global batch (x itself in one process)
+                full = dist.all_gather_cat(x) if spread else x  # [B, M, D] the global batch
                 cc.b_dec.copy_(_geometric_median(full.reshape(full.shape[0], -1)).view_as(cc.b_dec))
         for group in self.opt.param_groups:
             group["lr"] = learning_rate(cfg, self.step)
@@ -162,9 +184,14 @@ class Trainer:
                 sparsity = x.new_zeros(())
                 dead = (self.since_fired >= cfg.dead_tokens).float()
                 aux = cfg.aux_alpha * auxk_loss(cc, x, out.recon.float(), out.pre, dead, global_batch=spread)
-            loss = recon + sparsity + aux
+            loss = recon + sparsity + aux  # sharded: this block's L1 term, the rest is global
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(cc.parameters(), cfg.grad_clip)
+        if self.sharded:
+            from latentdiff.core.shard import clip_grad_norm_
+
+            clip_grad_norm_(cc, cfg.grad_clip)  # type: ignore[arg-type]
+        else:
+            torch.nn.utils.clip_grad_norm_(cc.parameters(), cfg.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         with torch.no_grad():
@@ -172,14 +199,15 @@ class Trainer:
             fired[out.idx[:, 1]] = True
             if spread:
                 fired = dist.all_reduce(fired.to(torch.uint8), "max").bool()  # fired on any rank
-            self.since_fired += x.shape[0] * self.world
+            self.since_fired += x.shape[0] * self.data_ranks
             self.since_fired[fired] = 0
             if cfg.arch == "batchtopk" and self.step >= THRESHOLD_START * cfg.steps:
                 low = self._min_selected_score(out.idx, out.vals)
                 if low is not None:
                     cc.threshold.copy_(low if cc.threshold < 0 else 0.999 * cc.threshold + 0.001 * low)
         self.step += 1
-        return self._metrics(x, out.recon.detach(), out.idx, float(loss.detach()), float(aux.detach()))
+        total_loss = float(recon.detach() + cc.total(sparsity.detach()) + aux.detach())  # every block's L1
+        return self._metrics(x, out.recon.detach(), out.idx, total_loss, float(aux.detach()))
 
     def _min_selected_score(self, idx: Tensor, vals: Tensor) -> Tensor | None:
         """Smallest score among the entries BatchTopK kept (over every rank); None if none was kept."""
@@ -193,8 +221,8 @@ class Trainer:
 
     def _metrics(self, x: Tensor, recon: Tensor, idx: Tensor, loss: float, aux: float) -> dict[str, float]:
         err = (x - recon).pow(2).sum(-1)  # [B, M]
-        n_active = idx.shape[0] / x.shape[0]
-        if self.world == 1:
+        n_active = float(self.cc.total(idx.new_tensor([idx.shape[0]]))) / x.shape[0]  # every block's
+        if self.data_ranks == 1:  # the whole batch is here
             var = (x - x.mean(0)).pow(2).sum(-1)  # [B, M]
             fvu = (err.sum(0) / var.sum(0)).tolist()
         else:  # the global batch's figures, the same on every rank
@@ -210,7 +238,7 @@ class Trainer:
             "loss": loss,
             "auxk": aux,
             "l0": n_active,
-            "dead_frac": float((self.since_fired >= self.cfg.dead_tokens).float().mean()),
+            "dead_frac": float(self.cc.total((self.since_fired >= self.cfg.dead_tokens).float())) / self.spec.dict_size,
             "lr": self.opt.param_groups[0]["lr"],
         }
         m.update({f"fvu_{n}": f for n, f in zip(names, fvu)})
@@ -240,9 +268,10 @@ class Trainer:
         with Progress(*cols, disable=not (show and main)) as progress, metrics_fh as log_fh:
             task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
             while self.step < cfg.steps:
-                raw = dist.rank_slice(next(stream))  # [B / world, M, D]: this rank's part of global batch
+                raw = next(stream)  # [B, M, D] the global batch
+                raw = dist.rank_slice(raw) if self.data_ranks > 1 else raw  # [B / world, M, D]: this rank's part
                 m = self.train_step(raw)
-                tokens += raw.shape[0] * self.world
+                tokens += raw.shape[0] * self.data_ranks
                 m["tok_s"] = tokens / (time.perf_counter() - t0)
                 if self.step % 10 == 0 or self.step == cfg.steps:
                     log_fh.write(json.dumps({k: round(v, 6) for k, v in m.items()}) + "\n")
@@ -252,12 +281,13 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     log_fh.flush()
                     self.save_checkpoint()
+        whole = self.cc.to_full() if self.sharded else self.cc  # type: ignore[attr-defined]  # rank 0: gathered
         if main:
-            self.cc.save(self.out)
+            whole.save(self.out)
             plot_metrics(metrics_path, self.out / "metrics.png")
             self.ckpt_path.unlink(missing_ok=True)
         dist.barrier()
-        return self.cc
+        return whole if main else self.cc
 
 
 def plot_metrics(metrics_path: Path, out: Path) -> None:

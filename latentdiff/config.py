@@ -26,6 +26,21 @@ CATEGORY_NAMES: tuple[str, ...] = (
 )
 
 
+RESULT_NEUTRAL = {"result_neutral": True}  # json_schema_extra of a field that changes how, not what: not hashed
+
+
+def _neutral_fields(model: BaseModel) -> dict[str, Any]:
+    """Pydantic `exclude` spec of the result-neutral fields in a config tree (nested sections included)."""
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("result_neutral"):
+            out[name] = True
+        elif isinstance(value, BaseModel) and (sub := _neutral_fields(value)):
+            out[name] = sub
+    return out
+
+
 class _Section(BaseModel):
     """Base for every config section: unknown keys are errors, assignments are validated."""
 
@@ -124,6 +139,24 @@ class HarvestConfig(_Section):
         description="HF `device_map` for models larger than one GPU ('auto', 'balanced', ...; needs the "
         "`accelerate` package); None = the whole model on `device`. Weights dtype: models[i].dtype.",
     )
+    max_memory: dict[str, int | str] | None = Field(
+        default=None,
+        description="With device_map: memory budget per device, e.g. {'0': '70GiB', '1': '70GiB', 'cpu': "
+        "'200GiB'} (GPU index, 'cpu'; bytes or '70GiB'); what does not fit goes to the next device, then "
+        "to the CPU, then to disk (offload_folder).",
+        json_schema_extra=RESULT_NEUTRAL,
+    )
+    offload_folder: str | None = Field(
+        default=None,
+        description="With device_map: where weights offloaded to disk are kept.",
+        json_schema_extra=RESULT_NEUTRAL,
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> HarvestConfig:
+        if (self.max_memory or self.offload_folder) and not self.device_map:
+            raise ValueError("max_memory and offload_folder need device_map (e.g. 'auto')")
+        return self
     shuffle_buffer_tokens: int = Field(
         default=262_144, gt=0, description="Shuffle buffer size in tokens (stream mode)."
     )
@@ -166,6 +199,14 @@ class CrosscoderConfig(_Section):
     checkpoint_every: int = Field(default=250, gt=0, description="Steps between checkpoints.")
     autocast_bf16: bool = Field(default=True, description="bf16 autocast where the device supports it.")
     seed: int = Field(default=0, description="Initialisation and data-order seed.")
+    shard_dict: bool = Field(
+        default=False,
+        description="Under torchrun: split the dictionary into one block of latents per rank (every rank sees "
+        "the whole batch) instead of replicating it (data parallel); for dictionaries too large for one "
+        "device. dict_size must divide by the number of ranks. Same results either way, so it is left "
+        "out of the stage hash: a run may switch mode and resume.",
+        json_schema_extra=RESULT_NEUTRAL,
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CrosscoderConfig:
@@ -404,8 +445,11 @@ class RunConfig(_Section):
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
     def section_hash(self, *sections: str) -> str:
-        """A short content hash of the named sections, used to decide whether a stage must rerun."""
-        dumped = self.model_dump(mode="json")
+        """A short content hash of the named sections, used to decide whether a stage must rerun.
+
+        Result-neutral fields (how a stage runs, not what it computes; `RESULT_NEUTRAL`) are left out.
+        """
+        dumped = self.model_dump(mode="json", exclude=_neutral_fields(self))
         payload = {s: dumped[s] for s in sections}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

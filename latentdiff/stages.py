@@ -118,7 +118,8 @@ def _load_models(cfg: RunConfig) -> tuple[list[Any], int]:
     from latentdiff.core.models import check_compatible, load_model, resolve_device
 
     device = str(local_device(resolve_device(cfg.harvest.device)))  # under torchrun: this rank's GPU
-    models = [load_model(spec, device, cfg.harvest.device_map) for spec in cfg.models]
+    h = cfg.harvest
+    models = [load_model(spec, device, h.device_map, h.max_memory, h.offload_folder) for spec in cfg.models]
     return models, check_compatible(models, cfg.harvest.layer)
 
 

@@ -2,7 +2,8 @@
 
 Each test runs the code a CUDA branch runs, or its CPU fallback, on the CPU: 'auto' device and
 dtype choice, bf16 weights in the harvest, bf16 autocast through the sparse crosscoder path, the
-Trainer's autocast switch, and the host-to-device copy. tests/test_gpu.py runs the CUDA side.
+Trainer's autocast switch, the host-to-device copy, and a `harvest.device_map` placement spread over
+devices by accelerate. tests/test_gpu.py runs the CUDA side.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from latentdiff.core.data import iter_context_batches
 from latentdiff.core.harvest import paired_activations
 from latentdiff.core.models import check_compatible, load_model, resolve_device, resolve_dtype
 from latentdiff.core.train import Trainer, to_device
+from latentdiff.stages import _load_models
+from tests.conftest import small_run_config
 
 
 def test_auto_device_and_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,6 +61,27 @@ def test_bf16_weights_harvest_matches_fp32_on_cpu() -> None:
     rel = (low - ref).norm(dim=-1) / ref.norm(dim=-1)  # [n, M]
     assert float(rel.mean()) < 0.02 and float(rel.max()) < 0.05, f"{rel.mean()=} {rel.max()=}"
     assert float(rel.max()) > 0  # the bf16 weights path really ran
+
+
+def test_device_map_split_over_devices_harvests_the_same_rows(tmp_path: Path) -> None:
+    """harvest.device_map with accelerate: each model split between the CPU and disk offload.
+
+    The embeddings stay on the CPU and the blocks are offloaded, so accelerate's hooks move
+    weights and activations between placements during the forward pass: the same dispatch that a
+    device_map over several GPUs uses. The rows must equal those of a plain `.to(device)` load.
+    """
+    harvest = {"batch_size": 16, "shard_tokens": 3_000, "device": "cpu", "device_map": "auto",
+               "max_memory": {"cpu": "8MB"}, "offload_folder": str(tmp_path / "offload")}
+    cfg = small_run_config(tmp_path / "run", harvest=harvest)
+    spread, layer = _load_models(cfg)
+    for m in spread:
+        assert set(m.model.hf_device_map.values()) == {"cpu", "disk"}, m.model.hf_device_map
+    plain = [load_model(s, "cpu") for s in cfg.models]
+    batch = next(iter(iter_context_batches(plain[0].tokenizer, cfg.data, "train", 4, 10**6)))
+    got, ref = paired_activations(spread, batch, layer, cfg.data), paired_activations(plain, batch, layer, cfg.data)
+    for a, b in zip(got[:3], ref[:3]):  # rows [n, M, D], ctx, pos
+        assert torch.equal(a, b)
+    assert got[3] == ref[3] and got[0].shape[1] == 3
 
 
 def _step(cc: CrossCoder, x: torch.Tensor, bf16: bool) -> tuple[object, torch.Tensor, dict[str, torch.Tensor]]:

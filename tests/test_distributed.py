@@ -151,19 +151,25 @@ def test_harvest_two_ranks_same_rows_one_manifest_resumes_after_kill(single: Pat
         ).read_bytes()
 
 
-def test_train_two_ranks_matches_one(single: Path, tmp_path: Path) -> None:
+# data parallel (DDP, the default) and a sharded dictionary (one block of latents per rank)
+MODES = {"ddp": [], "shard_dict": ["crosscoder.shard_dict=true"]}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_train_two_ranks_matches_one(single: Path, tmp_path: Path, mode: str) -> None:
     cfg = _copy_harvest(single, tmp_path / "two")
-    result = _torchrun(tmp_path, "train", str(cfg))
+    result = _torchrun(tmp_path, "train", str(cfg), *MODES[mode])
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_crosscoder(single / "crosscoders" / "joint", tmp_path / "two" / "crosscoders" / "joint")
 
 
-def test_two_rank_checkpoint_resumes_on_one_rank(single: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", list(MODES))
+def test_two_rank_checkpoint_resumes_on_one_rank(single: Path, tmp_path: Path, mode: str) -> None:
     run_dir = tmp_path / "two"
     cfg = _copy_harvest(single, run_dir)
     script = tmp_path / "dying_cli.py"
     script.write_text(DYING_CLI)
-    killed = _torchrun(tmp_path, "train", str(cfg), script=script)
+    killed = _torchrun(tmp_path, "train", str(cfg), *MODES[mode], script=script)
     assert killed.returncode != 0, killed.stderr[-3000:]
     out = run_dir / "crosscoders" / "joint"
     assert (out / "checkpoint.pt").is_file() and not (out / "crosscoder.safetensors").exists()
