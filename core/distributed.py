@@ -9,7 +9,8 @@ What the stages do with it (see docs/scaling.md):
   shards together at round boundaries, and rank 0 writes the one manifest;
 - train: each rank takes its contiguous slice of the global batch; gradients are all-reduced by
   DDP, and the BatchTopK selection, AuxK normaliser, threshold, dead-latent counts and the b_dec
-  initialisation are computed over the global batch.
+  initialisation are computed over the global batch; with a sharded dictionary (core/shard.py)
+  each rank holds a block of latents instead, and reconstructions and top-k cuts are combined.
 """
 
 from __future__ import annotations

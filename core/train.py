@@ -7,8 +7,10 @@ killed at any point and restarted continues with the same data order and reaches
 Under torchrun (docs/scaling.md) each rank trains on its contiguous slice of global batch i inside
 DistributedDataParallel (gradients averaged); what depends on the whole batch is computed over all
 ranks: the BatchTopK selection, the AuxK denominator, the threshold EMA, the dead-latent counters,
-the b_dec initialisation and the logged metrics. Rank 0 alone writes checkpoints and metrics, and a
-checkpoint holds nothing that depends on the number of ranks.
+the b_dec initialisation and the logged metrics. With `crosscoder.shard_dict` each rank instead
+holds one block of latents and sees the whole batch (`core/shard.py`). Rank 0 alone writes
+checkpoints and metrics, and a checkpoint holds nothing that depends on the number of ranks or on
+the mode (a sharded dictionary is gathered into the single-process layout).
 """
 
 from __future__ import annotations
