@@ -56,7 +56,7 @@ def worker_of(key: str, count: int) -> int:
 
 async def plan_wave(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """The next wave: everything queued (not adaptive), or the best `wave capacity` latents (adaptive)."""
-    from latentdiff.agent.waves import pick_wave, wave_capacity
+    from latentdiff.agent.waves import pick_wave, random_order, wave_capacity
 
     ctx = runtime.context
     queue = [k for k in state.get("queue", []) if not ctx.is_finished(k)]
@@ -67,7 +67,10 @@ async def plan_wave(state: AgentState, runtime: Runtime[AgentContext]) -> dict[s
                               len(state.get("done", [])))
     if room <= 0:
         return {"wave": [], "stop_reason": f"budget ({why})"}
-    effect = {k: effect_size(ctx.stats[k]) for k in queue}
+    if ctx.cfg.agent.adaptive_order == "effect":
+        effect = {k: effect_size(ctx.stats[k]) for k in queue}
+    else:  # equal effects, seeded random order: a random draw within the sets picked by weight
+        effect, queue = dict.fromkeys(queue, 1.0), random_order(queue, ctx.cfg.seed)
     wave = pick_wave(queue, room, effect, ctx.stats, state.get("weights", {}))
     log.info("agent: wave %d: %d latents (%d queued)", state.get("waves", 0) + 1, len(wave), len(queue))
     return {"wave": wave, "queue": [k for k in queue if k not in set(wave)], "waves": state.get("waves", 0) + 1}

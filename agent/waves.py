@@ -1,12 +1,19 @@
 """Adaptive budget: which latents to label next, and when to stop (agent.adaptive).
 
-The agent labels in waves. Every candidate has an effect size (`nodes.effect_size`: Delta-norm
-extremity plus Latent Scaling). The first wave is the `wave_size` largest effects. After each wave
-`assess` recomputes the comparisons of the report (headline, each pair's fine-tune vs base) from
-the findings so far, with a small bootstrap, and gives every (pair, side) set a weight: the widest
-category CI among the comparisons it feeds, relative to the widest overall (a set still empty while
-candidates for it remain weighs most). The next wave takes the largest `effect size x weight`:
-big effects first, and among them those from the sets whose shares are least certain.
+The agent labels in waves. After each wave `assess` recomputes the comparisons of the report
+(headline, each pair's fine-tune vs base) from the findings so far, with a small bootstrap, and
+gives every (pair, side) set a weight: the widest category CI among the comparisons it feeds,
+relative to the widest overall (a set still empty while candidates for it remain weighs most).
+
+Which latents a wave takes (`agent.adaptive_order`):
+- 'random' (default): the sets with the largest weight first and, within them, a seeded random
+  order (`random_order`). The first wave is a random draw of all candidates. Each set's labelled
+  latents are then a random sample of that set, so its category shares estimate the full set's
+  without bias (a latent in several sets counts for each).
+- 'effect': the largest `effect size x weight` (`nodes.effect_size`: Delta-norm extremity plus
+  Latent Scaling), big effects first: the most model-specific latents are read first, but a
+  set's labelled latents are its strongest ones, and their shares can differ from the set's
+  (docs/agent.md measures a wrong, "significant" sign at a 25% budget).
 
 Stops, in this order: the latent or judge-call budget is spent ("budget"); every comparison that has
 latents on both sides has all its category CIs narrower than `ci_width` percentage points, and no
@@ -106,6 +113,13 @@ def wave_capacity(cfg: Any, n_done: int, calls_used: int, calls_at_start: int, n
         if fit < room:
             room, why = max(fit, 0), "max_judge_calls"
     return room, why
+
+
+def random_order(keys: list[str], seed: int) -> list[str]:
+    """keys in a seeded pseudo-random order (a hash of seed and key: stable across resumes and processes)."""
+    import hashlib
+
+    return sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).digest())
 
 
 def pick_wave(queue: list[str], n: int, effect: dict[str, float], stats: dict[str, list[Any]],

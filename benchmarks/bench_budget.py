@@ -3,13 +3,21 @@
 Copies RUN (never modified) to OUT/<variant> without its activations and re-runs only label and
 aggregate there:
   - full:      every candidate latent, refinement on (agent.refine_below, --refine-below);
-  - adaptive:  agent.adaptive at 25 / 50 / 100% of the candidates (max_latents), ci_width set;
+  - adaptive:  agent.adaptive at 25 / 50 / 100% of the candidates (max_latents), ci_width set, in
+               agent.adaptive_order --order, once per --seeds seed (the seed of the random order);
   - norefine:  every candidate, refinement off (what refinement changes).
 Reports, against `full`: per-category headline shift difference, sign agreement, CI-excludes-0
 agreement, planted signs recovered, judge calls (saved), stop reason; and for the refined latents
 the mean verification of their first label vs the kept one.
 
     python benchmarks/bench_budget.py runs/dev-demo /tmp/budget-demo --ci-width 2000
+    python benchmarks/bench_budget.py runs/dev-demo /tmp/bb --refine-below 0 --skip-norefine \
+        --fractions 0.25,0.5 --order random --seeds 0,1,2,3,4
+
+With several seeds, `by_fraction` summarises each budget over the seeds: the mean signed shift
+difference per category against `full` (the bias; random draws should average near 0), how many
+runs got a planted sign wrong with a CI excluding 0, and the mean number of point-estimate signs
+agreeing with `full`.
 """
 
 from __future__ import annotations
@@ -36,8 +44,8 @@ def copy_run(src: Path, dst: Path) -> None:
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, dst / item.name)
 
 
-def relabel(src: Path, dst: Path, agent: dict[str, Any]) -> dict[str, Any]:
-    """Label + aggregate a copy of src with agent overrides; return timings, calls and the aggregate."""
+def relabel(src: Path, dst: Path, agent: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """Label + aggregate a copy of src with agent overrides (and global seed); timings, calls, aggregate."""
     from latentdiff import stages
     from latentdiff.config import build_config, load_config
 
@@ -45,6 +53,8 @@ def relabel(src: Path, dst: Path, agent: dict[str, Any]) -> dict[str, Any]:
     data = load_config(src / "config.yaml").model_dump(mode="json")
     data["run_dir"] = str(dst)
     data["agent"] |= agent
+    if seed is not None:
+        data["seed"] = seed
     cfg = build_config(data)
     t0 = time.perf_counter()
     stages.begin(cfg, dst, "label")
@@ -85,6 +95,30 @@ def compare_to(full: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def wrong_significant(agg: dict[str, Any]) -> int:
+    """Planted headline signs that came out the other way with a CI excluding 0."""
+    from latentdiff.core.organisms import load_planted
+
+    signs = load_planted().get("headline", {}).get("signs", {})
+    rows = headline_rows(agg)
+    return sum(rows[k]["significant"] and ((rows[k]["shift_pct"] > 0) != (v == "+"))
+               for k, v in signs.items() if v in ("+", "-"))
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over the seeds of one budget: mean signed shift difference per category, wrong-and-significant runs."""
+    cats = runs[0]["vs_full"]["shift_diff"]
+    return {
+        "n_runs": len(runs),
+        "mean_shift_diff": {k: sum(r["vs_full"]["shift_diff"][k] for r in runs) / len(runs) for k in cats},
+        "mean_abs_shift_diff": sum(r["vs_full"]["mean_abs_shift_diff"] for r in runs) / len(runs),
+        "runs_with_wrong_significant_sign": sum(r["wrong_significant"] > 0 for r in runs),
+        "mean_sign_agree": sum(r["vs_full"]["sign_agree"] for r in runs) / len(runs),
+        "mean_planted_recovered": sum(r["planted"][0] for r in runs) / len(runs),
+        "mean_calls": sum(r["calls"] for r in runs) / len(runs),
+    }
+
+
 def refinement_stats(run_dir: Path) -> dict[str, Any]:
     """Refined latents: mean verification of the first label vs the kept one."""
     from latentdiff.agent.state import read_findings
@@ -110,6 +144,8 @@ def main() -> None:
     ap.add_argument("--skip-norefine", action="store_true", help="Skip the refinement-off run.")
     ap.add_argument("--refine-below", type=float, default=0.7, help="agent.refine_below of the full run.")
     ap.add_argument("--reuse-full", action="store_true", help="Reuse OUT/full from an earlier run of this script.")
+    ap.add_argument("--order", choices=("random", "effect"), default="random", help="agent.adaptive_order.")
+    ap.add_argument("--seeds", default="0", help="Comma-separated seeds of the adaptive runs.")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -129,16 +165,25 @@ def main() -> None:
         out["norefine"] = {k: v for k, v in base.items() if k != "aggregate"} | {
             "planted": planted_recovered(base["aggregate"]),
             "vs_full": compare_to(full["aggregate"], base["aggregate"])}
+    by_fraction: dict[str, Any] = {}
     for frac in (float(x) for x in args.fractions.split(",")):
-        res = relabel(args.run, args.out / f"adaptive-{frac:g}",
-                      {"adaptive": True, "max_latents": max(1, math.ceil(frac * n)), "ci_width": args.ci_width,
-                       "refine_below": args.refine_below})
-        agg = res["aggregate"]
-        out[f"adaptive-{frac:g}"] = {k: v for k, v in res.items() if k != "aggregate"} | {
-            "stop_reason": agg["stop_reason"], "skipped": len(agg["skipped"]),
-            "calls_saved": full["calls"] - res["calls"], "calls_saved_pct": 100 * (1 - res["calls"] / full["calls"]),
-            "planted": planted_recovered(agg), "vs_full": compare_to(full["aggregate"], agg)}
-    name = "bench_budget.json" if not args.reuse_full else f"bench_budget-{args.fractions}.json"
+        runs = []
+        for seed in (int(x) for x in args.seeds.split(",")):
+            res = relabel(args.run, args.out / f"adaptive-{frac:g}-s{seed}",
+                          {"adaptive": True, "adaptive_order": args.order, "max_latents": max(1, math.ceil(frac * n)),
+                           "ci_width": args.ci_width, "refine_below": args.refine_below}, seed=seed)
+            agg = res["aggregate"]
+            row = {k: v for k, v in res.items() if k != "aggregate"} | {
+                "stop_reason": agg["stop_reason"], "skipped": len(agg["skipped"]),
+                "calls_saved": full["calls"] - res["calls"],
+                "calls_saved_pct": 100 * (1 - res["calls"] / full["calls"]),
+                "planted": planted_recovered(agg), "wrong_significant": wrong_significant(agg),
+                "vs_full": compare_to(full["aggregate"], agg)}
+            out[f"adaptive-{frac:g}-s{seed}"] = row
+            runs.append(row)
+        by_fraction[f"{frac:g}"] = summarise(runs)
+    out["by_fraction"] = by_fraction
+    name = "bench_budget.json" if not args.reuse_full else f"bench_budget-{args.order}-{args.fractions}.json"
     (args.out / name).write_text(json.dumps(out, indent=2))
     for name, r in out.items():
         log.info("%s: %s", name, json.dumps({k: v for k, v in r.items() if k != "vs_full"}))

@@ -67,6 +67,18 @@ def init_from_env() -> bool:
     return True
 
 
+def leave() -> None:
+    """Every rank calls this together; afterwards each process runs alone (world size 1, no collectives).
+
+    Used before the single-process stages of `latentdiff run` under torchrun: rank 0 goes on, the
+    other ranks stop.
+    """
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    os.environ["WORLD_SIZE"] = "1"
+
+
 def _destroy() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

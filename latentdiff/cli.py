@@ -238,7 +238,8 @@ def run_cmd(
 
     cfg = load_config(config, overrides or [])
     run = Run(cfg)
-    run.run_all(from_stage)
+    if not run.run_all(from_stage):
+        return  # a torchrun rank other than 0: rank 0 finishes the pipeline and reports
     console.print(f"report: [bold]{run.dir / 'report' / 'report.html'}[/] (also report.md, report.json)")
     console.print(f"ask about it: [bold]latentdiff chat {run.dir}[/]  ·  web: [bold]latentdiff serve {run.dir}[/]")
 

@@ -329,6 +329,13 @@ class AgentConfig(_Section):
         "shift CIs; stop at the budget (max_latents / max_judge_calls) or when every CI is narrower "
         "than ci_width. False = label every candidate in effect-size order.",
     )
+    adaptive_order: Literal["random", "effect"] = Field(
+        default="random",
+        description="Adaptive waves, within the sets that need labels most: 'random' draws latents in a "
+        "seeded random order (each set's labelled latents are a random sample of it, so budget-limited "
+        "shares are unbiased); 'effect' takes the largest effect sizes first (a reading list of the most "
+        "model-specific latents, but biased shares).",
+    )
     wave_size: int | None = Field(
         default=None, gt=0, description="Latents per adaptive wave (None = a fifth of the budget, at least 8)."
     )

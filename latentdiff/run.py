@@ -55,6 +55,27 @@ STAGES: tuple[str, ...] = (
     "report",
 )
 StageStatus = Literal["done", "started", "pending"]
+DISTRIBUTED_STAGES = frozenset({"harvest", "train"})  # the stages that use every torchrun rank
+
+
+def _alone_from_here(stage: str) -> bool:
+    """Under torchrun, before a single-process stage: rank 0 goes on alone, the other ranks stop.
+
+    Every rank leaves the process group (`distributed.leave`); returns False on the ranks that stop.
+    Without torchrun (or once left) it returns True and does nothing.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True
+    from latentdiff.core import distributed as dist
+
+    dist.init_from_env()
+    main = dist.is_main()
+    dist.leave()
+    if not main:
+        log.info("rank %d: stage %s and later run on rank 0 alone; this rank is done", dist.rank(), stage)
+    return main
 
 
 class Run:
@@ -120,6 +141,8 @@ class Run:
                 f"stage '{name}' needs stage '{prev}' done with these settings first "
                 f"(run `latentdiff {prev} CONFIG`, or `latentdiff run CONFIG` for everything)"
             )
+        if name not in DISTRIBUTED_STAGES and not _alone_from_here(name):
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         from latentdiff import stages
 
@@ -132,20 +155,31 @@ class Run:
 
         return stages.is_done(self.cfg, self.dir, name)
 
-    def run_all(self, from_stage: str | None = None) -> None:
-        """Run every stage in order; finished stages are skipped unless at or after `from_stage`."""
+    def run_all(self, from_stage: str | None = None) -> bool:
+        """Run every stage in order; finished stages are skipped unless at or after `from_stage`.
+
+        Under torchrun, harvest and train use every rank and rank 0 alone runs the rest: returns
+        False on the other ranks (they stop after training), True where the pipeline was finished.
+        """
         from latentdiff import stages
+        from latentdiff.core import distributed as dist
 
         if from_stage is not None:
             if from_stage not in STAGES:
                 raise StageNotAvailable(f"unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
-            for name in STAGES[STAGES.index(from_stage) :]:
-                stages.invalidate(self.dir, name)
+            dist.init_from_env()
+            if dist.is_main():  # one rank removes, the others wait for it
+                for name in STAGES[STAGES.index(from_stage) :]:
+                    stages.invalidate(self.dir, name)
+            dist.barrier()
         self.dir.mkdir(parents=True, exist_ok=True)
         dump_config(self.cfg, self.dir / "config.yaml")
         for name in STAGES:
+            if name not in DISTRIBUTED_STAGES and not _alone_from_here(name):
+                return False  # under torchrun: rank 0 runs the rest
             log.info("stage %s", name)
             self.stage(name)
+        return True
 
     def status(self) -> dict[str, StageStatus]:
         """Stage -> 'done' (with these settings), 'started' (partial output kept) or 'pending'."""

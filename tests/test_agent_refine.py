@@ -14,6 +14,7 @@ import pytest
 from latentdiff.agent.graph import run_agent
 from latentdiff.agent.judges.base import LabelRequest
 from latentdiff.agent.state import read_findings
+from latentdiff.agent.waves import pick_wave, random_order
 from latentdiff.records import ExampleText, LatentLabel
 from tests.test_agent import CATS, ScriptedJudge, context, make_run
 
@@ -105,12 +106,38 @@ def test_adaptive_budget_prefers_high_effect_and_stops_at_the_budget(tmp_path: P
     cfg, store, stats = make_run(tmp_path, n_latents=12)
     _graded(stats)
     cfg.agent.adaptive, cfg.agent.max_latents, cfg.agent.wave_size = True, 4, 4
+    cfg.agent.adaptive_order = "effect"
     asyncio.run(run_agent(context(cfg, store, stats, ScriptedJudge()), "a1"))
     labelled = sorted(f.ref.latent for f in read_findings(tmp_path))
     assert labelled == [8, 9, 10, 11]
     agg = json.loads((tmp_path / "aggregate.json").read_text())
     assert agg["stop_reason"] == "budget (max_latents)"
     assert sorted(agg["skipped"]) == sorted(f"joint:{j}" for j in range(8))
+
+
+def test_adaptive_random_order_is_a_seeded_draw_not_the_top_effects(tmp_path: Path) -> None:
+    """The default order: the first wave is a seeded random draw of the candidates (effects ignored)."""
+    picked = {}
+    for seed in (0, 1):
+        cfg, store, stats = make_run(tmp_path / str(seed), n_latents=12)
+        _graded(stats)
+        cfg.agent.adaptive, cfg.agent.max_latents, cfg.agent.wave_size = True, 4, 4
+        cfg.seed = seed
+        asyncio.run(run_agent(context(cfg, store, stats, ScriptedJudge()), f"rand{seed}"))
+        picked[seed] = sorted(f.ref.key for f in read_findings(tmp_path / str(seed)))
+        assert picked[seed] == sorted(random_order(sorted(stats), seed)[:4])
+    top_effects = sorted(f"joint:{j}" for j in range(8, 12))  # what adaptive_order 'effect' takes
+    assert picked[0] != picked[1] and top_effects not in picked.values()
+
+
+def test_random_waves_draw_every_latent_equally_often() -> None:
+    """Within one set, `random_order` + `pick_wave` is a uniform draw, whatever the effect sizes."""
+    keys = [f"joint:{j}" for j in range(12)]
+    counts = dict.fromkeys(keys, 0)
+    for seed in range(600):
+        for k in pick_wave(random_order(keys, seed), 4, dict.fromkeys(keys, 1.0), {}, {}):
+            counts[k] += 1
+    assert all(150 <= c <= 250 for c in counts.values()), counts  # 200 expected, sd ~12
 
 
 def test_adaptive_call_budget_waves_never_overspend(tmp_path: Path) -> None:

@@ -178,3 +178,19 @@ def test_two_rank_checkpoint_resumes_on_one_rank(single: Path, tmp_path: Path, m
     run.show_progress = False
     run.stage("train")  # this process: one rank
     _assert_same_crosscoder(single / "crosscoders" / "joint", out)
+
+
+def test_whole_pipeline_under_torchrun_rank0_finishes_alone(tmp_path: Path) -> None:
+    """`torchrun ... latentdiff run`: harvest and train on both ranks, then rank 0 alone (one label run)."""
+    run_dir = tmp_path / "whole"
+    cfg = _config_file(run_dir)
+    result = _torchrun(tmp_path, "run", str(cfg))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("report:") == 1, result.stdout  # printed by rank 0 only
+    run = Run.open(run_dir)
+    assert set(run.status().values()) == {"done"}
+    assert (run_dir / "report" / "report.html").is_file()
+    findings = run.findings()
+    keys = [(f.ref.key, f.pair) for f in findings]  # a joint latent has one finding per pair it is specific to
+    assert len(keys) == len(set(keys)) > 0  # one labelling run, no duplicate finding
+    assert not list(run_dir.glob("agent-w*.sqlite"))
