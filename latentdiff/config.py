@@ -325,9 +325,9 @@ class AgentConfig(_Section):
     )
     adaptive: bool = Field(
         default=False,
-        description="Label in waves chosen by effect size and by which (pair, side) sets have the widest "
-        "shift CIs; stop at the budget (max_latents / max_judge_calls) or when every CI is narrower "
-        "than ci_width. False = label every candidate in effect-size order.",
+        description="Label in waves, taking first from the (pair, side) sets with the widest shift CIs "
+        "(order within them: adaptive_order); stop at the budget (max_latents / max_judge_calls) or when "
+        "every CI is narrower than ci_width. False = label every candidate in effect-size order.",
     )
     adaptive_order: Literal["random", "effect"] = Field(
         default="random",

@@ -128,6 +128,25 @@ def test_wrong_percentage_is_caught_and_rounding_is_tolerated(report: Report) ->
     assert errors("The 95% CI for safety [joint:1] excludes zero.") == []
 
 
+def test_direction_words_must_match_the_sign(report: Report) -> None:
+    r, h = _row(report, "safety"), _row(report, "hallucination")
+    assert r.shift_pct > 0 > h.shift_pct  # the fixture's signs
+
+    def errors(text: str, cite: str = "joint:1") -> list[str]:
+        return check_sentences(report, [SummarySentence(text=text, citations=[cite])])[0]
+
+    assert errors(f"Safety latents rose by {r.shift_pct:.0f}%.") == []
+    assert errors(f"Safety latents fell by {r.shift_pct:.0f}%.") == [
+        "says safety fell, but its shift rose in this report (sign of shift_pct)"]
+    assert errors(f"Hallucination latents increased by {abs(h.shift_pct):.0f}%.", cite="joint:20") == [
+        "says hallucination rose, but its shift fell in this report (sign of shift_pct)"]
+    assert errors("The fine-tune shifted away from hallucination [joint:20].", cite="joint:20") == []
+    assert errors("The fine-tune shifted toward hallucination [joint:20].", cite="joint:20") != []
+    # a quoted latent name is not the sentence's claim; two categories or two directions are not checked
+    assert errors("Safety latents such as [joint:1] \u201clower refusals\u201d appear.") == []
+    assert errors("Safety rose while hallucination fell [joint:1].") == []
+
+
 # --------------------------------------------------------------------------- repair loop
 
 

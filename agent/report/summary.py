@@ -47,6 +47,12 @@ _BRACKETED_ID_RE = re.compile(r"\[\s*([A-Za-z_][\w.-]*:\d+)\s*\]")
 _NUMBER_RE = re.compile(r"(?<![\w.:])([+\-\u2212]?)((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?![\w])(%?)")
 _CI_LEVEL_RE = re.compile(r"\b95\s*%(?=\s*(?:CI|confidence|bootstrap))", re.IGNORECASE)
 _WORD_RE = re.compile(r"[^\W\d_]{2,}")
+# direction words of a shift (quoted latent names are removed first: a name may say "lower")
+_UP_RE = re.compile(r"\b(?:rose|rises?|risen|increase[sd]?|grew|grows?|grown|gain(?:s|ed)?|higher|towards?)\b",
+                    re.IGNORECASE)
+_DOWN_RE = re.compile(r"\b(?:fell|falls?|fallen|decrease[sd]?|dropped|drops?|declined?|declines|shr[au]nk|shrinks?|"
+                      r"lost|loses?|lower|away from)\b", re.IGNORECASE)
+_QUOTED_RE = re.compile(r"\u201c[^\u201d]*\u201d|\"[^\"]*\"")
 MAX_SENTENCE_CHARS = 400
 MIN_WORDS = 3
 
@@ -270,6 +276,7 @@ class CheckContext:
     categories: list[str]
     models: list[str]
     comps: list[tuple[set[str], list[float], dict[str, list[float]]]] = field(default_factory=list)
+    shifts: list[tuple[set[str], dict[str, float]]] = field(default_factory=list)  # models -> category shift %
     report_wide: list[float] = field(default_factory=list)
 
     @classmethod
@@ -287,9 +294,11 @@ class CheckContext:
                              *_values(r.verification_a, True), *_values(r.verification_b, True)]
                     for r in comp.categories}
             ctx.comps.append(({comp.a, comp.b}, [comp.n_a, comp.n_b], rows))
+            ctx.shifts.append(({comp.a, comp.b}, {r.name: r.shift_pct for r in comp.categories}))
         for net in report.net_of_control:
             rows = {r.name: [r.shift_pct, *r.ci95, r.plain_shift_pct, r.control_shift_pct] for r in net.categories}
             ctx.comps.append(({net.a, net.control}, [], rows))
+            ctx.shifts.append(({net.a, net.control}, {r.name: r.shift_pct for r in net.categories}))
         labelled = sum(c.category is not None for c in report.latents)
         ctx.report_wide = [len(report.models), len(cats), len(report.comparisons), len(report.latents), labelled,
                            len(report.failures), len(report.skipped)]
@@ -327,6 +336,25 @@ class CheckContext:
                        *_numbers_in(card.description or "")]
         scope = f"categories {sorted(cats) or 'none'}, {n_comps} comparison(s)"
         return values, scope
+
+
+def direction_errors(ctx: CheckContext, text: str) -> list[str]:
+    """A sentence that names one category and one direction ("rose", "fell", ...) must agree with the sign
+    of that category's shift in every comparison it may mean (the models it names, or all); mixed signs
+    or several categories or directions are not checked."""
+    plain = _QUOTED_RE.sub(" ", text)
+    cats = ctx.mentioned_categories(plain)
+    up, down = bool(_UP_RE.search(plain)), bool(_DOWN_RE.search(plain))
+    if len(cats) != 1 or up == down:
+        return []
+    cat = next(iter(cats))
+    models = ctx.mentioned_models(plain)
+    signs = {math.copysign(1, v) for names, rows in ctx.shifts if not models or names & models
+             for v in [rows.get(cat)] if v is not None and math.isfinite(v) and v != 0}
+    if len(signs) != 1 or (signs.pop() > 0) == up:
+        return []
+    said, actual = ("rose", "fell") if up else ("fell", "rose")
+    return [f"says {cat} {said}, but its shift {actual} in this report (sign of shift_pct)"]
 
 
 def _strip_unchecked(text: str, models: list[str]) -> str:
@@ -370,7 +398,7 @@ def check_sentence(ctx: CheckContext, s: SummarySentence) -> list[str]:
         errors.append("cites no latent of this report (every claim must cite one, e.g. "
                       f"[{next(iter(ctx.cards), 'joint:0')}])")
     values, scope = ctx.allowed(text, cited)
-    return errors + _number_errors(_strip_unchecked(text, ctx.models), values, scope)
+    return errors + _number_errors(_strip_unchecked(text, ctx.models), values, scope) + direction_errors(ctx, text)
 
 
 def check_sentences(report: Report | CheckContext, sentences: list[SummarySentence]) -> list[list[str]]:
