@@ -23,8 +23,11 @@ A summary is a list of sentences, each with the latent ids it cites. The checker
   counts; for cited latents: Delta-norm, nu_eps, nu_r, frequency, verification (fraction and
   percent) and any number written in their name or description; and a few report-wide counts
   (models, categories, comparisons, latents, labelled latents, failures, skipped candidates).
-  Words are not checked: a draft may still say "rose" of a drop; the numbers and ids it quotes
-  are what the checker guarantees.
+- Direction: a sentence that names exactly one category and uses words of one direction only
+  ("rose", "increased", "gained", "toward" / "fell", "dropped", "lost", "away from", ...; quoted
+  latent names removed first) must agree with the sign of that category's shift in the
+  comparisons in scope; mixed signs across those comparisons are not checked. Other words are not
+  read: "several" or "most" are not checked against counts.
 """
 
 from __future__ import annotations
