@@ -16,14 +16,16 @@ Which latents a wave takes (`agent.adaptive_order`):
   (docs/agent.md measures a wrong, "significant" sign at a 25% budget).
 
 Stops, in this order: the latent or judge-call budget is spent ("budget"); every comparison that has
-latents on both sides has all its category CIs narrower than `ci_width` percentage points, and no
-set is still empty ("ci_width"); no candidate is left ("all candidates labelled").
+latents on both sides has all its category CIs narrower than `ci_width` percentage points, no set
+is still empty, and every set has at least `ci_min_per_set` labels or all of its candidates
+("ci_width"); no candidate is left ("all candidates labelled").
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -64,8 +66,9 @@ def assess(cfg: Any, findings: list[Any], categories: list[str], queued: list[st
     quick = cfg.model_copy(update={"report": cfg.report.model_copy(update={"bootstrap": ASSESS_BOOTSTRAP})})
     agg = build_aggregate(quick, findings, categories)
     comps = {f"{c.a} vs {c.b}": c for c in ([agg.headline] if agg.headline else []) + agg.comparisons}
-    pending = {g for k in queued for g in groups_of(stats.get(k, []))}
-    labelled = {g for f in findings if f.label is not None for g in [f"{f.pair}/{f.side}"]}
+    queued_n = Counter(g for k in queued for g in groups_of(stats.get(k, [])))
+    labelled_n = Counter(f"{f.pair}/{f.side}" for f in findings if f.label is not None)
+    pending, labelled = set(queued_n), set(labelled_n)
     widths: dict[str, float] = {}
     set_width: dict[str, float] = {}
     narrow = True
@@ -80,7 +83,10 @@ def assess(cfg: Any, findings: list[Any], categories: list[str], queued: list[st
             continue
         width = max((c.ci95[1] - c.ci95[0] for c in comp.categories), default=0.0)
         widths[name] = width
-        narrow &= cfg.agent.ci_width is not None and width < cfg.agent.ci_width
+        # a bootstrap over a handful of latents is too sure of itself: a set counts once it has
+        # ci_min_per_set labels (or all of its candidates, when it has fewer)
+        enough = all(labelled_n[s] >= min(cfg.agent.ci_min_per_set, labelled_n[s] + queued_n[s]) for s in (a, b))
+        narrow &= cfg.agent.ci_width is not None and width < cfg.agent.ci_width and enough
         for s in (a, b):
             set_width[s] = max(set_width.get(s, 0.0), width)
     finite = [w for w in set_width.values() if math.isfinite(w)]

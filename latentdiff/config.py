@@ -343,6 +343,12 @@ class AgentConfig(_Section):
         default=None, gt=0,
         description="Adaptive stop: every category's shift 95% CI narrower than this (percentage points).",
     )
+    ci_min_per_set: int = Field(
+        default=20, ge=1,
+        description="Adaptive stop: the ci_width rule also needs this many labelled latents in every (pair, "
+        "side) set, or all of a smaller set's candidates (a bootstrap over a few latents gives CIs that are "
+        "too narrow, e.g. 0 wide for a category none of them has).",
+    )
 
 
 class ReportConfig(_Section):

@@ -156,9 +156,16 @@ def test_adaptive_call_budget_waves_never_overspend(tmp_path: Path) -> None:
 def test_adaptive_stops_when_every_ci_is_narrow(tmp_path: Path) -> None:
     cfg, store, stats = make_run(tmp_path, n_latents=12)
     cfg.agent.adaptive, cfg.agent.wave_size, cfg.agent.ci_width = True, 4, 1e9
+    cfg.agent.ci_min_per_set = 1
     asyncio.run(run_agent(context(cfg, store, stats, ScriptedJudge()), "a3"))
     agg = json.loads((tmp_path / "aggregate.json").read_text())
     assert agg["stop_reason"].startswith("ci_width") and agg["n_latents"] == 4 and len(agg["skipped"]) == 8
+    # the default ci_min_per_set (20) is more than these sets hold: the CI rule waits for all of them
+    cfg1, store1, stats1 = make_run(tmp_path / "m", n_latents=12)
+    cfg1.agent.adaptive, cfg1.agent.wave_size, cfg1.agent.ci_width = True, 4, 1e9
+    asyncio.run(run_agent(context(cfg1, store1, stats1, ScriptedJudge()), "a3m"))
+    agg1 = json.loads((tmp_path / "m" / "aggregate.json").read_text())
+    assert agg1["n_latents"] == 12 and agg1["skipped"] == []
     # and with a width no CI can reach, it labels everything
     cfg2, store2, stats2 = make_run(tmp_path / "b", n_latents=8)
     cfg2.agent.adaptive, cfg2.agent.wave_size, cfg2.agent.ci_width = True, 4, 1e-3
