@@ -5,7 +5,9 @@ latents vs the base's), each category c gets
     share_X(c) = (n_X(c) + alpha) / (n_X + alpha * K)          (alpha = 0.5, K categories)
     shift(c)   = 100 * (share_A(c) / share_B(c) - 1)            (percent, as the paper reports)
 The pseudo-count keeps the ratio finite when a category is absent from B; raw counts are reported
-beside it. Confidence intervals come from a bootstrap that resamples latents within each set AND
+beside it. A category with no latent in either set is never "significant": its shift is only the
+pseudo-count over two set sizes ((n_B + alpha K) / (n_A + alpha K) - 1), and every bootstrap resample
+repeats it, so its CI is narrow without any evidence. Confidence intervals come from a bootstrap that resamples latents within each set AND
 documents (each latent weighted by the resample multiplicity of the documents its examples came
 from), because CIs over latents alone gave null-vs-null controls false "significant" shifts
 (shared METHOD.md section 6). A frequency-weighted variant weights each latent by its
@@ -45,7 +47,7 @@ class CategoryShift(BaseModel):
     ci95_latents: tuple[float, float] = Field(description="Bootstrap CI over latents only.")
     shift_pct_weighted: float = Field(description="Frequency-weighted shift.")
     ci95_weighted: tuple[float, float] = Field(description="CI of the weighted shift.")
-    significant: bool = Field(description="ci95 excludes 0.")
+    significant: bool = Field(description="ci95 excludes 0 and the category has a latent in A or B.")
     verification_a: float | None = Field(default=None, description="Mean detection score in A.")
     verification_b: float | None = Field(default=None, description="Mean detection score in B.")
 
@@ -71,7 +73,7 @@ class NetShift(BaseModel):
     ci95: tuple[float, float] = Field(description="Bootstrap 95% CI of the difference.")
     plain_shift_pct: float = Field(description="The fine-tune's shift vs base.")
     control_shift_pct: float = Field(description="The control's shift vs base.")
-    significant: bool = Field(description="ci95 excludes 0.")
+    significant: bool = Field(description="ci95 excludes 0 and the category has a latent in one of the sets.")
 
 
 class NetComparison(BaseModel):
@@ -90,8 +92,9 @@ def net_of_control(plain: Comparison, control: Comparison) -> NetComparison:
     rows = []
     for k, (p, c) in enumerate(zip(plain.categories, control.categories)):
         ci = _ci(diff[:, k])
+        evidence = p.n_a + p.n_b + c.n_a + c.n_b > 0  # a latent of this category in one of the four sets
         rows.append(NetShift(name=p.name, shift_pct=p.shift_pct - c.shift_pct, ci95=ci, plain_shift_pct=p.shift_pct,
-                             control_shift_pct=c.shift_pct, significant=bool(ci[0] > 0 or ci[1] < 0)))
+                             control_shift_pct=c.shift_pct, significant=bool((ci[0] > 0 or ci[1] < 0) and evidence)))
     return NetComparison(a=plain.a, control=control.a, description=f"{plain.description}, minus the same for "
                          f"{control.a}", categories=rows)
 
@@ -158,7 +161,7 @@ def compare(
             share_a=float(_shares(ca, wa, K)[k]), share_b=float(_shares(cb, wb, K)[k]),
             shift_pct=float(point[k]), ci95=ci, ci95_latents=_ci(boot_lat[:, k]),
             shift_pct_weighted=float(point_w[k]), ci95_weighted=_ci(boot_w[:, k]),
-            significant=bool(ci[0] > 0 or ci[1] < 0),
+            significant=bool((ci[0] > 0 or ci[1] < 0) and ((ca == k).any() or (cb == k).any())),
             verification_a=float(np.mean(ver_a)) if ver_a else None,
             verification_b=float(np.mean(ver_b)) if ver_b else None,
         ))

@@ -28,6 +28,17 @@ def test_shift_arithmetic_matches_formula() -> None:
     assert row.ci95[0] <= row.shift_pct <= row.ci95[1]
 
 
+def test_a_category_absent_from_both_sets_is_never_significant() -> None:
+    """0 vs 0 latents: the shift is the pseudo-count over unequal set sizes, repeated by every resample."""
+    a = [LatentPoint(key=f"a:{i}", category="safety") for i in range(12)]  # no documents: fixed set sizes
+    b = [LatentPoint(key=f"b:{i}", category=c) for i, c in enumerate(["safety"] * 4 + ["other"] * 4)]
+    row = next(r for r in compare("A", a, "B", b, CATS, "test", n_boot=200).categories if r.name == "multilingual")
+    assert (row.n_a, row.n_b) == (0, 0)
+    assert row.shift_pct == pytest.approx(100 * ((8 + ALPHA * 4) / (12 + ALPHA * 4) - 1))  # -29%: not 0
+    assert row.ci95[1] < 0  # the CI excludes 0 ...
+    assert not row.significant  # ... but there is no evidence
+
+
 def test_planted_difference_is_significant_and_null_is_not() -> None:
     a = _points(["safety"] * 30 + ["other"] * 10)
     b = _points(["self_reference"] * 30 + ["other"] * 10, start=1000)
