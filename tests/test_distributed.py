@@ -95,17 +95,20 @@ def _copy_harvest(src: Path, dst: Path) -> Path:
     return _config_file(dst)
 
 
-def _assert_same_crosscoder(a: Path, b: Path) -> None:
+def assert_same_crosscoder(a: Path, b: Path, weight_rtol: float = WEIGHT_RTOL, metric_rtol: float = METRIC_RTOL,
+                           metrics: tuple[str, ...] = ("loss", "l0", "dead_frac")) -> None:
+    """Two trained crosscoder directories agree: every weight (relative L2) and the logged metrics (and FVUs)."""
     ca, cb = CrossCoder.from_pretrained(a), CrossCoder.from_pretrained(b)
+    assert ca.spec == cb.spec
     for (name, x), (_, y) in zip(ca.state_dict().items(), cb.state_dict().items()):
         rel = float((x - y).norm() / x.norm().clamp_min(1e-12))
-        assert rel < WEIGHT_RTOL, f"{name}: {rel=} >= {WEIGHT_RTOL=}"
+        assert rel < weight_rtol, f"{name}: {rel=} >= {weight_rtol=}"
     ma = [json.loads(ln) for ln in (a / "metrics.jsonl").read_text().splitlines()]
     mb = [json.loads(ln) for ln in (b / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in ma] == [m["step"] for m in mb] == [10, 20, 30, 40]
     for ra, rb in zip(ma, mb):
-        for key in [k for k in ra if k.startswith("fvu_")] + ["loss", "l0", "dead_frac"]:
-            assert rb[key] == pytest.approx(ra[key], rel=METRIC_RTOL, abs=1e-6), f"step {ra['step']} {key}"
+        for key in [k for k in ra if k.startswith("fvu_")] + list(metrics):
+            assert rb[key] == pytest.approx(ra[key], rel=metric_rtol, abs=1e-6), f"step {ra['step']} {key}"
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +163,7 @@ def test_train_two_ranks_matches_one(single: Path, tmp_path: Path, mode: str) ->
     cfg = _copy_harvest(single, tmp_path / "two")
     result = _torchrun(tmp_path, "train", str(cfg), *MODES[mode])
     assert result.returncode == 0, result.stderr[-3000:]
-    _assert_same_crosscoder(single / "crosscoders" / "joint", tmp_path / "two" / "crosscoders" / "joint")
+    assert_same_crosscoder(single / "crosscoders" / "joint", tmp_path / "two" / "crosscoders" / "joint")
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -177,7 +180,7 @@ def test_two_rank_checkpoint_resumes_on_one_rank(single: Path, tmp_path: Path, m
     run = Run(small_run_config(run_dir))
     run.show_progress = False
     run.stage("train")  # this process: one rank
-    _assert_same_crosscoder(single / "crosscoders" / "joint", out)
+    assert_same_crosscoder(single / "crosscoders" / "joint", out)
 
 
 def test_whole_pipeline_under_torchrun_rank0_finishes_alone(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from latentdiff.core.crosscoder import CrossCoder
+from tests.test_distributed import assert_same_crosscoder
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -92,17 +93,7 @@ def _train(out: Path, settings: dict, ranks: int, stop_at: int = 0) -> subproces
 
 
 def _assert_same(a: Path, b: Path) -> None:
-    ca, cb = CrossCoder.from_pretrained(a), CrossCoder.from_pretrained(b)
-    assert ca.spec == cb.spec
-    for (name, x), (_, y) in zip(ca.state_dict().items(), cb.state_dict().items()):
-        rel = float((x - y).norm() / x.norm().clamp_min(1e-12))
-        assert rel < WEIGHT_RTOL, f"{name}: {rel=} >= {WEIGHT_RTOL=}"
-    ma = [json.loads(ln) for ln in (a / "metrics.jsonl").read_text().splitlines()]
-    mb = [json.loads(ln) for ln in (b / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in ma] == [m["step"] for m in mb] == [10, 20, 30, 40]
-    for ra, rb in zip(ma, mb):
-        for key in ("fvu_a", "fvu_b", "loss", "auxk", "l0", "dead_frac"):
-            assert rb[key] == pytest.approx(ra[key], rel=METRIC_RTOL, abs=1e-6), f"step {ra['step']} {key}"
+    assert_same_crosscoder(a, b, WEIGHT_RTOL, METRIC_RTOL, metrics=("loss", "auxk", "l0", "dead_frac"))
 
 
 SETTINGS = {
