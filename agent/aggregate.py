@@ -6,12 +6,12 @@ latents vs the base's), each category c gets
     shift(c)   = 100 * (share_A(c) / share_B(c) - 1)            (percent, as the paper reports)
 The pseudo-count keeps the ratio finite when a category is absent from B; raw counts are reported
 beside it. A category with no latent in either set is never "significant": its shift is only the
-pseudo-count over two set sizes ((n_B + alpha K) / (n_A + alpha K) - 1), and every bootstrap resample
-repeats it, so its CI is narrow without any evidence. Confidence intervals come from a bootstrap that resamples latents within each set AND
-documents (each latent weighted by the resample multiplicity of the documents its examples came
-from), because CIs over latents alone gave null-vs-null controls false "significant" shifts
-(shared METHOD.md section 6). A frequency-weighted variant weights each latent by its
-activation frequency.
+pseudo-count over two set sizes ((n_B + alpha K) / (n_A + alpha K) - 1), and every bootstrap
+resample repeats it, so its CI is narrow without any evidence. Confidence intervals come from a
+bootstrap that resamples latents within each set AND documents (each latent weighted by the
+resample multiplicity of the documents its examples came from), because CIs over latents alone gave
+null-vs-null controls false "significant" shifts (shared METHOD.md section 6). A frequency-weighted
+variant weights each latent by its activation frequency.
 """
 
 from __future__ import annotations

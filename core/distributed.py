@@ -18,13 +18,15 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 log = logging.getLogger(__name__)
+_JOINED = False  # set by init_from_env: this process is (or was) one rank of several
 
 
 def world_size() -> int:
@@ -57,6 +59,8 @@ def init_from_env() -> bool:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend, init_method="env://")
+    global _JOINED
+    _JOINED = True
     atexit.register(_destroy)
     if not is_main():  # one copy of the INFO lines and progress bars; warnings and errors from every rank
         logging.getLogger("latentdiff").setLevel(logging.WARNING)
@@ -77,6 +81,29 @@ def leave() -> None:
         dist.barrier()
         dist.destroy_process_group()
     os.environ["WORLD_SIZE"] = "1"
+
+
+def exit_now(code: int = 0) -> NoReturn:
+    """End a process that joined a torchrun process group: flush output, then `os._exit(code)`.
+
+    Interpreter teardown after gloo collectives can abort a rank that has finished all its work
+    ("terminate called without an active exception", SIGABRT: gloo's C++ threads and tensors
+    outliving the interpreter); torchrun then reports the whole job as failed. Measured here with a
+    2-rank DDP script on a loaded 2-core machine: 11 of 20 runs aborted at exit. Files are written
+    atomically and closed before this is called, so skipping the teardown loses nothing.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def joined() -> bool:
+    """True if this process ever joined a process group (even one it has left)."""
+    return _JOINED
 
 
 def _destroy() -> None:

@@ -452,5 +452,24 @@ def demo_cmd(
     console.print(f"ask about it: [bold]latentdiff chat {run.dir}[/]  ·  web: [bold]latentdiff serve {run.dir}[/]")
 
 
+def main() -> None:
+    """The `latentdiff` command: the Typer app; a torchrun rank ends through `distributed.exit_now`.
+
+    After its work a torchrun rank skips interpreter teardown, which can abort it (SIGABRT in gloo's
+    threads) and make torchrun report a finished job as failed (see `distributed.exit_now`).
+    """
+    try:
+        app()
+        code: Any = 0
+    except SystemExit as done:
+        code = done.code
+    dist = sys.modules.get("latentdiff.core.distributed")  # imported only by stages that use torch
+    if dist is not None and dist.joined():
+        if isinstance(code, str):
+            print(code, file=sys.stderr)  # noqa: T201 (SystemExit's message, as Python would print it)
+        dist.exit_now(code if isinstance(code, int) else int(code is not None))
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -54,8 +54,8 @@ def dying_save_checkpoint(self):
 
 cache.ShardWriter.write_shard = dying_write_shard
 train.Trainer.save_checkpoint = dying_save_checkpoint
-from latentdiff.cli import app
-app()
+from latentdiff.cli import main
+main()
 """
 
 

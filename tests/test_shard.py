@@ -69,9 +69,11 @@ if stop_at:  # leave after the checkpoint at step `stop_at` (every rank), as a k
         save(self)
         if self.step >= stop_at:
             dist.barrier()
-            raise SystemExit(3)
+            dist.exit_now(3) if dist.joined() else sys.exit(3)
     Trainer.save_checkpoint = save_and_stop
 Trainer(cfg, spec, torch.zeros(M, D), torch.ones(M), out, torch.device("cpu")).fit(batches, show=False)
+if dist.joined():
+    dist.exit_now(0)  # as the latentdiff command does under torchrun (no teardown abort)
 '''
 
 
