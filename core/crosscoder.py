@@ -202,12 +202,12 @@ class CrossCoder(nn.Module):
         if use_threshold:
             return (scores > self.threshold.clamp_min(0)).nonzero()
         k = self.spec.k if k is None else k
-        if global_batch:
-            from latentdiff.core.distributed import global_topk_mask, world_size
+        n_all = self.keep_over_ranks(k, pre.shape[0], global_batch)
+        if n_all is not None:  # the scores of one batch are spread over the ranks
+            from latentdiff.core.distributed import global_topk_mask
 
             flat = scores.flatten()  # [N*F]
-            n_keep = min(k * pre.shape[0], flat.numel()) * world_size()  # equal slices on every rank
-            keep = (global_topk_mask(flat, n_keep) & (flat > 0)).nonzero().squeeze(1)  # row-major
+            keep = (global_topk_mask(flat, n_all) & (flat > 0)).nonzero().squeeze(1)  # row-major
         else:
             n_keep = min(k * pre.shape[0], scores.numel())
             top = scores.flatten().topk(n_keep, sorted=False)
@@ -255,7 +255,18 @@ class CrossCoder(nn.Module):
 
     # ------------------------------------------------------------------ dictionary blocks
     # A crosscoder holds the whole dictionary; `latentdiff.core.shard.ShardedCrossCoder` (one block
-    # of latents per torchrun rank) overrides these three to combine the blocks.
+    # of latents per torchrun rank) overrides these four to combine the blocks.
+
+    def keep_over_ranks(self, k: int, n_tokens: int, global_batch: bool) -> int | None:
+        """BatchTopK entries to keep over all ranks together, or None when this rank picks alone.
+
+        global_batch: every rank holds an equal slice of the batch and the whole dictionary.
+        """
+        if not global_batch:
+            return None
+        from latentdiff.core.distributed import world_size
+
+        return min(k * n_tokens, n_tokens * self.spec.dict_size) * world_size()
 
     def sum_blocks(self, partial: Tensor) -> Tensor:
         """Decoder output [N, M*D] of this module's latents -> that of the whole dictionary."""

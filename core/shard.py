@@ -86,18 +86,10 @@ class ShardedCrossCoder(CrossCoder):
         cut = gathered.topk(k, dim=1).values[:, -1:]  # [N, 1]
         return ((scores >= cut) & (scores > 0)).nonzero()  # row-major
 
-    def select(
-        self, pre: Tensor, k: int | None = None, use_threshold: bool = False, global_batch: bool = False
-    ) -> Tensor:
+    def keep_over_ranks(self, k: int, n_tokens: int, global_batch: bool) -> int | None:
         """Training BatchTopK over every block: the top k*N scores of the whole [N, F] batch."""
         assert not global_batch, "a sharded dictionary sees the whole batch on every rank"
-        if self.spec.arch == "l1" or use_threshold:  # per-latent rules: the block decides alone
-            return super().select(pre, k, use_threshold)
-        N, F = pre.shape
-        scores = (pre * self.decoder_norms().sum(-1)).flatten()  # [N*F/W]
-        n_keep = min((self.spec.k if k is None else k) * N, N * self.full_spec.dict_size)
-        keep = (dist.global_topk_mask(scores, n_keep) & (scores > 0)).nonzero().squeeze(1)  # row-major
-        return torch.stack([keep // F, keep % F], dim=1)
+        return min(k * n_tokens, n_tokens * self.full_spec.dict_size)
 
     # ------------------------------------------------------------------ whole-dictionary state
 

@@ -30,6 +30,7 @@ from torch import Tensor
 from latentdiff.config import CrosscoderConfig
 from latentdiff.core import distributed as dist
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, auxk_loss, l1_penalty, recon_loss
+from latentdiff.core.shard import ShardedCrossCoder, clip_grad_norm_
 from latentdiff.errors import ConfigError
 from latentdiff.io import atomic_write
 
@@ -92,12 +93,8 @@ class Trainer:
         self.world = dist.world_size()
         self.sharded = cfg.shard_dict and self.world > 1  # one block of latents per rank (core/shard.py)
         self.data_ranks = 1 if self.sharded else self.world  # ranks that split each global batch
-        if self.sharded:
-            from latentdiff.core.shard import ShardedCrossCoder
-
-            self.cc: CrossCoder = ShardedCrossCoder(spec, seed=cfg.seed).to(device)
-        else:
-            self.cc = CrossCoder(spec, seed=cfg.seed).to(device)
+        cls = ShardedCrossCoder if self.sharded else CrossCoder
+        self.cc: CrossCoder = cls(spec, seed=cfg.seed).to(device)
         self.cc.act_mean.copy_(mean)
         self.cc.act_scale.copy_(scale)
         self.model: torch.nn.Module = self.cc  # what the forward pass runs through (DDP under torchrun)
@@ -124,10 +121,7 @@ class Trainer:
 
         Rank 0 writes; a sharded dictionary is first gathered there (every rank takes part).
         """
-        if self.sharded:
-            from latentdiff.core.shard import ShardedCrossCoder
-
-            assert isinstance(self.cc, ShardedCrossCoder)
+        if isinstance(self.cc, ShardedCrossCoder):
             cc_state, opt_state = self.cc.full_state_dict(), self.cc.full_optimizer_state(self.opt)
             since_fired = dist.gather_to_main(self.since_fired)
         elif dist.is_main():
@@ -143,10 +137,7 @@ class Trainer:
         if not self.ckpt_path.is_file():
             return False
         state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-        if self.sharded:
-            from latentdiff.core.shard import ShardedCrossCoder
-
-            assert isinstance(self.cc, ShardedCrossCoder)
+        if isinstance(self.cc, ShardedCrossCoder):
             self.cc.load_full_state_dict(state["cc"])
             self.cc.load_full_optimizer_state(self.opt, state["opt"])
             since_fired = state["since_fired"][self.cc.start : self.cc.stop]
@@ -188,10 +179,8 @@ class Trainer:
                 aux = cfg.aux_alpha * auxk_loss(cc, x, out.recon.float(), out.pre, dead, global_batch=spread)
             loss = recon + sparsity + aux  # sharded: this block's L1 term, the rest is global
         loss.backward()
-        if self.sharded:
-            from latentdiff.core.shard import clip_grad_norm_
-
-            clip_grad_norm_(cc, cfg.grad_clip)  # type: ignore[arg-type]
+        if isinstance(cc, ShardedCrossCoder):
+            clip_grad_norm_(cc, cfg.grad_clip)
         else:
             torch.nn.utils.clip_grad_norm_(cc.parameters(), cfg.grad_clip)
         self.opt.step()
@@ -283,7 +272,7 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     log_fh.flush()
                     self.save_checkpoint()
-        whole = self.cc.to_full() if self.sharded else self.cc  # type: ignore[attr-defined]  # rank 0: gathered
+        whole = self.cc.to_full() if isinstance(self.cc, ShardedCrossCoder) else self.cc  # rank 0: gathered
         if main:
             whole.save(self.out)
             plot_metrics(metrics_path, self.out / "metrics.png")
