@@ -71,15 +71,22 @@ def headline_rows(agg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in agg["headline"]["categories"]}
 
 
-def planted_recovered(agg: dict[str, Any]) -> tuple[int, int]:
-    """(recovered, planted) headline signs: CI excludes 0 on the planted side (the report's rule)."""
+def _planted_significant(agg: dict[str, Any]) -> tuple[int, int, int]:
+    """(recovered, wrong, planted) headline signs among the planted ones: significant (CI excludes 0)
+    with the planted sign (the report's rule), significant with the other sign, and how many."""
     from latentdiff.core.organisms import load_planted
 
     signs = load_planted().get("headline", {}).get("signs", {})
     rows = headline_rows(agg)
     planted = {k: v for k, v in signs.items() if v in ("+", "-")}
-    ok = sum(rows[k]["significant"] and ((rows[k]["shift_pct"] > 0) == (v == "+")) for k, v in planted.items())
-    return ok, len(planted)
+    same = [(rows[k]["shift_pct"] > 0) == (v == "+") for k, v in planted.items() if rows[k]["significant"]]
+    return sum(same), len(same) - sum(same), len(planted)
+
+
+def planted_recovered(agg: dict[str, Any]) -> tuple[int, int]:
+    """(recovered, planted) headline signs: CI excludes 0 on the planted side (the report's rule)."""
+    ok, _, n = _planted_significant(agg)
+    return ok, n
 
 
 def compare_to(full: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -97,12 +104,7 @@ def compare_to(full: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
 def wrong_significant(agg: dict[str, Any]) -> int:
     """Planted headline signs that came out the other way with a CI excluding 0."""
-    from latentdiff.core.organisms import load_planted
-
-    signs = load_planted().get("headline", {}).get("signs", {})
-    rows = headline_rows(agg)
-    return sum(rows[k]["significant"] and ((rows[k]["shift_pct"] > 0) != (v == "+"))
-               for k, v in signs.items() if v in ("+", "-"))
+    return _planted_significant(agg)[1]
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
