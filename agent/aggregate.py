@@ -1,27 +1,31 @@
-"""Per-category shifts between two sets of model-specific latents, with bootstrap 95% CIs.
+"""Per-category comparisons of two sets of labelled latents: counts, shares, a calibrated test, effects.
 
-For a comparison "A vs B" (e.g. shift-specific vs it-specific latents, or a fine-tune's specific
-latents vs the base's), each category c gets
-    share_X(c) = (n_X(c) + alpha) / (n_X + alpha * K)          (alpha = 0.5, K categories)
-    shift(c)   = 100 * (share_A(c) / share_B(c) - 1)            (percent, as the paper reports)
-The pseudo-count keeps the ratio finite when a category is absent from B; raw counts are reported
-beside it. A category with no latent in either set is never "significant": its shift is only the
-pseudo-count over two set sizes ((n_B + alpha K) / (n_A + alpha K) - 1), and every bootstrap
-resample repeats it, so its CI is narrow without any evidence. Confidence intervals come from a
-bootstrap that resamples latents within each set AND documents (each latent weighted by the
-resample multiplicity of the documents its examples came from), because CIs over latents alone gave
-null-vs-null controls false "significant" shifts (shared METHOD.md section 6). A frequency-weighted
-variant weights each latent by its activation frequency.
+A comparison "A vs B" asks, for every category c, whether c is over- or under-represented among A's
+latents relative to B's. Per category (agent/stats.py has the formulas and sources):
+- raw counts k_A, k_B and shares k / n (no pseudo-count);
+- the share difference in percentage points with Newcombe's interval (the primary effect, `diff_pp`,
+  `ci95`), the log share ratio with the MOVER-R interval, and the paper's percent form
+  100 (share_A / share_B - 1) derived from it (secondary; unbounded when B has none of c);
+- the exact permutation test on set membership (Fisher's exact test), with Holm's correction across
+  the categories of the comparison (or Benjamini-Hochberg); significant = adjusted p < alpha.
+A comparison whose smaller set has fewer than `min_set` latents is not tested: it is reported as
+"too few latents to compare (n)". Scaffolding latents (activation mostly on special or template
+tokens) are left out of the counts by default and counted separately. Which sets are compared (the
+headline's two definitions, each fine-tune vs the reference sample of shared latents, the control
+contrast) is decided in agent/summary.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
-import numpy as np
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field
 
-ALPHA = 0.5
+from latentdiff.agent import stats
+
+Correction = Literal["holm", "bh"]
+TEST_NAME = "exact permutation test on set membership (Fisher's exact test), two-sided"
 
 
 class LatentPoint(BaseModel):
@@ -32,92 +36,87 @@ class LatentPoint(BaseModel):
     freq: float = Field(default=0.0, description="Activation frequency.")
     doc_ids: list[int] = Field(default_factory=list, description="Documents of its examples.")
     verification: float | None = Field(default=None, description="Detection score.")
+    scaffold: bool = Field(default=False, description="Activation mostly on special / template tokens.")
 
 
 class CategoryShift(BaseModel):
-    """One category's row of an aggregate table."""
+    """One category's row of a comparison."""
 
     name: str = Field(description="Category.")
     n_a: int = Field(description="Latents of set A in this category.")
     n_b: int = Field(description="Latents of set B in this category.")
-    share_a: float = Field(description="Smoothed share in A.")
-    share_b: float = Field(description="Smoothed share in B.")
-    shift_pct: float = Field(description="100 * (share_a / share_b - 1).")
-    ci95: tuple[float, float] = Field(description="Bootstrap 95% CI over latents and documents.")
-    ci95_latents: tuple[float, float] = Field(description="Bootstrap CI over latents only.")
-    shift_pct_weighted: float = Field(description="Frequency-weighted shift.")
-    ci95_weighted: tuple[float, float] = Field(description="CI of the weighted shift.")
-    significant: bool = Field(description="ci95 excludes 0 and the category has a latent in A or B.")
+    share_a: float = Field(description="Share of A's latents in this category, n_a / |A| (raw).")
+    share_b: float = Field(description="Share of B's latents in this category, n_b / |B| (raw).")
+    diff_pp: float = Field(description="100 * (share_a - share_b): percentage points (the primary effect).")
+    ci95: tuple[float, float] = Field(description="95% interval of diff_pp (Newcombe's hybrid score interval).")
+    log_ratio: float | None = Field(
+        description="ln(share_a / share_b); None when infinite (one set has none) or undefined (neither has any)."
+    )
+    ci95_log_ratio: tuple[float | None, float | None] = Field(
+        description="95% MOVER-R interval of log_ratio; None = unbounded (-inf below, +inf above)."
+    )
+    shift_pct: float | None = Field(
+        description="The paper's percent form 100 * (share_a / share_b - 1), raw shares; None when B has none "
+        "of the category (unbounded) or neither set has any."
+    )
+    ci95_shift_pct: tuple[float | None, float | None] = Field(
+        description="95% interval of shift_pct (from the log-ratio interval); None above = unbounded."
+    )
+    p_value: float | None = Field(description="Two-sided exact permutation p-value (None: not tested).")
+    p_adjusted: float | None = Field(description="p-value adjusted across the comparison's categories.")
+    direction: Literal["+", "-", "0"] = Field(description="Sign of diff_pp.")
+    significant: bool = Field(description="Tested, and p_adjusted < alpha.")
     verification_a: float | None = Field(default=None, description="Mean detection score in A.")
     verification_b: float | None = Field(default=None, description="Mean detection score in B.")
+
+    def estimate_text(self) -> str:
+        """'+12.3 pp [+4.0, +20.1]' (the primary effect and its interval)."""
+        return f"{self.diff_pp:+.1f} pp [{self.ci95[0]:+.1f}, {self.ci95[1]:+.1f}]"
 
 
 class Comparison(BaseModel):
     """A vs B over all categories."""
 
     a: str = Field(description="Name of set A (e.g. 'shift').")
-    b: str = Field(description="Name of set B (e.g. 'it' or 'base').")
+    b: str = Field(description="Name of set B (e.g. 'it' or 'reference').")
+    kind: Literal["headline", "headline_alt", "vs_reference", "control", "replicate"] = Field(
+        default="headline", description="What the comparison is for."
+    )
+    sets: str = Field(default="", description="Set definition (e.g. 'exclusive', 'overlapping', 'reference').")
+    pair: str | None = Field(default=None, description="The (base, X) pair the sets come from, when one.")
     description: str = Field(description="What the sets are.")
-    n_a: int = Field(description="Labelled latents in A.")
-    n_b: int = Field(description="Labelled latents in B.")
+    n_a: int = Field(description="Latents of A counted (labelled, scaffolding left out unless configured).")
+    n_b: int = Field(description="Latents of B counted.")
+    n_scaffold_a: int = Field(default=0, description="Scaffolding latents of A left out of the shares.")
+    n_scaffold_b: int = Field(default=0, description="Scaffolding latents of B left out of the shares.")
+    status: Literal["ok", "too_few"] = Field(default="ok", description="'too_few': a set is below min_set; no test.")
+    note: str | None = Field(default=None, description="e.g. 'too few latents to compare (4)'.")
+    test: str = Field(default=TEST_NAME, description="The test of each category.")
+    correction: Correction = Field(default="holm", description="Multiplicity correction across categories.")
+    alpha: float = Field(default=0.05, description="Family-wise (holm) or false-discovery (bh) level.")
     categories: list[CategoryShift] = Field(description="One row per category.")
-    bootstrap: int = Field(description="Bootstrap resamples.")
-    _boot: np.ndarray | None = PrivateAttr(default=None)  # [n_boot, K] joint bootstrap shifts
+
+    @property
+    def tested(self) -> bool:
+        """Both sets are large enough to compare."""
+        return self.status == "ok"
+
+    def row(self, name: str) -> CategoryShift | None:
+        """The row of one category."""
+        return next((c for c in self.categories if c.name == name), None)
 
 
-class NetShift(BaseModel):
-    """One category's shift net of the control's own shift."""
-
-    name: str = Field(description="Category.")
-    shift_pct: float = Field(description="Fine-tune's shift minus the control's shift (percentage points).")
-    ci95: tuple[float, float] = Field(description="Bootstrap 95% CI of the difference.")
-    plain_shift_pct: float = Field(description="The fine-tune's shift vs base.")
-    control_shift_pct: float = Field(description="The control's shift vs base.")
-    significant: bool = Field(description="ci95 excludes 0 and the category has a latent in one of the sets.")
+def _category_index(categories: Sequence[str]) -> dict[str, int]:
+    return {c: i for i, c in enumerate(categories)}
 
 
-class NetComparison(BaseModel):
-    """A fine-tune's per-category shifts vs base with the control's own shifts subtracted."""
-
-    a: str = Field(description="Fine-tune.")
-    control: str = Field(description="Control model (same base, trained further without the intervention).")
-    description: str = Field(description="What was compared.")
-    categories: list[NetShift] = Field(description="One row per category.")
-
-
-def net_of_control(plain: Comparison, control: Comparison) -> NetComparison:
-    """Subtract the control's shift from the fine-tune's, category by category (independent bootstraps)."""
-    assert plain._boot is not None and control._boot is not None, "comparisons must come from compare()"
-    diff = plain._boot - control._boot  # [n_boot, K]
-    rows = []
-    for k, (p, c) in enumerate(zip(plain.categories, control.categories)):
-        ci = _ci(diff[:, k])
-        evidence = p.n_a + p.n_b + c.n_a + c.n_b > 0  # a latent of this category in one of the four sets
-        rows.append(NetShift(name=p.name, shift_pct=p.shift_pct - c.shift_pct, ci95=ci, plain_shift_pct=p.shift_pct,
-                             control_shift_pct=c.shift_pct, significant=bool((ci[0] > 0 or ci[1] < 0) and evidence)))
-    return NetComparison(a=plain.a, control=control.a, description=f"{plain.description}, minus the same for "
-                         f"{control.a}", categories=rows)
-
-
-def _shares(cat_idx: np.ndarray, weights: np.ndarray, K: int) -> np.ndarray:
-    """Smoothed shares [..., K] from category indices [n] and weights [..., n]."""
-    onehot = np.eye(K)[cat_idx]  # [n, K]
-    counts = weights @ onehot  # [..., K]
-    total = weights.sum(-1, keepdims=True)
-    return (counts + ALPHA) / (total + ALPHA * K)
-
-
-def _shift(sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
-    return 100.0 * (sa / sb - 1.0)
-
-
-def _doc_weights(points: Sequence[LatentPoint], doc_mult: dict[int, float]) -> np.ndarray:
-    return np.array([np.mean([doc_mult[d] for d in p.doc_ids]) if p.doc_ids else 1.0 for p in points])
-
-
-def _ci(samples: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.nanpercentile(samples, [2.5, 97.5], axis=0)
-    return float(lo), float(hi)
+def _counts(points: Sequence[LatentPoint], categories: Sequence[str]) -> list[int]:
+    index = _category_index(categories)
+    other = index.get("other", len(categories) - 1)
+    out = [0] * len(categories)
+    for p in points:
+        out[index.get(p.category, other)] += 1
+    return out
 
 
 def compare(
@@ -127,45 +126,48 @@ def compare(
     b: Sequence[LatentPoint],
     categories: Sequence[str],
     description: str,
-    n_boot: int = 1000,
-    seed: int = 0,
+    *,
+    alpha: float = 0.05,
+    correction: Correction = "holm",
+    min_set: int = 10,
+    exclude_scaffold: bool = True,
+    kind: str = "headline",
+    sets: str = "",
+    pair: str | None = None,
 ) -> Comparison:
-    """Shares, shifts and bootstrap CIs of A's categories relative to B's."""
-    K = len(categories)
-    index = {c: i for i, c in enumerate(categories)}
-    ca = np.array([index.get(p.category, index.get("other", K - 1)) for p in a], dtype=int)
-    cb = np.array([index.get(p.category, index.get("other", K - 1)) for p in b], dtype=int)
-    wa, wb = np.ones(len(a)), np.ones(len(b))
-    fa = np.array([max(p.freq, 1e-9) for p in a])
-    fb = np.array([max(p.freq, 1e-9) for p in b])
-    point = _shift(_shares(ca, wa, K), _shares(cb, wb, K))  # [K]
-    point_w = _shift(_shares(ca, fa, K), _shares(cb, fb, K))
-    rng = np.random.default_rng(seed)
-    docs = sorted({d for p in [*a, *b] for d in p.doc_ids})
-    boot_lat, boot_all, boot_w = (np.full((n_boot, K), np.nan) for _ in range(3))
-    for i in range(n_boot):
-        ia = rng.integers(len(a), size=len(a)) if len(a) else np.zeros(0, dtype=int)
-        ib = rng.integers(len(b), size=len(b)) if len(b) else np.zeros(0, dtype=int)
-        mult = dict(zip(docs, rng.poisson(1.0, size=len(docs)).astype(float)))
-        da, db = _doc_weights(a, mult), _doc_weights(b, mult)
-        boot_lat[i] = _shift(_shares(ca[ia], wa[ia], K), _shares(cb[ib], wb[ib], K))
-        boot_all[i] = _shift(_shares(ca[ia], da[ia], K), _shares(cb[ib], db[ib], K))
-        boot_w[i] = _shift(_shares(ca[ia], fa[ia] * da[ia], K), _shares(cb[ib], fb[ib] * db[ib], K))
+    """Counts, shares, effects with intervals, and corrected exact tests of A's categories against B's."""
+    scaf_a = sum(p.scaffold for p in a) if exclude_scaffold else 0
+    scaf_b = sum(p.scaffold for p in b) if exclude_scaffold else 0
+    if exclude_scaffold:
+        a = [p for p in a if not p.scaffold]
+        b = [p for p in b if not p.scaffold]
+    na, nb = len(a), len(b)
+    ka, kb = _counts(a, categories), _counts(b, categories)
+    smaller = min(na, nb)
+    tested = smaller >= max(min_set, 1)
+    pvals = [stats.permutation_p(ka[i], na, kb[i], nb) for i in range(len(categories))] if tested else []
+    padj = stats.adjust(pvals, correction) if tested else []
     rows = []
-    for k, c in enumerate(categories):
-        ci = _ci(boot_all[:, k])
+    for i, c in enumerate(categories):
+        if na and nb:
+            d, (lo, hi) = stats.share_diff(ka[i], na, kb[i], nb)
+            lr, lr_ci = stats.log_ratio(ka[i], na, kb[i], nb)
+            pct, pct_ci = stats.paper_pct(ka[i], na, kb[i], nb, lr_ci)
+        else:  # an empty set: nothing to estimate
+            d, lo, hi, lr, lr_ci, pct, pct_ci = 0.0, -100.0, 100.0, None, (None, None), None, (None, None)
         ver_a = [p.verification for p in a if p.category == c and p.verification is not None]
         ver_b = [p.verification for p in b if p.category == c and p.verification is not None]
         rows.append(CategoryShift(
-            name=c, n_a=int((ca == k).sum()), n_b=int((cb == k).sum()),
-            share_a=float(_shares(ca, wa, K)[k]), share_b=float(_shares(cb, wb, K)[k]),
-            shift_pct=float(point[k]), ci95=ci, ci95_latents=_ci(boot_lat[:, k]),
-            shift_pct_weighted=float(point_w[k]), ci95_weighted=_ci(boot_w[:, k]),
-            significant=bool((ci[0] > 0 or ci[1] < 0) and ((ca == k).any() or (cb == k).any())),
-            verification_a=float(np.mean(ver_a)) if ver_a else None,
-            verification_b=float(np.mean(ver_b)) if ver_b else None,
+            name=c, n_a=ka[i], n_b=kb[i], share_a=ka[i] / na if na else 0.0, share_b=kb[i] / nb if nb else 0.0,
+            diff_pp=100 * d, ci95=(100 * lo, 100 * hi), log_ratio=lr, ci95_log_ratio=lr_ci,
+            shift_pct=pct, ci95_shift_pct=pct_ci,
+            p_value=pvals[i] if tested else None, p_adjusted=padj[i] if tested else None,
+            direction="+" if d > 0 else "-" if d < 0 else "0",
+            significant=bool(tested and padj[i] < alpha),
+            verification_a=sum(ver_a) / len(ver_a) if ver_a else None,
+            verification_b=sum(ver_b) / len(ver_b) if ver_b else None,
         ))
-    comparison = Comparison(a=a_name, b=b_name, description=description, n_a=len(a), n_b=len(b),
-                            categories=rows, bootstrap=n_boot)
-    comparison._boot = boot_all
-    return comparison
+    note = None if tested else f"too few latents to compare ({smaller})"
+    return Comparison(a=a_name, b=b_name, kind=kind, sets=sets, pair=pair, description=description, n_a=na, n_b=nb,
+                      n_scaffold_a=scaf_a, n_scaffold_b=scaf_b, status="ok" if tested else "too_few", note=note,
+                      correction=correction, alpha=alpha, categories=rows)

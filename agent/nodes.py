@@ -278,7 +278,8 @@ async def record(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, 
     findings = [
         Finding(ref=ref, pair=r.pair, side=r.side, delta_norm=r.delta_norm, nu_eps=r.nu_eps, nu_r=r.nu_r,
                 freq=r.freq, label=label, verification=verification, attempts=task.get("attempts", 0),
-                failure=None if label else task.get("failure"), doc_ids=doc_ids, label_attempts=tried)
+                failure=None if label else task.get("failure"), doc_ids=doc_ids, label_attempts=tried,
+                scaffold_share=ctx.scaffold.get(key))
         for r in ctx.stats[key]
     ]
     ctx.write_findings(key, findings)

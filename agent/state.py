@@ -77,6 +77,7 @@ class AgentContext:
     taxonomy: Any
     budget: Budget = field(default_factory=lambda: Budget(None))
     worker: tuple[int, int] | None = None  # (index, count): label only this worker's share
+    scaffold: dict[str, float] = field(default_factory=dict)  # key -> share of activation on special tokens
     _examples: OrderedDict[str, list[Any]] = field(default_factory=OrderedDict, repr=False)
 
     def examples(self, key: str) -> list[Any]:

@@ -7,13 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from latentdiff.agent.aggregate import Comparison, LatentPoint, NetComparison, compare, net_of_control
+from latentdiff.agent.aggregate import TEST_NAME, Comparison, LatentPoint, compare
+from latentdiff.agent.replicates import ReplicateRow, replicate_order
 from latentdiff.agent.state import read_findings
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json
 from latentdiff.records import Finding
 
-AGGREGATE_VERSION = 1
+AGGREGATE_VERSION = 2  # 2: exact tests with a correction, reference sets, control contrast, replicates
 
 
 class Failure(BaseModel):
@@ -51,16 +52,34 @@ def refinement_table(findings: list[Finding]) -> list[RefinementRow]:
 
 
 class Aggregate(BaseModel):
-    """Per-category shifts of a run (aggregate.json)."""
+    """Per-category comparisons of a run (aggregate.json)."""
 
     version: int = Field(default=AGGREGATE_VERSION, description="Schema version.")
     judge: str = Field(description="Judge spec that produced the labels.")
     categories: list[str] = Field(description="Taxonomy categories, in order.")
-    headline: Comparison | None = Field(description="The configured A-vs-B comparison, if any.")
-    comparisons: list[Comparison] = Field(description="Each fine-tune (and control) vs the base.")
-    net_of_control: list[NetComparison] = Field(
-        default_factory=list, description="Each fine-tune's shifts vs base minus the control's own shifts."
+    test: str = Field(default=TEST_NAME, description="The test of each category.")
+    correction: str = Field(default="holm", description="Multiplicity correction across a comparison's categories.")
+    alpha: float = Field(default=0.05, description="Significance level after correction.")
+    min_set_size: int = Field(default=10, description="Smaller set below this: 'too few latents to compare'.")
+    headline: Comparison | None = Field(description="The configured A-vs-B comparison, with the configured sets.")
+    headline_alt: Comparison | None = Field(
+        default=None, description="The headline with the other set definition (joint design: exclusive <-> "
+        "the paper's overlapping sets), reported side by side."
     )
+    comparisons: list[Comparison] = Field(
+        description="Each fine-tune's (and the control's) specific latents, and each pair's base-specific "
+        "latents, vs the reference sample of shared latents."
+    )
+    control: list[Comparison] = Field(
+        default_factory=list, description="Control contrast per fine-tune: its specific latents (not also "
+        "control-specific) vs the control's specific latents, i.e. the difference of their log share ratios "
+        "against a common reference, tested jointly."
+    )
+    replicates: list[ReplicateRow] = Field(
+        default_factory=list, description="Per comparison and category: agreement across crosscoder seeds."
+    )
+    n_replicates: int = Field(default=1, description="Crosscoders (seeds) whose findings were aggregated.")
+    scaffold: list[str] = Field(default_factory=list, description="Latents flagged as scaffolding.")
     n_latents: int = Field(description="Latents with findings.")
     n_labelled: int = Field(description="Latents with a valid label.")
     failures: list[Failure] = Field(description="Latents whose labelling failed, with reasons.")
@@ -73,45 +92,80 @@ class Aggregate(BaseModel):
         default_factory=list, description="Per category: labels that needed refinement and their verification."
     )
 
+    def all_comparisons(self) -> list[Comparison]:
+        """Headline (both set definitions), vs-reference and control comparisons, in that order."""
+        head = [c for c in (self.headline, self.headline_alt) if c is not None]
+        return head + self.comparisons + self.control
 
-def _points(findings: list[Finding], pair: str, side: str) -> list[LatentPoint]:
+
+def is_scaffold(f: Finding, cfg: RunConfig) -> bool:
+    """More than `sampling.scaffold_share` of the latent's activation mass falls on special tokens."""
+    return f.scaffold_share is not None and f.scaffold_share > cfg.sampling.scaffold_share
+
+
+def _points(cfg: RunConfig, findings: list[Finding], pair: str, side: str,
+            crosscoder: str | None = None) -> list[LatentPoint]:
     return [LatentPoint(key=f.ref.key, category=f.label.category, freq=f.freq, doc_ids=f.doc_ids,
-                        verification=f.verification)
-            for f in findings if f.pair == pair and f.side == side and f.label is not None]
+                        verification=f.verification, scaffold=is_scaffold(f, cfg))
+            for f in findings if f.pair == pair and f.side == side and f.label is not None
+            and (crosscoder is None or f.ref.crosscoder == crosscoder)]
+
+
+def comparisons_for(cfg: RunConfig, findings: list[Finding], categories: list[str],
+                    crosscoder: str | None = None) -> dict[str, Any]:
+    """Every comparison of one set of findings (one replicate when `crosscoder` names it)."""
+    r = cfg.report
+    opts = {"alpha": r.alpha, "correction": r.correction, "min_set": r.min_set_size,
+            "exclude_scaffold": r.exclude_scaffold}
+    out: dict[str, Any] = {"headline": None, "headline_alt": None, "comparisons": [], "control": []}
+    if cfg.headline is not None:
+        a, b = cfg.headline
+        pa, pb = _points(cfg, findings, a, "finetuned", crosscoder), _points(cfg, findings, b, "finetuned", crosscoder)
+        shared = {p.key for p in pa} & {p.key for p in pb}
+        excl = ([p for p in pa if p.key not in shared], [p for p in pb if p.key not in shared])
+        defs = {"exclusive": (excl, f"latents specific to {a} and not {b} vs latents specific to {b} and not {a} "
+                              f"(each relative to the base; {len(shared)} specific to both left out)"),
+                "overlapping": ((pa, pb), f"latents specific to {a} vs latents specific to {b} (each relative to "
+                                          f"the base; the paper's sets: {len(shared)} latents are in both)")}
+        chosen = "exclusive" if cfg.headline_exclusive else "overlapping"
+        order = [chosen] + ([d for d in defs if d != chosen] if cfg.design == "joint" else [])
+        for kind, name in zip(("headline", "headline_alt"), order):
+            (sa, sb), text = defs[name]
+            out[kind] = compare(a, sa, b, sb, categories, text, kind=kind, sets=name, **opts)
+    pairs = [m.name for m in cfg.models if m.role != "base"]
+    for p in pairs:
+        ref = _points(cfg, findings, p, "shared", crosscoder)
+        out["comparisons"].append(compare(
+            p, _points(cfg, findings, p, "finetuned", crosscoder), "reference", ref, categories,
+            f"latents specific to {p} (vs base) vs the reference sample of shared latents",
+            kind="vs_reference", sets="reference", pair=p, **opts))
+        out["comparisons"].append(compare(
+            "base", _points(cfg, findings, p, "base", crosscoder), "reference", ref, categories,
+            f"latents specific to base (vs {p}) vs the reference sample of shared latents",
+            kind="vs_reference", sets="reference", pair=p, **opts))
+    control = cfg.control.name if cfg.control else None
+    if control is not None:
+        ctrl = _points(cfg, findings, control, "finetuned", crosscoder)
+        ctrl_keys = {p.key for p in ctrl}
+        for m in cfg.finetunes:
+            only = [x for x in _points(cfg, findings, m.name, "finetuned", crosscoder) if x.key not in ctrl_keys]
+            out["control"].append(compare(
+                m.name, only, control, ctrl, categories,
+                f"latents specific to {m.name} and not to {control} vs latents specific to {control} (each "
+                f"relative to the base): the difference of their log share ratios against a common reference",
+                kind="control", sets="control", pair=m.name, **opts))
+    return out
 
 
 def build_aggregate(cfg: RunConfig, findings: list[Finding], categories: list[str],
                     skipped: list[str] | None = None, stop_reason: str | None = None) -> Aggregate:
-    """Comparisons per pair (fine-tune-specific vs base-specific) and the headline."""
-    pairs = [m.name for m in cfg.models if m.role != "base"]
-    boot = cfg.report.bootstrap
-    comps = [compare(p, _points(findings, p, "finetuned"), "base", _points(findings, p, "base"), categories,
-                     f"latents specific to {p} vs latents specific to base (crosscoder {p}-vs-base)",
-                     n_boot=boot, seed=cfg.report.seed) for p in pairs]
-    headline = None
-    if cfg.headline is not None:
-        a, b = cfg.headline
-        pa, pb = _points(findings, a, "finetuned"), _points(findings, b, "finetuned")
-        how = "each relative to the base"
-        if cfg.headline_exclusive and cfg.design == "joint":
-            shared = {p.key for p in pa} & {p.key for p in pb}
-            pa, pb = [p for p in pa if p.key not in shared], [p for p in pb if p.key not in shared]
-            how += f"; {len(shared)} latents specific to both were left out"
-        headline = compare(a, pa, b, pb, categories,
-                           f"category shares of {a}-specific latents relative to {b}-specific latents ({how})",
-                           n_boot=boot, seed=cfg.report.seed)
-    net: list[NetComparison] = []
-    control = cfg.control.name if cfg.control else None
-    if control is not None:
-        ctrl = next(c for c in comps if c.a == control)
-        ctrl_keys = {p.key for p in _points(findings, control, "finetuned")}
-        for p in (m.name for m in cfg.finetunes):
-            # latents specific to the fine-tune relative to both the base and the control
-            only = [x for x in _points(findings, p, "finetuned") if x.key not in ctrl_keys]
-            plain = compare(p, only, "base", _points(findings, p, "base"), categories,
-                            f"latents specific to {p} (vs base and vs {control}) vs latents specific to base",
-                            n_boot=boot, seed=cfg.report.seed)
-            net.append(net_of_control(plain, ctrl))
+    """Every comparison of the primary crosscoder, replicate agreement across the others, and totals."""
+    from latentdiff.agent.replicates import replicate_rows
+
+    names = sorted({f.ref.crosscoder for f in findings}, key=replicate_order)
+    primary = names[0] if names else None
+    reps = {n: comparisons_for(cfg, findings, categories, n) for n in names}
+    main = reps[primary] if primary else comparisons_for(cfg, findings, categories)
     by_latent: dict[str, Finding] = {f.ref.key: f for f in findings}
     labelled = [f for f in by_latent.values() if f.label is not None]
     verification: dict[str, list[float]] = {}
@@ -119,9 +173,12 @@ def build_aggregate(cfg: RunConfig, findings: list[Finding], categories: list[st
         if f.verification is not None:
             verification.setdefault(f.label.category, []).append(f.verification)  # type: ignore[union-attr]
     judges = sorted({f.label.judge for f in labelled if f.label and f.label.judge})
+    r = cfg.report
     return Aggregate(
-        judge=", ".join(judges) or cfg.judge.spec, categories=categories, headline=headline,
-        comparisons=comps, net_of_control=net, n_latents=len(by_latent), n_labelled=len(labelled),
+        judge=", ".join(judges) or cfg.judge.spec, categories=categories, correction=r.correction, alpha=r.alpha,
+        min_set_size=r.min_set_size, **main, replicates=replicate_rows(reps) if len(reps) > 1 else [],
+        n_replicates=max(len(reps), 1), scaffold=sorted({f.ref.key for f in labelled if is_scaffold(f, cfg)}),
+        n_latents=len(by_latent), n_labelled=len(labelled),
         failures=[Failure(key=k, reason=f.failure or "unknown") for k, f in by_latent.items() if f.label is None],
         skipped=skipped or [], stop_reason=stop_reason,
         verification={c: sum(v) / len(v) for c, v in verification.items()},

@@ -1,9 +1,10 @@
 """Adaptive budget: which latents to label next, and when to stop (agent.adaptive).
 
 The agent labels in waves. After each wave `assess` recomputes the comparisons of the report
-(headline, each pair's fine-tune vs base) from the findings so far, with a small bootstrap, and
-gives every (pair, side) set a weight: the widest category CI among the comparisons it feeds,
-relative to the widest overall (a set still empty while candidates for it remain weighs most).
+(headline, each pair's fine-tune and base-specific sets vs the reference sample) from the findings so
+far, and gives every (pair, side) set a weight: the widest category interval (share difference, in
+percentage points) among the comparisons it feeds, relative to the widest overall (a set still
+empty while candidates for it remain weighs most).
 
 Which latents a wave takes (`agent.adaptive_order`):
 - 'random' (default): the sets with the largest weight first and, within them, a seeded random
@@ -32,9 +33,6 @@ from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
 
-ASSESS_BOOTSTRAP = 200
-
-
 class Assessment(BaseModel):
     """What `assess` learnt from the findings so far."""
 
@@ -45,13 +43,14 @@ class Assessment(BaseModel):
 
 def groups_of(rows: list[Any]) -> list[str]:
     """The (pair, side) sets a latent belongs to, as 'pair/side'."""
-    return [f"{r.pair}/{r.side}" for r in rows if r.side in ("finetuned", "base")]
+    return [f"{r.pair}/{r.side}" for r in rows if r.side in ("finetuned", "base", "shared")]
 
 
 def _comparison_sets(cfg: Any) -> list[tuple[str, str, str]]:
     """(name, set A, set B) of every comparison the report makes."""
     pairs = [m.name for m in cfg.models if m.role != "base"]
-    out = [(f"{p} vs base", f"{p}/finetuned", f"{p}/base") for p in pairs]
+    out = [(f"{p} vs reference ({p})", f"{p}/finetuned", f"{p}/shared") for p in pairs]
+    out += [(f"base vs reference ({p})", f"{p}/base", f"{p}/shared") for p in pairs]
     if cfg.headline is not None:
         a, b = cfg.headline
         out.insert(0, (f"{a} vs {b}", f"{a}/finetuned", f"{b}/finetuned"))
@@ -63,9 +62,9 @@ def assess(cfg: Any, findings: list[Any], categories: list[str], queued: list[st
     """CI widths of the comparisons so far and the weight of each set (see the module docstring)."""
     from latentdiff.agent.summary import build_aggregate
 
-    quick = cfg.model_copy(update={"report": cfg.report.model_copy(update={"bootstrap": ASSESS_BOOTSTRAP})})
-    agg = build_aggregate(quick, findings, categories)
-    comps = {f"{c.a} vs {c.b}": c for c in ([agg.headline] if agg.headline else []) + agg.comparisons}
+    agg = build_aggregate(cfg, findings, categories)
+    comps = {f"{c.a} vs {c.b}" + (f" ({c.pair})" if c.b == "reference" else ""): c
+             for c in ([agg.headline] if agg.headline else []) + agg.comparisons}
     queued_n = Counter(g for k in queued for g in groups_of(stats.get(k, [])))
     labelled_n = Counter(f"{f.pair}/{f.side}" for f in findings if f.label is not None)
     pending, labelled = set(queued_n), set(labelled_n)

@@ -230,3 +230,49 @@ def read_examples(path: Path) -> Iterator[Example]:
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         for line in fh:
             yield Example(**json.loads(line))
+
+
+def special_token_strings(tokenizer: Any) -> set[str]:
+    """Decoded strings of the tokenizer's special tokens (BOS/EOS/pad and added special tokens such as
+    chat role and turn markers): the scaffolding a chat template puts around text."""
+    out = set(tokenizer.all_special_tokens)
+    for tok in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(tok, "special", False):
+            out.add(str(tok.content))
+    return {s for s in out if s}
+
+
+class ScaffoldTally:
+    """Per latent: the share of its activation mass (top and quantile examples) on special tokens."""
+
+    def __init__(self, special: set[str]) -> None:
+        self.special = special
+        self.on: dict[int, float] = {}
+        self.total: dict[int, float] = {}
+
+    def add(self, ex: Example) -> Example:
+        """Count one example (negatives carry no activation) and pass it through."""
+        if ex.kind != "negative":
+            acts = np.clip(np.asarray(ex.activations, dtype=np.float64), 0, None)  # [window]
+            hot = np.array([t in self.special for t in ex.tokens], dtype=bool)
+            self.on[ex.latent] = self.on.get(ex.latent, 0.0) + float(acts[hot].sum())
+            self.total[ex.latent] = self.total.get(ex.latent, 0.0) + float(acts.sum())
+        return ex
+
+    def shares(self) -> dict[int, float]:
+        """latent -> share of activation mass on special tokens (0 for a latent with no mass)."""
+        return {j: (self.on[j] / t if t > 0 else 0.0) for j, t in self.total.items()}
+
+
+def scaffold_path(examples_path: Path) -> Path:
+    """Where the scaffold shares of an examples file are written (NAME.scaffold.json)."""
+    return examples_path.with_name(examples_path.name.split(".")[0] + ".scaffold.json")
+
+
+def read_scaffold(examples_dir: Path) -> dict[str, float]:
+    """'crosscoder:latent' -> scaffold share, for every examples file in the directory."""
+    out: dict[str, float] = {}
+    for path in sorted(Path(examples_dir).glob("*.scaffold.json")):
+        name = path.name[: -len(".scaffold.json")]
+        out.update({f"{name}:{j}": float(v) for j, v in json.loads(path.read_text()).items()})
+    return out

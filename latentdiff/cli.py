@@ -68,11 +68,26 @@ def organism_build(
     scale: Annotated[
         float, typer.Option(help="Multiply every phase's steps (e.g. 0.05 for a smoke build).")
     ] = 1.0,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="Add just this fine-tune (repeatable, e.g. null2) to the organisms already built in --out, "
+            "starting from the bf16 weights there; nothing else is retrained.",
+        ),
+    ] = None,
 ) -> None:
-    """Rebuild the organisms deterministically (corpus, tokenizer, base, it, shift, null, eval)."""
-    from latentdiff.core.organisms.build import OrganismBuildConfig, build
+    """Rebuild the organisms deterministically (corpus, tokenizer, base, it, shift, null, null2, eval)."""
+    from latentdiff.core.organisms.build import OrganismBuildConfig, build, build_only
 
     cfg = OrganismBuildConfig(seed=seed)
+    if only:
+        if scale != 1.0:
+            raise LatentDiffError("--only adds to a finished build at its own scale; drop --scale")
+        result = build_only(only, out, work_dir, cfg)
+        console.print(f"{', '.join(only)} added to [bold]{result}[/]")
+        _print_added_losses(result, only)
+        return
     if scale != 1.0:
         if scale <= 0:
             raise LatentDiffError(f"--scale must be > 0, got {scale}")
@@ -113,7 +128,7 @@ def organism_list(
 @organism_app.command("info")
 @user_errors
 def organism_info(
-    name: Annotated[str, typer.Argument(help="base, it, shift or null.")],
+    name: Annotated[str, typer.Argument(help="base, it, shift, null or null2.")],
     root: Annotated[Path | None, typer.Option(help="Organisms dir (default: shipped).")] = None,
     recompute: Annotated[
         bool, typer.Option(help="Recompute held-out losses instead of reading eval.json.")
@@ -123,6 +138,7 @@ def organism_info(
     import json
 
     from latentdiff.core.organisms import SHIPPED_DIR, load_eval, load_planted, organism_dir
+    from latentdiff.errors import ModelLoadError
 
     base_dir = root or SHIPPED_DIR
     path = organism_dir(name, base_dir)
@@ -138,6 +154,8 @@ def organism_info(
         losses = {m: heldout_loss(organism_dir(m, base_dir), docs) for m in {"base", name, "null"}}
     else:
         losses = load_eval(base_dir)["loss"]
+        if name not in losses:
+            raise ModelLoadError(f"eval.json in {base_dir} has no held-out losses for {name}; use --recompute")
     planted = set(load_planted(base_dir)["planted"].get(name, []))
     table = Table(title="held-out loss (nats/token); moved = base - model; drift = |base - null|")
     for col in ("category", "base", name, "null", "moved", "drift", "ratio", "planted"):
@@ -157,6 +175,20 @@ def organism_info(
             ratio,
             "yes" if cat in planted else "",
         )
+    console.print(table)
+
+
+def _print_added_losses(root: Path, names: list[str]) -> None:
+    from latentdiff.core.organisms import load_eval
+
+    losses = load_eval(root)["loss"]
+    table = Table(title="held-out loss (nats/token); drift = |base - model|")
+    for col in ("category", "base", "null", *names, *(f"{n} drift" for n in names)):
+        table.add_column(col, justify="left" if col == "category" else "right")
+    for cat in losses["base"]:
+        b = losses["base"][cat]
+        table.add_row(cat, f"{b:.3f}", f"{losses['null'][cat]:.3f}", *(f"{losses[n][cat]:.3f}" for n in names),
+                      *(f"{abs(b - losses[n][cat]):.3f}" for n in names))
     console.print(table)
 
 
@@ -328,17 +360,30 @@ def judges_eval(
 @user_errors
 def truth_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory of an organism run (e.g. runs/demo).")],
+    planted: Annotated[Path | None, typer.Option(help="planted.json of organisms built elsewhere (default: the "
+                                                       "truth the report carries).")] = None,
+    flip_signs: Annotated[bool, typer.Option("--flip-signs", help="Negative control: check against the planted "
+                                                                  "signs reversed (must fail).")] = False,
 ) -> None:
-    """Check a finished organism run against the planted truth (exit 1 if any sign is missed)."""
+    """Check a finished organism run against the planted truth (exit 1 if any sign is missed).
+
+    Every verdict is recomputed from the report's counts (exact permutation tests, the correction)."""
     from latentdiff.truth import check_report
 
     path = run_dir / "report" / "report.json"
     if not path.is_file():
         raise LatentDiffError(f"{path}: no report; run the pipeline (or `latentdiff demo --out {run_dir}`) first")
-    result = check_report(path)
+    if planted is not None and not planted.is_file():
+        raise LatentDiffError(f"{planted}: no such planted-truth file")
+    try:
+        result = check_report(path, planted, flip=flip_signs)
+    except (ValueError, KeyError, TypeError) as err:
+        raise LatentDiffError(f"{path}: not a report this version can check ({type(err).__name__}: {err})") from None
     for line in result.lines:
         console.print(line, highlight=False)
-    console.print("ground truth: " + ("[bold green]recovered[/]" if result.ok else "[bold red]NOT recovered[/]"))
+    what = " (planted signs flipped)" if flip_signs else ""
+    console.print(f"ground truth{what}: " + ("[bold green]recovered[/]" if result.ok else "[bold red]NOT recovered[/]")
+                  + f" ({result.checked} planted signs and streams checked)")
     if not result.ok:
         raise typer.Exit(1)
 

@@ -199,6 +199,13 @@ class CrosscoderConfig(_Section):
     checkpoint_every: int = Field(default=250, gt=0, description="Steps between checkpoints.")
     autocast_bf16: bool = Field(default=True, description="bf16 autocast where the device supports it.")
     seed: int = Field(default=0, description="Initialisation and data-order seed.")
+    seeds: list[int] | None = Field(
+        default=None,
+        description="Replicates: train one crosscoder per seed on the same cache (the first is the primary and "
+        "keeps the plain name; others are named NAME-seed<s>); each is selected, sampled and labelled, and "
+        "the report gives per category the sign agreement across seeds and the pooled effect. None = one "
+        "crosscoder with `seed`.",
+    )
     shard_dict: bool = Field(
         default=False,
         description="Under torchrun: split the dictionary into one block of latents per rank (every rank sees "
@@ -216,7 +223,15 @@ class CrosscoderConfig(_Section):
             raise ValueError(f"k_start ({self.k_start}) must be >= k ({self.k})")
         if self.n_shared >= self.dict_size:
             raise ValueError(f"n_shared ({self.n_shared}) must be < dict_size ({self.dict_size})")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)
+                                       or any(s < 0 for s in self.seeds)):
+            raise ValueError(f"seeds must be a non-empty list of distinct non-negative integers, got {self.seeds}")
         return self
+
+    @property
+    def replicate_seeds(self) -> list[int]:
+        """The seeds of every crosscoder to train (the primary first)."""
+        return list(self.seeds) if self.seeds else [self.seed]
 
 
 class SelectionConfig(_Section):
@@ -238,6 +253,12 @@ class SelectionConfig(_Section):
     min_count: int = Field(
         default=10, ge=0, description="Fall back to Latent Scaling / rank when fewer latents pass."
     )
+    reference_n: int = Field(
+        default=100, ge=0,
+        description="Reference set: this many latents shared in every pair of a crosscoder, drawn at random "
+        "(seeded), are sampled and labelled like the specific ones; each specific set is compared with it. "
+        "100 estimates a share to about +-10 points (95%).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SelectionConfig:
@@ -258,6 +279,11 @@ class SamplingConfig(_Section):
     n_negative: int = Field(default=20, ge=0, description="Random non-activating examples.")
     mark_threshold: float = Field(
         default=0.3, gt=0, le=1, description="Mark tokens above this fraction of the example's max."
+    )
+    scaffold_share: float = Field(
+        default=0.5, gt=0, le=1,
+        description="A latent is scaffolding when more than this share of its activation mass (over its top "
+        "and quantile examples) falls on special tokens (BOS/EOS, chat role and turn markers).",
     )
 
 
@@ -357,7 +383,18 @@ class ReportConfig(_Section):
     formats: list[Literal["md", "html", "json"]] = Field(
         default_factory=lambda: ["md", "html", "json"], description="Report formats to write."
     )
-    bootstrap: int = Field(default=1000, gt=0, description="Bootstrap resamples for 95% CIs.")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level after correction.")
+    correction: Literal["holm", "bh"] = Field(
+        default="holm", description="Across the categories of a comparison: 'holm' (family-wise error rate) or "
+        "'bh' (Benjamini-Hochberg, false discovery rate).",
+    )
+    min_set_size: int = Field(
+        default=10, ge=1, description="A comparison whose smaller set has fewer latents is not tested: 'too few "
+        "latents to compare (n)'.",
+    )
+    exclude_scaffold: bool = Field(
+        default=True, description="Leave scaffolding latents out of category shares (they are counted apart)."
+    )
     max_cards: int = Field(default=50, ge=0, description="Latent cards in the report.")
     seed: int = Field(default=0, description="Bootstrap seed.")
     summary_llm: str | None = Field(

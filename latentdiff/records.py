@@ -79,6 +79,9 @@ class Finding(BaseModel):
     attempts: int = Field(default=0, description="Judge calls spent on this latent.")
     failure: str | None = Field(default=None, description="Why labelling failed, if it did.")
     doc_ids: list[int] = Field(default_factory=list, description="Documents its examples came from.")
+    scaffold_share: float | None = Field(
+        default=None, description="Share of its activation mass (top and quantile examples) on special tokens."
+    )
     label_attempts: list[LabelAttempt] = Field(
         default_factory=list,
         description="Every labelling round (first label + refinements); `label` is the best-verified one. "

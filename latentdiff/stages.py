@@ -106,11 +106,25 @@ def mark_done(cfg: RunConfig, run_dir: Path, stage: str, info: dict[str, Any]) -
 
 
 def crosscoder_plan(cfg: RunConfig) -> dict[str, list[str]]:
-    """Crosscoder name -> model names it codes (base first). joint: one over all models."""
+    """Crosscoder name -> model names it codes (base first). joint: one over all models; pairwise: one
+    per (base, X). With replicate seeds (crosscoder.seeds), one more of each per extra seed."""
+    from latentdiff.agent.replicates import replicate_name
+
     others = [m.name for m in cfg.models if m.role != "base"]
     if cfg.design == "joint":
-        return {"joint": [cfg.base.name, *others]}
-    return {name: [cfg.base.name, name] for name in others}
+        plan = {"joint": [cfg.base.name, *others]}
+    else:
+        plan = {name: [cfg.base.name, name] for name in others}
+    seeds = cfg.crosscoder.replicate_seeds
+    return {replicate_name(name, s, seeds[0]): members for s in seeds for name, members in plan.items()}
+
+
+def crosscoder_seed(cfg: RunConfig, name: str) -> int:
+    """The seed a planned crosscoder is trained with."""
+    from latentdiff.agent.replicates import SUFFIX
+
+    m = SUFFIX.search(name)
+    return int(m.group(1)) if m else cfg.crosscoder.replicate_seeds[0]
 
 
 def _load_models(cfg: RunConfig) -> tuple[list[Any], int]:
@@ -192,8 +206,7 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
         if manifest is None:
             raise StageNotAvailable(f"no activation cache in {acts}: run the harvest stage first")
         d_model = manifest.d_model
-        cache = ShuffledStream(acts, c.batch_size, seed=c.seed)
-        source = cache.batches
+        source = ShuffledStream(acts, c.batch_size, seed=c.seed).batches
     mean, scale = load_stats(acts)  # [M_all, D], [M_all]
     device = local_device(resolve_device(cfg.harvest.device))  # under torchrun: this rank's GPU
     for cc_name, members in crosscoder_plan(cfg).items():
@@ -203,10 +216,13 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
         cols = [names.index(m) for m in members]
         spec = CrossCoderSpec(arch=c.arch, n_models=len(cols), d_model=d_model, dict_size=c.dict_size, k=c.k,
                               n_shared=c.n_shared, model_names=members)
-        trainer = Trainer(c, spec, mean[cols], scale[cols], out, device)
+        seed = crosscoder_seed(cfg, cc_name)
+        # a replicate has its own data order as well as its own init (stream mode: one shared stream)
+        src = ShuffledStream(acts, c.batch_size, seed=seed).batches if cfg.harvest.mode == "cache" else source
+        trainer = Trainer(c.model_copy(update={"seed": seed}), spec, mean[cols], scale[cols], out, device)
 
-        def batches(start: int, cols: list[int] = cols):
-            for b in source(start):
+        def batches(start: int, cols: list[int] = cols, src: Any = src):
+            for b in src(start):
                 yield b[:, cols]
 
         trainer.fit(batches, show=show)
@@ -272,12 +288,36 @@ def run_select(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
 # --------------------------------------------------------------------------- sample
 
 
+def reference_latents(cfg: RunConfig, table: list[Any], cc_name: str) -> list[int]:
+    """The reference sample of a crosscoder: `selection.reference_n` latents that are shared in every pair
+    (never specific to any model), drawn at random with a seed fixed by the run seed and the crosscoder."""
+    import zlib
+
+    rows = [r for r in table if r.crosscoder == cc_name]
+    by_latent: dict[int, set[str]] = {}
+    for r in rows:
+        by_latent.setdefault(r.latent, set()).add(r.side)
+    shared = sorted(j for j, sides in by_latent.items() if sides == {"shared"})
+    n = min(len(shared), cfg.selection.reference_n)
+    if n == 0:
+        return []
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(cc_name.encode())])
+    return sorted(int(j) for j in rng.choice(shared, size=n, replace=False))
+
+
 def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
-    """Examples for every selected latent (and a same-size random sample of shared ones)."""
+    """Examples for every selected latent and for the reference sample of shared ones; the share of each
+    latent's activation on special tokens (scaffolding) beside them."""
     from transformers import AutoTokenizer
 
     from latentdiff.core.crosscoder import CrossCoder
-    from latentdiff.core.examples import build_examples, write_examples
+    from latentdiff.core.examples import (
+        ScaffoldTally,
+        build_examples,
+        scaffold_path,
+        special_token_strings,
+        write_examples,
+    )
     from latentdiff.core.organisms import resolve_model_path
     from latentdiff.core.select import read_table
 
@@ -285,23 +325,19 @@ def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     contexts = np.load(heldout / "contexts.npy")
     docs = [json.loads(ln) for ln in (heldout / "docs.jsonl").read_text().splitlines() if ln]
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.base.path), revision=cfg.base.revision)
+    special = special_token_strings(tokenizer)
     table = read_table(run_dir / "latents.parquet")
-    rng = np.random.default_rng(cfg.seed)
     counts = {}
     for cc_name, members in crosscoder_plan(cfg).items():
         rows = [r for r in table if r.crosscoder == cc_name]
-        chosen = sorted({r.latent for r in rows if r.side in ("finetuned", "base")})
-        shared = sorted({r.latent for r in rows if r.side == "shared"} - set(chosen))
-        if shared:
-            chosen += rng.choice(
-                shared, size=min(len(shared), max(10, len(chosen) // 4)), replace=False
-            ).tolist()
+        chosen = sorted({r.latent for r in rows if r.side in ("finetuned", "base")} |
+                        set(reference_latents(cfg, table, cc_name)))
         cc = CrossCoder.from_pretrained(run_dir / "crosscoders" / cc_name)
         cols = [[m.name for m in cfg.models].index(name) for name in members]
         examples = build_examples(
             cc,
             heldout,
-            sorted(chosen),
+            chosen,
             contexts,
             docs,
             tokenizer,
@@ -309,7 +345,10 @@ def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
             seed=cfg.seed + 22,
             cols=cols,
         )
-        counts[cc_name] = write_examples(examples, run_dir / "examples" / f"{cc_name}.jsonl.gz")
+        tally = ScaffoldTally(special)
+        path = run_dir / "examples" / f"{cc_name}.jsonl.gz"
+        counts[cc_name] = write_examples((tally.add(ex) for ex in examples), path)
+        atomic_write_json(scaffold_path(path), {str(j): round(v, 6) for j, v in sorted(tally.shares().items())})
     mark_done(cfg, run_dir, "sample", {"examples": counts})
 
 
@@ -335,14 +374,20 @@ def _agent_context(cfg: RunConfig, run_dir: Path, store: Any, judge: Any = None)
     from latentdiff.agent.state import AgentContext
     from latentdiff.core.select import read_table
 
+    from latentdiff.core.examples import read_scaffold
+
     stats: dict[str, list[Any]] = {}
-    for row in read_table(run_dir / "latents.parquet"):
-        if row.side in ("finetuned", "base"):
-            stats.setdefault(f"{row.crosscoder}:{row.latent}", []).append(row)
+    table = read_table(run_dir / "latents.parquet")
+    reference = {f"{cc}:{j}" for cc in crosscoder_plan(cfg) for j in reference_latents(cfg, table, cc)}
+    for row in table:
+        key = f"{row.crosscoder}:{row.latent}"
+        if row.side in ("finetuned", "base") or key in reference:
+            stats.setdefault(key, []).append(row)
     taxonomy = load_taxonomy(cfg.judge.taxonomy)
     judge = judge or make_judge(cfg.judge.spec, cfg.judge, cache_dir=run_dir / "judge_cache")
     return AgentContext(cfg=cfg, run_dir=run_dir, judge=judge, store=store, stats=stats, taxonomy=taxonomy,
-                        budget=new_budget(cfg.agent.max_judge_calls, run_dir))
+                        budget=new_budget(cfg.agent.max_judge_calls, run_dir),
+                        scaffold=read_scaffold(run_dir / "examples"))
 
 
 def import_store_findings(ctx: Any) -> int:

@@ -1,16 +1,31 @@
 """The scientific check on the organisms: does a run's report recover the planted truth?
 
-Passes when every planted sign of the headline is recovered with a 95% CI that excludes 0, and the
-control (`null`) shows no category whose CI excludes 0 against the base (or has no model-specific
-latents at all, which is said plainly).
+Nothing stored as a verdict is trusted: from each comparison's raw counts (latents per category and
+set sizes) the check recomputes the exact permutation p-values, the correction across categories
+and the share-difference interval, compares them with what the report says (a mismatch fails), and
+decides every verdict itself. It passes only when all of these hold:
+- the headline exists and compares the planted pair (in either order: signs are flipped to follow
+  the report's order), and every planted headline sign ('+' / '-') is significant after correction,
+  in the planted direction, with a 95% interval that excludes 0 on that side;
+- every fine-tune with planted streams has its "vs reference" comparison, tested (not "too few"),
+  and each planted stream is significantly over-represented among its specific latents;
+- every model planted with nothing (a control) that is in the run shows no significant category vs
+  the reference (or has too few specific latents to test, which is said);
+- at least one sign was checked, and no planted comparison is missing.
+`flip=True` checks against the planted signs reversed: a negative control that must fail.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
+
+from latentdiff.agent import stats
+
+FLIP = {"+": "-", "-": "+"}
 
 
 class TruthCheck(BaseModel):
@@ -18,32 +33,143 @@ class TruthCheck(BaseModel):
 
     ok: bool = Field(description="Every condition holds.")
     lines: list[str] = Field(description="One line per condition, 'ok' or 'FAIL'.")
+    checked: int = Field(default=0, description="Planted signs and streams checked.")
 
 
-def check_report(report_path: Path) -> TruthCheck:
-    """Check report.json against the planted truth it carries."""
-    report = json.loads(Path(report_path).read_text())
-    planted = report.get("planted")
+class _Row(BaseModel):
+    name: str
+    n_a: int
+    n_b: int
+    p_adjusted: float | None
+    significant: bool
+    direction: str
+    diff_pp: float
+    ci95: tuple[float, float]
+
+
+def recompute(comp: dict[str, Any]) -> tuple[list[_Row], list[str]]:
+    """Rows recomputed from a comparison's counts, and every disagreement with its stored values."""
+    na, nb = int(comp["n_a"]), int(comp["n_b"])
+    cats = comp["categories"]
+    tested = comp.get("status") == "ok"
+    problems = []
+    if sum(c["n_a"] for c in cats) != na or sum(c["n_b"] for c in cats) != nb:
+        problems.append(f"{comp['a']} vs {comp['b']}: category counts do not add up to the set sizes")
+    if tested and min(na, nb) < 1:
+        problems.append(f"{comp['a']} vs {comp['b']}: marked tested with an empty set")
+    tested = tested and min(na, nb) >= 1
+    pvals = [stats.permutation_p(c["n_a"], na, c["n_b"], nb) for c in cats] if tested else []
+    padj = stats.adjust(pvals, comp.get("correction", "holm")) if tested else []
+    alpha = float(comp.get("alpha", 0.05))
+    rows = []
+    for i, c in enumerate(cats):
+        d, ci = stats.share_diff(c["n_a"], na, c["n_b"], nb) if na and nb else (0.0, (-1.0, 1.0))
+        row = _Row(name=c["name"], n_a=c["n_a"], n_b=c["n_b"], p_adjusted=padj[i] if tested else None,
+                   significant=bool(tested and padj[i] < alpha), direction="+" if d > 0 else "-" if d < 0 else "0",
+                   diff_pp=100 * d, ci95=(100 * ci[0], 100 * ci[1]))
+        if bool(c.get("significant")) != row.significant or c.get("direction", row.direction) != row.direction:
+            problems.append(f"{comp['a']} vs {comp['b']} {c['name']}: the report says significant="
+                            f"{c.get('significant')} {c.get('direction')}, its counts give {row.significant} "
+                            f"{row.direction}")
+        rows.append(row)
+    return rows, problems
+
+
+def _sign_ok(row: _Row, sign: str) -> bool:
+    lo, hi = row.ci95
+    excludes = lo > 0 if sign == "+" else hi < 0
+    return row.significant and row.direction == sign and excludes
+
+
+def _fmt(row: _Row) -> str:
+    p = "not tested" if row.p_adjusted is None else f"p_adj {row.p_adjusted:.3g}"
+    return (f"{row.n_a} vs {row.n_b} latents, {row.diff_pp:+.1f} pp [{row.ci95[0]:+.1f}, {row.ci95[1]:+.1f}], {p}")
+
+
+def check(report: dict[str, Any], planted: dict[str, Any] | None = None, flip: bool = False) -> TruthCheck:
+    """Check a report (report.json as a dict) against planted truth (default: the truth it carries)."""
+    planted = planted or report.get("planted")
     if not planted:
-        return TruthCheck(ok=False, lines=["FAIL: the report has no planted truth (not an organism run)"])
+        return TruthCheck(ok=False, lines=["FAIL: no planted truth (not an organism run; pass --planted FILE)"])
+    comps = report.get("comparisons") or []
     lines: list[str] = []
-    ok = True
-    for row in report["categories"]:
-        sign = row.get("planted")
-        if sign not in ("+", "-"):
-            continue
-        good = bool(row.get("recovered"))
-        ok &= good
-        lines.append(f"{'ok' if good else 'FAIL'}: headline {row['name']}: planted {sign}, recovered "
-                     f"{row['shift_pct']:+.1f}% CI [{row['ci95'][0]:+.1f}, {row['ci95'][1]:+.1f}]")
-    control = next((m["name"] for m in report["models"] if m["role"] == "control"), None)
-    if control is not None:
-        comp = next((c for c in report["comparisons"] if c["a"] == control and c["b"] == "base"), None)
-        if comp is None or comp["n_a"] == 0:
-            lines.append(f"ok: control {control} vs base: no model-specific latents")
+    ok, checked = True, 0
+
+    def fail(msg: str) -> None:
+        nonlocal ok
+        ok = False
+        lines.append(f"FAIL: {msg}")
+
+    for comp in comps:  # every comparison's stored verdicts must follow from its counts
+        for problem in recompute(comp)[1]:
+            fail(f"report inconsistent: {problem}")
+    flip_sign = (lambda s: FLIP.get(s, s)) if flip else (lambda s: s)
+
+    head_truth = planted.get("headline") or {}
+    signs = {c: flip_sign(s) for c, s in (head_truth.get("signs") or {}).items() if s in ("+", "-")}
+    if signs:
+        head = next((c for c in comps if c.get("kind") == "headline"), None)
+        pair = (head_truth.get("a"), head_truth.get("b"))
+        if head is None:
+            fail(f"no headline comparison in the report (planted headline {pair[0]} vs {pair[1]})")
+        elif (head["a"], head["b"]) not in (pair, pair[::-1]):
+            fail(f"the headline compares {head['a']} vs {head['b']}, the planted headline is {pair[0]} vs {pair[1]}")
+        elif head.get("status") != "ok":
+            fail(f"headline {head['a']} vs {head['b']}: not tested ({head.get('note')})")
         else:
-            sig = [c["name"] for c in comp["categories"] if c["significant"]]
+            order_flip = (head["a"], head["b"]) != pair
+            rows = {r.name: r for r in recompute(head)[0]}
+            for cat, sign in signs.items():
+                sign = FLIP[sign] if order_flip else sign
+                row = rows.get(cat)
+                if row is None:
+                    fail(f"headline {head['a']} vs {head['b']}: no row for planted category {cat}")
+                    continue
+                checked += 1
+                good = _sign_ok(row, sign)
+                ok &= good
+                lines.append(f"{'ok' if good else 'FAIL'}: headline {head['a']} vs {head['b']} ({head.get('sets')}) "
+                             f"{cat}: planted {sign}, {_fmt(row)}")
+
+    models = {m["name"] for m in report.get("models", [])}
+    for model, streams in (planted.get("planted") or {}).items():
+        if model not in models:
+            continue
+        comp = next((c for c in comps if c.get("kind") == "vs_reference" and c["a"] == model), None)
+        if comp is None:
+            fail(f"{model} vs reference: comparison missing from the report")
+            continue
+        if not streams:  # planted with nothing: a control
+            if comp.get("status") != "ok":
+                lines.append(f"ok: {model} vs reference: nothing to test ({comp.get('note')})")
+                continue
+            sig = [r for r in recompute(comp)[0] if r.significant]
+            checked += 1
             ok &= not sig
-            lines.append(f"{'ok' if not sig else 'FAIL'}: control {control} vs base: "
-                         f"{len(sig)} categories with a CI excluding 0 {sig}")
-    return TruthCheck(ok=ok, lines=lines)
+            lines.append(f"{'ok' if not sig else 'FAIL'}: {model} vs reference (planted nothing): "
+                         f"{len(sig)} significant categories {[r.name for r in sig]}")
+            continue
+        if comp.get("status") != "ok":
+            fail(f"{model} vs reference: not tested ({comp.get('note')}); planted streams {streams}")
+            continue
+        rows = {r.name: r for r in recompute(comp)[0]}
+        for cat in streams:
+            sign = flip_sign("+")
+            row = rows.get(cat)
+            if row is None:
+                fail(f"{model} vs reference: no row for planted stream {cat}")
+                continue
+            checked += 1
+            good = _sign_ok(row, sign)
+            ok &= good
+            lines.append(f"{'ok' if good else 'FAIL'}: {model} vs reference {cat}: planted {sign}, {_fmt(row)}")
+    if checked == 0:
+        fail("no planted sign or stream was checked")
+    return TruthCheck(ok=ok, lines=lines, checked=checked)
+
+
+def check_report(report_path: Path, planted_path: Path | None = None, flip: bool = False) -> TruthCheck:
+    """Check report.json against the planted truth it carries (or the planted.json given)."""
+    report = json.loads(Path(report_path).read_text())
+    planted = json.loads(Path(planted_path).read_text()) if planted_path else None
+    return check(report, planted, flip)

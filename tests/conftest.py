@@ -122,9 +122,9 @@ def small_run_config(run_dir: Path, **over):
         "harvest": {"batch_size": 16, "shard_tokens": 3_000},
         "crosscoder": {"dict_size": 256, "k": 8, "batch_size": 256, "steps": 40, "warmup_steps": 5,
                        "checkpoint_every": 20, "dead_tokens": 5_000},
-        "selection": {"method": "rank", "top_n": 6},
+        "selection": {"method": "rank", "top_n": 6, "reference_n": 8},
         "sampling": {"n_top": 4, "n_quantiles": 2, "n_per_quantile": 2, "n_negative": 4},
-        "report": {"bootstrap": 100},
+        "report": {"min_set_size": 3},
     }
     return build_config(data | over)
 

@@ -54,7 +54,7 @@ class ScriptedJudge(Judge):
 
 def make_run(tmp: Path, n_latents: int = 12) -> tuple:
     cfg = build_config({"name": "t", "run_dir": str(tmp), "headline": ["shift", "it"],
-                        "report": {"bootstrap": 50}, "agent": {"concurrency": 4}})
+                        "report": {"min_set_size": 3}, "agent": {"concurrency": 4}})
     store = LatentStore(cfg.store, cfg.name, tmp / "chroma")
     examples = []
     for j in range(n_latents):

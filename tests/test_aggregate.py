@@ -1,130 +1,187 @@
-"""Aggregation: shift arithmetic, bootstrap CIs, document-level resampling, weighting."""
+"""Aggregation: the exact test's level, the correction, intervals that hold their estimates, set rules."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from scipy.stats import fisher_exact
 
-from latentdiff.agent.aggregate import ALPHA, LatentPoint, compare
+from latentdiff.agent import stats
+from latentdiff.agent.aggregate import LatentPoint, compare
 
-CATS = ["safety", "multilingual", "self_reference", "other"]
-
-
-def _points(cats: list[str], docs_per: int = 2, start: int = 0) -> list[LatentPoint]:
-    return [LatentPoint(key=f"x:{i}", category=c, freq=0.01, doc_ids=list(range(start + i * docs_per,
-                                                                                start + (i + 1) * docs_per)))
-            for i, c in enumerate(cats)]
+CATS = ["safety", "multilingual", "instruction_following", "self_reference", "hallucination", "other"]
 
 
-def test_shift_arithmetic_matches_formula() -> None:
-    a = _points(["safety"] * 6 + ["other"] * 4)
-    b = _points(["safety"] * 2 + ["other"] * 8, start=100)
-    cmp = compare("A", a, "B", b, CATS, "test", n_boot=200)
-    row = next(r for r in cmp.categories if r.name == "safety")
-    sa = (6 + ALPHA) / (10 + ALPHA * 4)
-    sb = (2 + ALPHA) / (10 + ALPHA * 4)
-    assert row.shift_pct == pytest.approx(100 * (sa / sb - 1))
-    assert (row.n_a, row.n_b) == (6, 2)
-    assert row.ci95[0] <= row.shift_pct <= row.ci95[1]
+def _pts(cats: list[str], tag: str = "x", scaffold: int = 0) -> list[LatentPoint]:
+    return [LatentPoint(key=f"j:{tag}{i}", category=c, scaffold=i < scaffold) for i, c in enumerate(cats)]
 
 
-def test_a_category_absent_from_both_sets_is_never_significant() -> None:
-    """0 vs 0 latents: the shift is the pseudo-count over unequal set sizes, repeated by every resample."""
-    a = [LatentPoint(key=f"a:{i}", category="safety") for i in range(12)]  # no documents: fixed set sizes
-    b = [LatentPoint(key=f"b:{i}", category=c) for i, c in enumerate(["safety"] * 4 + ["other"] * 4)]
-    row = next(r for r in compare("A", a, "B", b, CATS, "test", n_boot=200).categories if r.name == "multilingual")
-    assert (row.n_a, row.n_b) == (0, 0)
-    assert row.shift_pct == pytest.approx(100 * ((8 + ALPHA * 4) / (12 + ALPHA * 4) - 1))  # -29%: not 0
-    assert row.ci95[1] < 0  # the CI excludes 0 ...
-    assert not row.significant  # ... but there is no evidence
+def test_permutation_p_is_the_exact_permutation_distribution() -> None:
+    """The p-value equals a brute-force permutation test on set membership (small sets, all splits)."""
+    from itertools import combinations
+
+    labels = [1] * 4 + [0] * 6  # 4 of 10 latents in the category
+    n_a = 5
+    obs = sum(labels[:n_a])
+    probs: dict[int, int] = {}
+    for idx in combinations(range(10), n_a):
+        k = sum(labels[i] for i in idx)
+        probs[k] = probs.get(k, 0) + 1
+    total = sum(probs.values())
+    p_obs = probs[obs] / total
+    brute = sum(v for k, v in probs.items() if v / total <= p_obs * (1 + 1e-7)) / total
+    assert stats.permutation_p(obs, n_a, 4 - obs, 5) == pytest.approx(brute)
+    assert stats.permutation_p(3, 20, 0, 30) == pytest.approx(fisher_exact([[3, 17], [0, 30]]).pvalue)
 
 
-def test_planted_difference_is_significant_and_null_is_not() -> None:
-    a = _points(["safety"] * 30 + ["other"] * 10)
-    b = _points(["self_reference"] * 30 + ["other"] * 10, start=1000)
-    cmp = compare("A", a, "B", b, CATS, "planted", n_boot=500)
-    by = {r.name: r for r in cmp.categories}
-    assert by["safety"].significant and by["safety"].ci95[0] > 0
-    assert by["self_reference"].significant and by["self_reference"].ci95[1] < 0
+def test_holm_and_bh() -> None:
+    p = [0.01, 0.04, 0.03, 0.2]
+    assert stats.adjust(p, "holm") == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert stats.adjust(p, "bh") == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.2])
+
+
+@pytest.mark.parametrize("ka,na,kb,nb", [(4, 45, 0, 44), (0, 12, 5, 30), (7, 20, 7, 20), (1, 10, 9, 10),
+                                         (30, 40, 2, 90), (0, 15, 0, 15), (15, 15, 3, 15)])
+def test_intervals_contain_their_estimates(ka: int, na: int, kb: int, nb: int) -> None:
+    d, (lo, hi) = stats.share_diff(ka, na, kb, nb)
+    assert lo <= d <= hi and -1 <= lo and hi <= 1
+    est, (llo, lhi) = stats.log_ratio(ka, na, kb, nb)
+    pct, (plo, phi) = stats.paper_pct(ka, na, kb, nb, (llo, lhi))
+    if ka and kb:
+        assert est == pytest.approx(math.log((ka / na) / (kb / nb)))
+        assert (llo is None or llo <= est) and (lhi is None or est <= lhi)
+        assert plo <= pct and (phi is None or pct <= phi)
+    elif ka:  # only in A: unbounded above, finite positive-side lower bound
+        assert est is None and lhi is None and pct is None and llo is not None
+    elif kb:  # only in B: the paper's form is -100%, lower bound unbounded
+        assert est is None and llo is None and pct == -100.0
+    else:
+        assert est is None and pct is None
+
+
+def test_no_magnitude_from_a_pseudo_count() -> None:
+    """4 vs 0 latents: no finite ratio is invented; the difference is the raw share difference."""
+    comp = compare("a", _pts(["safety"] * 4 + ["other"] * 41), "b", _pts(["other"] * 44, "y"), CATS, "t")
+    row = comp.row("safety")
+    assert row.shift_pct is None and row.ci95_shift_pct[1] is None
+    assert row.diff_pp == pytest.approx(100 * 4 / 45)
+    assert not row.significant  # 4 vs 0 of 45/44 is not evidence enough after Holm over 6 categories
+    assert row.p_value == pytest.approx(fisher_exact([[4, 41], [0, 44]]).pvalue)
+
+
+def test_family_wise_level_on_simulated_null_sets() -> None:
+    """Both sets drawn from one category distribution (small, unequal sizes): the rate of comparisons with
+    any significant category stays at or below alpha (within binomial error)."""
     rng = np.random.default_rng(0)
-    same = list(rng.choice(CATS, size=80))
-    null = compare("A", _points(same[:40]), "B", _points(same[40:], start=500), CATS, "null", n_boot=500)
-    assert sum(r.significant for r in null.categories) <= 1
+    shares = np.array([0.1, 0.08, 0.05, 0.12, 0.1, 0.55])
+    n_sims, hits = 400, 0
+    for i in range(n_sims):
+        na, nb = int(rng.integers(10, 60)), int(rng.integers(10, 120))
+        ca = rng.choice(6, size=na, p=shares)
+        cb = rng.choice(6, size=nb, p=shares)
+        comp = compare("a", _pts([CATS[c] for c in ca]), "b", _pts([CATS[c] for c in cb], "y"), CATS, "t")
+        hits += any(r.significant for r in comp.categories)
+    rate = hits / n_sims
+    assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / n_sims), rate
 
 
-def test_document_bootstrap_is_wider_when_latents_share_documents() -> None:
-    # every A-latent's examples come from the same two documents: resampling documents moves them together
-    a = [LatentPoint(key=f"a:{i}", category="safety" if i < 10 else "other", doc_ids=[0, 1] if i < 10 else [2 + i])
-         for i in range(20)]
-    b = _points(["safety"] * 5 + ["other"] * 15, start=100)
-    cmp = compare("A", a, "B", b, CATS, "clustered", n_boot=800, seed=1)
-    row = next(r for r in cmp.categories if r.name == "safety")
-    width = row.ci95[1] - row.ci95[0]
-    width_latents = row.ci95_latents[1] - row.ci95_latents[0]
-    assert width > width_latents
+def test_power_on_a_real_difference() -> None:
+    """A real difference of this size is found (so the level test above is not passed by a test that never fires)."""
+    a = _pts(["safety"] * 15 + ["other"] * 25)
+    b = _pts(["safety"] * 1 + ["other"] * 39, "y")
+    row = compare("a", a, "b", b, CATS, "t").row("safety")
+    assert row.significant and row.direction == "+" and row.ci95[0] > 0
 
 
-def test_weighted_variant_uses_frequency() -> None:
-    a = [LatentPoint(key="a:0", category="safety", freq=0.9), LatentPoint(key="a:1", category="other", freq=0.01)]
-    b = [LatentPoint(key="b:0", category="safety", freq=0.01), LatentPoint(key="b:1", category="other", freq=0.9)]
-    cmp = compare("A", a, "B", b, CATS, "w", n_boot=50)
-    row = next(r for r in cmp.categories if r.name == "safety")
-    assert row.shift_pct == pytest.approx(0.0)
-    assert row.shift_pct_weighted > 50
+def test_too_few_latents_are_not_compared() -> None:
+    comp = compare("a", _pts(["safety"] * 9), "b", _pts(["other"] * 50, "y"), CATS, "t", min_set=10)
+    assert comp.status == "too_few" and comp.note == "too few latents to compare (9)"
+    assert not any(r.significant for r in comp.categories) and all(r.p_value is None for r in comp.categories)
 
 
-def test_headline_exclusive_sets_drop_latents_specific_to_both() -> None:
-    from latentdiff.agent.summary import build_aggregate
-    from latentdiff.config import build_config
+def test_scaffold_latents_are_counted_apart() -> None:
+    a = _pts(["instruction_following"] * 3 + ["other"] * 20, scaffold=3)
+    comp = compare("a", a, "b", _pts(["other"] * 20, "y"), CATS, "t")
+    assert comp.n_a == 20 and comp.n_scaffold_a == 3 and comp.row("instruction_following").n_a == 0
+    kept = compare("a", a, "b", _pts(["other"] * 20, "y"), CATS, "t", exclude_scaffold=False)
+    assert kept.n_a == 23 and kept.row("instruction_following").n_a == 3
+
+
+def _finding(latent: int, pair: str, side: str, category: str, cc: str = "joint"):
     from latentdiff.records import Finding, LatentLabel, LatentRef
 
-    def finding(latent: int, pair: str, category: str) -> Finding:
-        label = LatentLabel(name="n", description="d", category=category, confidence=0.5)
-        return Finding(ref=LatentRef(crosscoder="joint", latent=latent), pair=pair, side="finetuned",
-                       delta_norm=0.8, label=label, doc_ids=[latent])
-
-    shared = [finding(i, p, "self_reference") for i in range(10) for p in ("a", "b")]  # both fine-tunes
-    only_a = [finding(100 + i, "a", "safety") for i in range(5)]
-    only_b = [finding(200 + i, "b", "hallucination") for i in range(5)]
-    cfg = build_config({"models": [{"name": "base", "path": "x", "role": "base"},
-                                   {"name": "a", "path": "y", "role": "finetune"},
-                                   {"name": "b", "path": "z", "role": "finetune"}],
-                        "headline": ["a", "b"], "design": "joint", "report": {"bootstrap": 50}})
-    agg = build_aggregate(cfg, shared + only_a + only_b, CATS + ["hallucination"])
-    assert (agg.headline.n_a, agg.headline.n_b) == (5, 5)
-    assert "10 latents specific to both were left out" in agg.headline.description
-    paper = build_aggregate(cfg.model_copy(update={"headline_exclusive": False}), shared + only_a + only_b,
-                            CATS + ["hallucination"])
-    assert (paper.headline.n_a, paper.headline.n_b) == (15, 15)
+    label = LatentLabel(name="n", description="d", category=category, confidence=0.5)
+    return Finding(ref=LatentRef(crosscoder=cc, latent=latent), pair=pair, side=side, delta_norm=0.8,
+                   label=label, doc_ids=[latent])
 
 
-def test_net_of_control_subtracts_the_control_shift() -> None:
+def _cfg(**over):
+    from latentdiff.config import build_config
+
+    return build_config({"models": [{"name": "base", "path": "x", "role": "base"},
+                                    {"name": "a", "path": "y", "role": "finetune"},
+                                    {"name": "b", "path": "z", "role": "finetune"}],
+                         "headline": ["a", "b"], "design": "joint"} | over)
+
+
+def test_headline_reports_both_set_definitions() -> None:
+    from latentdiff.agent.summary import build_aggregate
+
+    shared = [_finding(i, p, "finetuned", "self_reference") for i in range(10) for p in ("a", "b")]
+    only_a = [_finding(100 + i, "a", "finetuned", "safety") for i in range(12)]
+    only_b = [_finding(200 + i, "b", "finetuned", "hallucination") for i in range(12)]
+    agg = build_aggregate(_cfg(), shared + only_a + only_b, CATS)
+    assert (agg.headline.sets, agg.headline.n_a, agg.headline.n_b) == ("exclusive", 12, 12)
+    assert "10 specific to both left out" in agg.headline.description
+    assert (agg.headline_alt.sets, agg.headline_alt.n_a, agg.headline_alt.n_b) == ("overlapping", 22, 22)
+    paper = build_aggregate(_cfg(headline_exclusive=False), shared + only_a + only_b, CATS)
+    assert (paper.headline.sets, paper.headline_alt.sets) == ("overlapping", "exclusive")
+
+
+def test_fine_tunes_are_compared_with_the_reference_sample() -> None:
+    from latentdiff.agent.summary import build_aggregate
+
+    fs = [_finding(i, "a", "finetuned", "safety") for i in range(12)]
+    fs += [_finding(20 + i, p, "shared", "other") for i in range(30) for p in ("a", "b")]
+    fs += [_finding(60 + i, "a", "base", "other") for i in range(4)]
+    agg = build_aggregate(_cfg(headline=None), fs, CATS)
+    a_ref = next(c for c in agg.comparisons if c.a == "a" and c.b == "reference")
+    assert a_ref.tested and a_ref.n_b == 30 and a_ref.row("safety").significant
+    base_ref = next(c for c in agg.comparisons if c.a == "base" and c.pair == "a")
+    assert base_ref.status == "too_few" and base_ref.note == "too few latents to compare (4)"
+
+
+def test_control_contrast_is_exercised_when_the_control_has_specific_latents() -> None:
     from latentdiff.agent.summary import build_aggregate
     from latentdiff.config import build_config
-    from latentdiff.records import Finding, LatentLabel, LatentRef
 
-    def finding(latent: int, pair: str, side: str, category: str) -> Finding:
-        label = LatentLabel(name="n", description="d", category=category, confidence=0.5)
-        return Finding(ref=LatentRef(crosscoder="joint", latent=latent), pair=pair, side=side, delta_norm=0.8,
-                       label=label, doc_ids=[latent])
-
-    fs = [finding(i, "a", "finetuned", "safety") for i in range(8)]
-    fs += [finding(10 + i, "a", "finetuned", "other") for i in range(4)]
-    fs += [finding(10 + i, "ctl", "finetuned", "other") for i in range(4)]  # generic drift, also in ctl
-    fs += [finding(20 + i, "ctl", "finetuned", "safety") for i in range(2)]
-    fs += [finding(30 + i, p, "base", "other") for i in range(6) for p in ("a", "ctl")]
+    fs = [_finding(i, "a", "finetuned", "safety") for i in range(15)]
+    fs += [_finding(100 + i, "a", "finetuned", "other") for i in range(5)]
+    fs += [_finding(100 + i, "ctl", "finetuned", "other") for i in range(5)]  # specific to both: left out of a's
+    fs += [_finding(200 + i, "ctl", "finetuned", "other") for i in range(15)]
     cfg = build_config({"models": [{"name": "base", "path": "x", "role": "base"},
                                    {"name": "a", "path": "y", "role": "finetune"},
-                                   {"name": "ctl", "path": "z", "role": "control"}],
-                        "report": {"bootstrap": 100}})
-    agg = build_aggregate(cfg, fs, CATS)
-    (net,) = agg.net_of_control
-    assert net.a == "a" and net.control == "ctl"
-    ctl = next(c for c in agg.comparisons if c.a == "ctl")
-    safety = next(r for r in net.categories if r.name == "safety")
-    ctl_safety = next(r for r in ctl.categories if r.name == "safety")
-    assert safety.control_shift_pct == pytest.approx(ctl_safety.shift_pct)
-    assert safety.shift_pct == pytest.approx(safety.plain_shift_pct - ctl_safety.shift_pct)
-    # the 4 latents shared with the control were left out of the fine-tune's set: safety share 8/8
-    assert safety.plain_shift_pct == pytest.approx(100 * ((8 + 0.5) / (8 + 2)) / (0.5 / (6 + 2)) - 100)
-    assert safety.ci95[0] <= safety.shift_pct <= safety.ci95[1]
+                                   {"name": "ctl", "path": "z", "role": "control"}]})
+    (ctl,) = build_aggregate(cfg, fs, CATS).control
+    assert (ctl.a, ctl.b, ctl.kind, ctl.n_a, ctl.n_b) == ("a", "ctl", "control", 15, 20)
+    assert ctl.row("safety").significant and ctl.row("safety").direction == "+"
+
+
+def test_replicates_report_sign_agreement_and_pooled_effect() -> None:
+    from latentdiff.agent.summary import build_aggregate
+
+    fs = []
+    for cc, n_safety in (("joint", 12), ("joint-seed1", 10), ("joint-seed2", 1)):
+        fs += [_finding(i, "a", "finetuned", "safety", cc) for i in range(n_safety)]
+        fs += [_finding(50 + i, "a", "finetuned", "other", cc) for i in range(12 - n_safety + 5)]
+        fs += [_finding(100 + i, "b", "finetuned", "other", cc) for i in range(15)]
+    agg = build_aggregate(_cfg(), fs, CATS)
+    assert agg.n_replicates == 3
+    assert agg.headline.n_a == 17  # the primary crosscoder's sets only
+    row = next(r for r in agg.replicates if r.comparison.startswith("a vs b (exclusive") and r.category == "safety")
+    assert row.crosscoders == ["joint", "joint-seed1", "joint-seed2"]
+    assert row.sign_agreement == 1.0 and row.pooled_direction == "+"
+    assert row.n_significant_same_sign == 2  # the third seed's 1 of 17 is not significant
+    assert row.pooled_diff_pp == pytest.approx(sum(row.diff_pp) / 3)

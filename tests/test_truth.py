@@ -1,38 +1,134 @@
-"""The ground-truth check on report.json (synthetic reports; the real one runs in CI on the demo)."""
+"""The ground-truth check: every way it used to pass without checking anything now fails.
+
+Reports are built with the real `compare()` (so they carry the real schema); the demo's report is
+checked in CI (`latentdiff truth`, and `--flip-signs`, which must fail).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from latentdiff.truth import check_report
+import pytest
+
+from latentdiff.agent.aggregate import LatentPoint, compare
+from latentdiff.truth import check, check_report
+
+CATS = ["safety", "multilingual", "instruction_following", "self_reference", "hallucination", "other"]
+PLANTED = {
+    "categories": CATS[:5],
+    "headline": {"a": "shift", "b": "it", "signs": {"safety": "+", "self_reference": "-"}},
+    "planted": {"it": ["self_reference"], "shift": ["safety"], "null": []},
+}
 
 
-def _report(tmp: Path, rows: list[dict], control_sig: list[str] | None, planted: bool = True) -> Path:
-    comps = []
-    if control_sig is not None:
-        comps.append({"a": "null", "b": "base", "n_a": 5,
-                      "categories": [{"name": c, "significant": c in control_sig} for c in ("safety", "other")]})
-    report = {"planted": {"headline": {}} if planted else None, "categories": rows, "comparisons": comps,
-              "models": [{"name": "base", "role": "base"}, {"name": "null", "role": "control"}]}
-    path = tmp / "report.json"
-    path.write_text(json.dumps(report))
-    return path
+def _pts(counts: dict[str, int], tag: str) -> list[LatentPoint]:
+    return [LatentPoint(key=f"j:{tag}{c}{i}", category=c) for c, n in counts.items() for i in range(n)]
 
 
-def _row(name: str, sign: str, shift: float, recovered: bool) -> dict:
-    return {"name": name, "planted": sign, "shift_pct": shift, "ci95": [shift - 10, shift + 10], "recovered": recovered}
+def _report(head=("shift", "it"), strong=True, control_sig=False, drop=(), null_n=0) -> dict:
+    hi, lo = (20, 1) if strong else (3, 2)
+    shift = _pts({"safety": hi, "self_reference": lo, "other": 20}, "s")
+    it = _pts({"safety": lo, "self_reference": hi, "other": 20}, "i")
+    ref = _pts({"other": 40, "safety": 1, "self_reference": 1}, "r")
+    a, b = (shift, it) if head == ("shift", "it") else (it, shift)
+    comps = [compare(head[0], a, head[1], b, CATS, "h", kind="headline", sets="exclusive"),
+             compare("shift", shift, "reference", ref, CATS, "s", kind="vs_reference", pair="shift"),
+             compare("it", it, "reference", ref, CATS, "i", kind="vs_reference", pair="it")]
+    null = _pts({"safety": 15 if control_sig else 1, "other": max(null_n - 1, 0)}, "n")[: max(null_n, 0)] \
+        if null_n else []
+    comps.append(compare("null", null, "reference", ref, CATS, "n", kind="vs_reference", pair="null"))
+    comps = [c for c in comps if c.kind + ":" + c.a not in drop]
+    return {"planted": PLANTED, "comparisons": [c.model_dump(mode="json") for c in comps],
+            "models": [{"name": n, "role": r} for n, r in
+                       [("base", "base"), ("it", "finetune"), ("shift", "finetune"), ("null", "control")]]}
 
 
-def test_all_recovered_passes(tmp_path: Path) -> None:
-    rows = [_row("safety", "+", 50, True), _row("hallucination", "-", -40, True),
-            {"name": "other", "planted": None, "shift_pct": 3, "ci95": [-5, 9], "recovered": None}]
-    result = check_report(_report(tmp_path, rows, control_sig=[]))
-    assert result.ok and len(result.lines) == 3 and all(x.startswith("ok") for x in result.lines)
+def test_recovered_and_each_verdict_recomputed() -> None:
+    result = check(_report())
+    assert result.ok, result.lines
+    assert result.checked == 4  # two headline signs + one stream per fine-tune
+    assert any("ok: null vs reference: nothing to test (too few latents to compare (0))" in x for x in result.lines)
 
 
-def test_missed_sign_or_significant_control_fails(tmp_path: Path) -> None:
-    assert not check_report(_report(tmp_path, [_row("safety", "+", 5, False)], control_sig=[])).ok
-    result = check_report(_report(tmp_path, [_row("safety", "+", 50, True)], control_sig=["safety"]))
-    assert not result.ok and any(x.startswith("FAIL: control") for x in result.lines)
-    assert not check_report(_report(tmp_path, [], control_sig=None, planted=False)).ok
+def test_flipped_signs_fail() -> None:
+    result = check(_report(), flip=True)
+    assert not result.ok and sum(x.startswith("FAIL") for x in result.lines) == 4
+
+
+def test_headline_in_the_other_order_is_checked_with_flipped_signs() -> None:
+    assert check(_report(head=("it", "shift"))).ok
+    assert not check(_report(head=("it", "shift")), flip=True).ok
+
+
+def test_weak_signs_fail() -> None:
+    assert not check(_report(strong=False)).ok
+
+
+def test_no_headline_fails() -> None:
+    result = check(_report(drop=("headline:shift",)))
+    assert not result.ok and any("no headline comparison" in x for x in result.lines)
+
+
+def test_missing_fine_tune_comparison_fails() -> None:
+    result = check(_report(drop=("vs_reference:shift",)))
+    assert not result.ok and any("shift vs reference: comparison missing" in x for x in result.lines)
+
+
+def test_nothing_checked_fails() -> None:
+    report = _report()
+    report["planted"] = {"headline": {}, "planted": {}}
+    result = check(report)
+    assert not result.ok and any("no planted sign or stream was checked" in x for x in result.lines)
+
+
+def test_no_planted_truth_fails() -> None:
+    report = _report()
+    report["planted"] = None
+    assert not check(report).ok
+
+
+def test_significant_control_fails() -> None:
+    result = check(_report(control_sig=True, null_n=30))
+    assert not result.ok and any(x.startswith("FAIL: null vs reference (planted nothing)") for x in result.lines)
+    assert check(_report(control_sig=False, null_n=30)).ok
+
+
+def test_stored_flags_are_not_trusted() -> None:
+    """A report whose stored 'significant' flags were edited (or written by a buggy aggregate) fails."""
+    report = _report(strong=False)
+    head = report["comparisons"][0]
+    for row in head["categories"]:
+        row["significant"] = row["name"] in ("safety", "self_reference")
+        row["recovered"] = True
+    result = check(report)
+    assert not result.ok and any("report inconsistent" in x for x in result.lines)
+
+
+def test_untested_headline_fails() -> None:
+    report = _report()
+    report["comparisons"][0]["status"] = "too_few"
+    assert not check(report).ok
+
+
+def test_check_report_reads_files(tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(_report()))
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps(PLANTED | {"planted": {"it": ["self_reference"], "shift": ["safety", "other"]}}))
+    assert check_report(path).ok
+    result = check_report(path, planted)  # 'other' is not over-represented among shift's latents
+    assert not result.ok
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_cli_exit_codes(tmp_path: Path, flip: bool) -> None:
+    from typer.testing import CliRunner
+
+    from latentdiff.cli import app
+
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.json").write_text(json.dumps(_report()))
+    args = ["truth", str(tmp_path)] + (["--flip-signs"] if flip else [])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == (1 if flip else 0), result.output

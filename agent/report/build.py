@@ -8,30 +8,70 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from latentdiff.agent.aggregate import Comparison, NetComparison
+from latentdiff.agent.aggregate import Comparison
+from latentdiff.agent.replicates import ReplicateRow, comparison_id
 from latentdiff.agent.report.summary import ExecutiveSummary
 from latentdiff.agent.state import read_findings
-from latentdiff.agent.summary import Aggregate, RefinementRow
+from latentdiff.agent.summary import Aggregate, RefinementRow, is_scaffold
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from latentdiff.agent.report.summary_llm import SummaryLLM
 
-REPORT_VERSION = 2  # 2: executive summary (`summary`)
+REPORT_VERSION = 3  # 2: executive summary (`summary`); 3: exact tests + correction, reference sets, replicates
 
 
 class CategoryRow(BaseModel):
     """One row of the headline table."""
 
     name: str = Field(description="Category.")
-    shift_pct: float = Field(description="Shift of A's share relative to B's, percent.")
-    ci95: tuple[float, float] = Field(description="95% bootstrap CI (latents and documents).")
-    n_base: int = Field(description="Latents of the reference set (B) in this category.")
-    n_finetuned: int = Field(description="Latents of the compared set (A) in this category.")
-    significant: bool = Field(description="CI excludes 0.")
+    n_a: int = Field(description="Latents of set A (the first model of the headline) in this category.")
+    n_b: int = Field(description="Latents of set B in this category.")
+    share_a: float = Field(description="n_a / |A|.")
+    share_b: float = Field(description="n_b / |B|.")
+    diff_pp: float = Field(description="100 * (share_a - share_b), percentage points (the primary effect).")
+    ci95: tuple[float, float] = Field(description="95% interval of diff_pp (Newcombe).")
+    shift_pct: float | None = Field(description="The paper's percent form (None: unbounded, B has none).")
+    ci95_shift_pct: tuple[float | None, float | None] = Field(description="95% interval of shift_pct.")
+    p_adjusted: float | None = Field(description="Exact permutation p-value, corrected across categories.")
+    significant: bool = Field(description="Tested and p_adjusted < alpha.")
     planted: str | None = Field(default=None, description="Planted sign (+, -, 0) for organisms.")
-    recovered: bool | None = Field(default=None, description="Planted sign recovered with a CI excluding 0.")
+    recovered: bool | None = Field(default=None, description="Planted sign recovered: significant, same direction.")
+
+
+def planted_for(planted: dict[str, Any] | None, comp: Comparison) -> dict[str, str]:
+    """The planted sign of each category of a comparison, where the organisms' truth has one.
+
+    Headline (either set definition): the planted headline signs when A and B are the planted pair.
+    A fine-tune vs the reference: '+' for each stream planted into it; every category '0' for a model
+    planted with nothing (a control). Other comparisons: none.
+    """
+    if not planted:
+        return {}
+    head = planted.get("headline", {})
+    if comp.kind in ("headline", "headline_alt"):
+        if (comp.a, comp.b) == (head.get("a"), head.get("b")):
+            return dict(head.get("signs", {}))
+        if (comp.b, comp.a) == (head.get("a"), head.get("b")):
+            flip = {"+": "-", "-": "+"}
+            return {c: flip.get(v, v) for c, v in head.get("signs", {}).items()}
+        return {}
+    if comp.kind == "vs_reference" and comp.a != "base" and comp.a in planted.get("planted", {}):
+        streams = planted["planted"][comp.a]
+        if not streams:
+            return {c: "0" for c in planted.get("categories", [])}
+        return {c: "+" for c in streams}
+    return {}
+
+
+def recovered(sign: str | None, row: Any) -> bool | None:
+    """'+'/'-': significant in that direction; '0': not significant; None: nothing planted."""
+    if sign in ("+", "-"):
+        return bool(row.significant and row.direction == sign)
+    if sign == "0":
+        return not row.significant
+    return None
 
 
 class LatentCard(BaseModel):
@@ -49,6 +89,8 @@ class LatentCard(BaseModel):
     freq: float = Field(default=0.0, description="Activation frequency.")
     verification: float | None = Field(default=None, description="Detection balanced accuracy.")
     failure: str | None = Field(default=None, description="Why labelling failed.")
+    scaffold: bool = Field(default=False, description="Activation mostly on special / template tokens.")
+    scaffold_share: float | None = Field(default=None, description="Share of activation mass on special tokens.")
     examples: list[str] = Field(default_factory=list, description="Top examples, activating tokens <<marked>>.")
 
 
@@ -65,12 +107,21 @@ class Report(BaseModel):
     refinement: list[RefinementRow] = Field(
         default_factory=list, description="Per category: labels that needed refinement, verification before/after."
     )
-    headline: dict[str, Any] | None = Field(description="A, B and what the sets are.")
+    headline: dict[str, Any] | None = Field(description="A, B, the set definition and what the sets are.")
     categories: list[CategoryRow] = Field(description="The headline table (or the first comparison).")
-    comparisons: list[Comparison] = Field(description="Every comparison with full statistics.")
-    net_of_control: list[NetComparison] = Field(
-        default_factory=list, description="Each fine-tune's shifts minus the control's (when a control is set)."
+    statistics: dict[str, Any] = Field(
+        default_factory=dict, description="test, correction, alpha, min_set_size, n_replicates: how rows are tested."
     )
+    comparisons: list[Comparison] = Field(
+        description="Every comparison: headline (both set definitions), each set vs the reference, control contrasts."
+    )
+    planted_signs: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Organisms: comparison id -> category -> planted sign (+, -, 0)."
+    )
+    replicates: list[ReplicateRow] = Field(
+        default_factory=list, description="Per comparison and category: agreement across crosscoder seeds."
+    )
+    scaffold: list[str] = Field(default_factory=list, description="Latents flagged as scaffolding.")
     verification: dict[str, float] = Field(description="Mean detection accuracy per category.")
     judge: str = Field(description="Judge that produced the labels.")
     failures: list[dict[str, str]] = Field(description="Latents whose labelling failed.")
@@ -113,7 +164,8 @@ def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
                        category=f.label.category if f.label else None,
                        description=f.label.description if f.label else None, delta_norm=f.delta_norm,
                        nu_eps=f.nu_eps, nu_r=f.nu_r, freq=f.freq, verification=f.verification,
-                       failure=f.failure, examples=tops.get(f.ref.key, []))
+                       failure=f.failure, scaffold=is_scaffold(f, cfg), scaffold_share=f.scaffold_share,
+                       examples=tops.get(f.ref.key, []))
             for f in findings]
 
 
@@ -125,15 +177,13 @@ def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
     agg = Aggregate(**json.loads((run_dir / "aggregate.json").read_text()))
     planted = _planted(cfg)
     head = agg.headline or (agg.comparisons[0] if agg.comparisons else None)
-    signs = (planted or {}).get("headline", {}).get("signs", {}) if agg.headline else {}
-    rows = []
-    for c in head.categories if head else []:
-        sign = signs.get(c.name)
-        recovered = None
-        if sign in ("+", "-"):
-            recovered = c.significant and ((c.shift_pct > 0) == (sign == "+"))
-        rows.append(CategoryRow(name=c.name, shift_pct=c.shift_pct, ci95=c.ci95, n_base=c.n_b, n_finetuned=c.n_a,
-                                significant=c.significant, planted=sign, recovered=recovered))
+    signs = planted_for(planted, head) if head is not None else {}
+    rows = [CategoryRow(name=c.name, n_a=c.n_a, n_b=c.n_b, share_a=c.share_a, share_b=c.share_b, diff_pp=c.diff_pp,
+                        ci95=c.ci95, shift_pct=c.shift_pct, ci95_shift_pct=c.ci95_shift_pct, p_adjusted=c.p_adjusted,
+                        significant=c.significant, planted=signs.get(c.name), recovered=recovered(signs.get(c.name), c))
+            for c in (head.categories if head else [])]
+    comparisons = agg.all_comparisons()
+    planted_signs = {comparison_id(c): s for c in comparisons if (s := planted_for(planted, c))}
     stages = run_dir / "stages"
     select = json.loads((stages / "select.json").read_text()) if (stages / "select.json").is_file() else {}
     harvest = json.loads((stages / "harvest.json").read_text()) if (stages / "harvest.json").is_file() else {}
@@ -143,9 +193,12 @@ def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
         data=cfg.data.model_dump(mode="json") | {"layer": harvest.get("layer"), "excluded": harvest.get("excluded")},
         crosscoders=_final_metrics(run_dir),
         selection=cfg.selection.model_dump(mode="json") | {"sides": select.get("sides", {})},
-        headline={"a": head.a, "b": head.b, "description": head.description} if head else None,
-        categories=rows, comparisons=([agg.headline] if agg.headline else []) + agg.comparisons,
-        net_of_control=agg.net_of_control,
+        headline={"a": head.a, "b": head.b, "sets": head.sets, "description": head.description,
+                  "n_a": head.n_a, "n_b": head.n_b, "status": head.status, "note": head.note} if head else None,
+        categories=rows, comparisons=comparisons, planted_signs=planted_signs, replicates=agg.replicates,
+        scaffold=agg.scaffold,
+        statistics={"test": agg.test, "correction": agg.correction, "alpha": agg.alpha,
+                    "min_set_size": agg.min_set_size, "n_replicates": agg.n_replicates},
         verification=agg.verification, judge=agg.judge, failures=[f.model_dump() for f in agg.failures],
         skipped=agg.skipped, stop_reason=agg.stop_reason, refinement=agg.refinement,
         latents=_cards(cfg, run_dir), planted=planted,
