@@ -89,3 +89,14 @@ def test_section_hash_tracks_only_named_sections() -> None:
     c = build_config({"crosscoder": {"k": 16}})
     assert a.section_hash("crosscoder") == b.section_hash("crosscoder")
     assert a.section_hash("crosscoder") != c.section_hash("crosscoder")
+
+
+def test_benchmark_demo_config_is_the_demo() -> None:
+    """benchmarks/configs/demo.yaml (rerun with overrides by the benchmarks) stays the demo's settings."""
+    from latentdiff.config import load_config
+    from latentdiff.run import demo_config
+
+    root = Path(__file__).resolve().parent.parent
+    a = load_config(root / "benchmarks" / "configs" / "demo.yaml")
+    assert a.model_dump(exclude={"run_dir"}) == demo_config(Path("x")).model_dump(exclude={"run_dir"})
+    assert load_config(root / "benchmarks" / "configs" / "null_pair.yaml").headline == ("null2", "null")
