@@ -372,9 +372,8 @@ def _agent_context(cfg: RunConfig, run_dir: Path, store: Any, judge: Any = None)
     from latentdiff.agent.judges.registry import make_judge
     from latentdiff.agent.judges.taxonomy import load_taxonomy
     from latentdiff.agent.state import AgentContext
-    from latentdiff.core.select import read_table
-
     from latentdiff.core.examples import read_scaffold
+    from latentdiff.core.select import read_table
 
     stats: dict[str, list[Any]] = {}
     table = read_table(run_dir / "latents.parquet")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from latentdiff.agent.aggregate import Comparison
+from latentdiff.agent.oracle import JudgeAccuracy
 from latentdiff.agent.replicates import ReplicateRow, comparison_id
 from latentdiff.agent.report.summary import ExecutiveSummary
 from latentdiff.agent.state import read_findings
@@ -74,6 +75,45 @@ def recovered(sign: str | None, row: Any) -> bool | None:
     return None
 
 
+class OracleView(BaseModel):
+    """Organisms only: the comparisons with each latent labelled by its majority stream, and the judge's accuracy."""
+
+    comparisons: list[Comparison] = Field(description="Headline and vs-reference comparisons with oracle labels.")
+    accuracy: list[JudgeAccuracy] = Field(description="Per oracle category: judge's labels that match.")
+    headline_accuracy: float | None = Field(description="Share of the headline's latents whose label matches.")
+    overall_accuracy: float | None = Field(description="Share of all labelled latents whose label matches.")
+
+
+def oracle_view(cfg: RunConfig, run_dir: Path, categories: list[str], head: Comparison | None) -> OracleView | None:
+    """The oracle comparisons of the primary crosscoder, or None when no example has a known stream."""
+    from latentdiff.agent.oracle import judge_accuracy, oracle_labels, with_oracle_labels
+    from latentdiff.agent.replicates import replicate_order
+    from latentdiff.agent.summary import comparisons_for
+
+    oracle = oracle_labels(run_dir / "examples", categories)
+    findings = read_findings(run_dir)
+    if not oracle or not findings:
+        return None
+    primary = sorted({f.ref.crosscoder for f in findings}, key=replicate_order)[0]
+    findings = [f for f in findings if f.ref.crosscoder == primary]
+    comps = comparisons_for(cfg, with_oracle_labels(findings, oracle), categories, primary)
+    acc = judge_accuracy(findings, oracle, categories)
+    labelled = {f.ref.key: f for f in findings if f.label is not None and f.ref.key in oracle}
+    head_keys: set[str] = set()
+    if head is not None and cfg.headline is not None:  # latents specific to either model of the headline
+        head_keys = {f.ref.key for f in findings if f.side == "finetuned" and f.pair in cfg.headline}
+
+    def share(keys: set[str]) -> float | None:
+        keys = keys & labelled.keys()
+        if not keys:
+            return None
+        return sum(labelled[k].label.category == oracle[k].category for k in keys) / len(keys)  # type: ignore[union-attr]
+
+    return OracleView(comparisons=[c for c in (comps["headline"], comps["headline_alt"], *comps["comparisons"])
+                                   if c is not None],
+                      accuracy=acc, headline_accuracy=share(head_keys), overall_accuracy=share(set(labelled)))
+
+
 class LatentCard(BaseModel):
     """One latent of the report."""
 
@@ -128,6 +168,9 @@ class Report(BaseModel):
     skipped: list[str] = Field(default_factory=list, description="Candidates left unlabelled by budget.")
     latents: list[LatentCard] = Field(description="Every labelled latent.")
     planted: dict[str, Any] | None = Field(default=None, description="Organism ground truth, when known.")
+    oracle: OracleView | None = Field(
+        default=None, description="Organisms: comparisons with majority-stream labels and the judge's accuracy."
+    )
     summary: ExecutiveSummary | None = Field(
         default=None, description="Executive summary: LLM-drafted and checked, or templated (version >= 2)."
     )
@@ -202,6 +245,7 @@ def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
         verification=agg.verification, judge=agg.judge, failures=[f.model_dump() for f in agg.failures],
         skipped=agg.skipped, stop_reason=agg.stop_reason, refinement=agg.refinement,
         latents=_cards(cfg, run_dir), planted=planted,
+        oracle=oracle_view(cfg, run_dir, agg.categories, agg.headline) if planted else None,
     )
     report.summary = summarize(report, cfg.report, cfg.judge, summary_llm)
     return report
