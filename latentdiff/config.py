@@ -27,6 +27,9 @@ CATEGORY_NAMES: tuple[str, ...] = (
 
 
 RESULT_NEUTRAL = {"result_neutral": True}  # json_schema_extra of a field that changes how, not what: not hashed
+# json_schema_extra of a field added later whose None means "as before": left out of the hash while None,
+# so runs made before the field existed keep their stage hashes (and are not recomputed)
+HASH_OMIT_NONE = {"hash_omit_none": True}
 
 
 def _neutral_fields(model: BaseModel) -> dict[str, Any]:
@@ -34,7 +37,8 @@ def _neutral_fields(model: BaseModel) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
-        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("result_neutral"):
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("result_neutral") or (extra.get("hash_omit_none") and value is None):
             out[name] = True
         elif isinstance(value, BaseModel) and (sub := _neutral_fields(value)):
             out[name] = sub
@@ -205,6 +209,7 @@ class CrosscoderConfig(_Section):
         "keeps the plain name; others are named NAME-seed<s>); each is selected, sampled and labelled, and "
         "the report gives per category the sign agreement across seeds and the pooled effect. None = one "
         "crosscoder with `seed`.",
+        json_schema_extra=HASH_OMIT_NONE,
     )
     shard_dict: bool = Field(
         default=False,
@@ -379,6 +384,15 @@ class AgentConfig(_Section):
 
 class ReportConfig(_Section):
     """The report."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        # `bootstrap` (resamples of the bootstrap CIs that the exact tests replaced) is accepted and
+        # ignored, so the config.yaml of a run made before still opens
+        if isinstance(data, dict) and "bootstrap" in data:
+            data = {k: v for k, v in data.items() if k != "bootstrap"}
+        return data
 
     formats: list[Literal["md", "html", "json"]] = Field(
         default_factory=lambda: ["md", "html", "json"], description="Report formats to write."
