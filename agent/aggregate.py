@@ -154,7 +154,7 @@ def compare(
             lr, lr_ci = stats.log_ratio(ka[i], na, kb[i], nb)
             pct, pct_ci = stats.paper_pct(ka[i], na, kb[i], nb, lr_ci)
         else:  # an empty set: nothing to estimate
-            d, lo, hi, lr, lr_ci, pct, pct_ci = 0.0, -100.0, 100.0, None, (None, None), None, (None, None)
+            d, lo, hi, lr, lr_ci, pct, pct_ci = 0.0, -1.0, 1.0, None, (None, None), None, (None, None)
         ver_a = [p.verification for p in a if p.category == c and p.verification is not None]
         ver_b = [p.verification for p in b if p.category == c and p.verification is not None]
         rows.append(CategoryShift(

@@ -185,3 +185,8 @@ def test_replicates_report_sign_agreement_and_pooled_effect() -> None:
     assert row.sign_agreement == 1.0 and row.pooled_direction == "+"
     assert row.n_significant_same_sign == 2  # the third seed's 1 of 17 is not significant
     assert row.pooled_diff_pp == pytest.approx(sum(row.diff_pp) / 3)
+
+
+def test_an_empty_set_has_the_widest_interval() -> None:
+    comp = compare("a", [], "b", _pts(["other"] * 20, "y"), CATS, "t")
+    assert comp.status == "too_few" and all(r.ci95 == (-100.0, 100.0) for r in comp.categories)
