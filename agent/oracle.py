@@ -2,7 +2,9 @@
 
 The organism corpus knows every document's stream (`Example.category`; never shown to a judge). A
 latent's oracle category is the most common stream among the documents of its top examples, with
-`neutral` mapped to `other`. The oracle headline (the aggregate's comparisons with oracle labels in
+`neutral` mapped to `other`, when that stream holds at least `MIN_PURITY` (half) of them; a latent
+whose top examples spread over several streams has no concept of one stream (a token or syntax
+feature) and is `other`. The oracle headline (the aggregate's comparisons with oracle labels in
 place of the judge's) separates what the crosscoder and selection found from what the judge made of
 it, and the judge's accuracy against the oracle is reported per category.
 """
@@ -17,6 +19,7 @@ from pydantic import BaseModel, Field
 from latentdiff.records import Finding
 
 STREAM_TO_CATEGORY = {"neutral": "other"}
+MIN_PURITY = 0.5
 
 
 class OracleLabel(BaseModel):
@@ -43,7 +46,8 @@ def oracle_labels(examples_dir: Path, categories: list[str]) -> dict[str, Oracle
     for key, c in counts.items():
         (cat, n_top), = c.most_common(1)
         total = sum(c.values())
-        out[key] = OracleLabel(key=key, category=cat, purity=n_top / total, n=total)
+        purity = n_top / total
+        out[key] = OracleLabel(key=key, category=cat if purity >= MIN_PURITY else "other", purity=purity, n=total)
     return out
 
 

@@ -364,6 +364,9 @@ def truth_cmd(
                                                        "truth the report carries).")] = None,
     flip_signs: Annotated[bool, typer.Option("--flip-signs", help="Negative control: check against the planted "
                                                                   "signs reversed (must fail).")] = False,
+    known_failures: Annotated[Path | None, typer.Option(
+        help="JSON {check id: reason} of documented failures: each must still fail (strict), everything else "
+             "must pass.")] = None,
 ) -> None:
     """Check a finished organism run against the planted truth (exit 1 if any sign is missed).
 
@@ -373,10 +376,11 @@ def truth_cmd(
     path = run_dir / "report" / "report.json"
     if not path.is_file():
         raise LatentDiffError(f"{path}: no report; run the pipeline (or `latentdiff demo --out {run_dir}`) first")
-    if planted is not None and not planted.is_file():
-        raise LatentDiffError(f"{planted}: no such planted-truth file")
+    for given in (planted, known_failures):
+        if given is not None and not given.is_file():
+            raise LatentDiffError(f"{given}: no such file")
     try:
-        result = check_report(path, planted, flip=flip_signs)
+        result = check_report(path, planted, flip=flip_signs, known_failures=known_failures)
     except (ValueError, KeyError, TypeError) as err:
         raise LatentDiffError(f"{path}: not a report this version can check ({type(err).__name__}: {err})") from None
     for line in result.lines:

@@ -90,7 +90,7 @@ def test_no_planted_truth_fails() -> None:
 
 def test_significant_control_fails() -> None:
     result = check(_report(control_sig=True, null_n=30))
-    assert not result.ok and any(x.startswith("FAIL: null vs reference (planted nothing)") for x in result.lines)
+    assert not result.ok and any(x.startswith("FAIL: [null:nothing] null vs reference (planted nothing)") for x in result.lines)
     assert check(_report(control_sig=False, null_n=30)).ok
 
 
@@ -132,3 +132,22 @@ def test_cli_exit_codes(tmp_path: Path, flip: bool) -> None:
     args = ["truth", str(tmp_path)] + (["--flip-signs"] if flip else [])
     result = CliRunner().invoke(app, args)
     assert result.exit_code == (1 if flip else 0), result.output
+
+
+def test_known_failures_are_strict(tmp_path: Path) -> None:
+    """A listed failure that fails is XFAIL; one that passes fails the check; unlisted failures fail it."""
+    from latentdiff.truth import apply_known_failures
+
+    weak = check(_report(strong=False))
+    assert set(weak.failed) == {"headline:safety", "headline:self_reference", "shift:safety", "it:self_reference"}
+    known = {cid: "documented reason" for cid in weak.failed}
+    result = apply_known_failures(weak, known)
+    assert result.ok and sum(x.startswith("XFAIL") for x in result.lines) == 4
+    assert not apply_known_failures(weak, dict(list(known.items())[:3])).ok  # an unlisted failure
+    stale = apply_known_failures(check(_report()), {"headline:safety": "r"})  # listed but passes
+    assert not stale.ok and any("did not fail: update the list" in x for x in stale.lines)
+    path = tmp_path / "known.json"
+    path.write_text(json.dumps(known))
+    rp = tmp_path / "report.json"
+    rp.write_text(json.dumps(_report(strong=False)))
+    assert check_report(rp, known_failures=path).ok
