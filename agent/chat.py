@@ -2,8 +2,11 @@
 
 Two answerers share the read-only `RunView` lookups (agent/chat_tools.py):
   - `RetrievalAnswerer` (offline, no LLM): recognises the question's intent (a latent card, the
-    latents of a category, why a category moved, a comparison across fine-tunes, the shift table,
-    or a free query) and fills a template from the lookups.
+    latents of a category, why a category moved, a comparison across fine-tunes, the control
+    contrasts, the category table, or a free query) and fills a template from the lookups.
+    Effects are share differences in percentage points with 95% intervals, corrected p-values and
+    significance; a comparison with too few latents is said to be "too few latents to compare (n)",
+    never reported as a finding.
   - `LLMAnswerer` (agent/chat_llm.py): a LangGraph tool-calling agent over the same lookups, used
     when an OpenAI-compatible LLM is configured.
 `ChatSession.ask` returns an `Answer` whose citations are checked against the run: every id in it
@@ -18,7 +21,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from latentdiff.agent.chat_tools import CategoryCell, ChatError, LatentBrief, RunView
+from latentdiff.agent.chat_tools import CategoryCell, CategoryTable, ChatError, LatentBrief, RunView
+from latentdiff.agent.report.summary import fmt_p, fmt_pp, fmt_share, fmt_shift_pct
 from latentdiff.errors import LatentDiffError
 
 log = logging.getLogger(__name__)
@@ -69,8 +73,8 @@ def fmt_pct(x: float) -> str:
 
 
 def fmt_ci(ci: tuple[float, float]) -> str:
-    """[74, 2734]."""
-    return f"[{ci[0]:.0f}, {ci[1]:.0f}]"
+    """[+3.0, +18.5] (percentage points)."""
+    return f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
 
 
 def _brief_line(b: LatentBrief) -> str:
@@ -78,10 +82,48 @@ def _brief_line(b: LatentBrief) -> str:
     return f"- [{b.id}] **{b.name}** ({b.category}; {b.pair}/{b.side}, Delta-norm {b.delta_norm:.2f}{verif})"
 
 
+CELL_HEADER = ("| comparison | latents in the category (share of the set) | difference, pp [95% CI] | "
+               "paper's shift % [95% CI] | corrected p | |\n|---|---|---|---|---|---|")
+
+
+def _counts(c: CategoryCell) -> str:
+    return (f"{c.a} {c.n_a} of {c.total_a} ({fmt_share(c.share_a)}) vs "
+            f"{c.b} {c.n_b} of {c.total_b} ({fmt_share(c.share_b)})")
+
+
+def _shift(c: CategoryCell) -> str:
+    return fmt_shift_pct(c.shift_pct, c.ci95_shift_pct, c.n_a, c.a)
+
+
 def _cell_line(c: CategoryCell) -> str:
+    """One comparison's cell as a table row (`CELL_HEADER`); an untested comparison says so, with no effect."""
+    if not c.tested:
+        return f"| {c.comparison} | {_counts(c)} | {c.note or 'too few latents to compare'}: not tested | | | |"
     sig = "significant" if c.significant else "not significant"
-    counts = "" if c.n_a is None else f" ({c.n_a} vs {c.n_b} latents)"
-    return f"| {c.comparison} | {fmt_pct(c.shift_pct)} | {fmt_ci(c.ci95)} | {sig}{counts} |"
+    planted = f"; planted {c.planted}" if c.planted else ""
+    return (f"| {c.comparison} | {_counts(c)} | {fmt_pp(c.diff_pp)} {fmt_ci(c.ci95)} | {_shift(c)} | "
+            f"{fmt_p(c.p_adjusted)} | {sig}{planted} |")
+
+
+def _effect_text(c: CategoryCell) -> str:
+    """'+9.1 percentage points (95% CI [+3.0, +18.5], corrected p 0.012, significant; paper's form +390%)'."""
+    sig = "significant" if c.significant else "not significant"
+    return (f"{fmt_pp(c.diff_pp)} percentage points (95% CI {fmt_ci(c.ci95)}, corrected p {fmt_p(c.p_adjusted)}, "
+            f"{sig}; the paper's percent form {_shift(c)})")
+
+
+def method_note(table: CategoryTable) -> str:
+    """'\n\nTest: exact permutation test ..., Holm-corrected across the 6 categories ...' (empty if unknown)."""
+    from latentdiff.agent.report.summary import method_text
+
+    st = table.statistics
+    if not st:
+        return ""
+    n = len({c.category for c in table.cells})
+    method = method_text(st.get("test", "exact permutation test"), st.get("correction", "holm"),
+                         st.get("alpha", 0.05), n)
+    return (f"\n\nTest: {method}; a comparison whose smaller set has fewer than "
+            f"{st.get('min_set_size', '?')} latents is not tested.")
 
 
 class RetrievalAnswerer:
@@ -122,6 +164,8 @@ class RetrievalAnswerer:
         cat = self.category_of(question)
         if m is not None:
             return self.card(m.group(1) or m.group(2)), self.calls
+        if re.search(r"\bcontrols?\b", q):
+            return self.control(cat), self.calls
         if cat and re.search(r"\b(compare|comparison|between|versus|vs\.?)\b", q):
             return self.compare(cat), self.calls
         if cat and re.search(r"\bwhy\b|\bexplain\b|\bcause", q):
@@ -187,54 +231,66 @@ class RetrievalAnswerer:
         out.append(self._headline_sentence(cat))
         return "\n".join(x for x in out if x)
 
+    def _headline_cell(self, table: CategoryTable, cat: str) -> CategoryCell | None:
+        return next((c for c in table.cells if c.comparison == table.headline and c.category == cat), None)
+
     def _headline_sentence(self, cat: str) -> str:
-        head = self.view.category_table()
-        cell = next((c for c in head.cells if c.comparison == head.headline and c.category == cat), None)
+        cell = self._headline_cell(self.view.category_table(), cat)
         if cell is None:
             return ""
-        sig = "a significant" if cell.significant else "a not significant"
-        return (f"\nHeadline ({cell.comparison}): {cat} {fmt_pct(cell.shift_pct)}, 95% CI {fmt_ci(cell.ci95)}, "
-                f"{sig} shift ({cell.n_a} vs {cell.n_b} latents; {self._sets()}).")
+        if not cell.tested:
+            return (f"\nHeadline ({cell.comparison}): {cell.note or 'too few latents to compare'}, so {cat} is not "
+                    f"tested ({_counts(cell)}; {self._sets()}).")
+        return f"\nHeadline ({cell.comparison}): {cat} {_effect_text(cell)}; {_counts(cell)} ({self._sets()})."
 
     def _sets(self) -> str:
         """What the headline compares (e.g. latents specific to one fine-tune and not the other)."""
         head = self.view.report.headline
-        return f"sets: {head['description']}" if head else "sets: each fine-tune vs base"
+        return f"sets: {head['description']}" if head else "sets: each fine-tune vs the reference sample"
 
     def why(self, cat: str) -> str:
-        """Which latents drive a category's headline shift."""
+        """Which latents drive a category's headline difference."""
         table = self.view.category_table()
         self._log("category_table")
-        cell = next((c for c in table.cells if c.comparison == table.headline and c.category == cat), None)
+        cell = self._headline_cell(table, cat)
         if cell is None:
             return self.compare(cat)
-        a, b = cell.comparison.split(" vs ")
-        moved = round(cell.shift_pct)  # the direction of the number as printed
-        direction = "went up" if moved > 0 else "went down" if moved < 0 else "did not move"
-        out = [f"In the headline comparison ({cell.comparison}), **{cat}** {direction}: "
-               f"{fmt_pct(cell.shift_pct)} (95% CI {fmt_ci(cell.ci95)}"
-               f"{', significant' if cell.significant else ', not significant'}). "
-               f"{cell.n_a} of the latents specific to `{a}` are about {cat}, against {cell.n_b} of those "
-               f"specific to `{b}` (shares compared, each set's size taken into account; {self._sets()})."]
+        a, b = cell.a, cell.b
+        if not cell.tested:
+            out = [f"The headline comparison ({cell.comparison}) has {cell.note or 'too few latents to compare'}: "
+                   f"**{cat}** is not tested, so this run cannot say in which direction it moved. For the record, "
+                   f"{cell.n_a} of the {cell.total_a} latents specific to `{a}` are about {cat}, against "
+                   f"{cell.n_b} of the {cell.total_b} specific to `{b}` ({self._sets()})."]
+        else:
+            moved = round(cell.diff_pp, 1)  # the direction of the number as printed
+            direction = "went up" if moved > 0 else "went down" if moved < 0 else "did not move"
+            caveat = "" if cell.significant else (" The difference is not significant after correction: the data "
+                                                   "do not show a change either way.")
+            out = [f"In the headline comparison ({cell.comparison}), **{cat}** {direction}: {_effect_text(cell)}. "
+                   f"{cell.n_a} of the {cell.total_a} latents specific to `{a}` ({fmt_share(cell.share_a)}) are about "
+                   f"{cat}, against {cell.n_b} of the {cell.total_b} specific to `{b}` ({fmt_share(cell.share_b)}) "
+                   f"({self._sets()}).{caveat}"]
         for name in (a, b):
             rows = self.view.list_latents(cat, pair=name, side="finetuned", n=5)
             self._log("list_latents", category=cat, pair=name, side="finetuned")
             if rows:
                 out.append(f"\nThe {cat} latents specific to `{name}`, most specific first:")
                 out += [_brief_line(r) for r in rows]
-        vs_base = [c for c in table.cells if c.category == cat and c.comparison != table.headline]
-        if vs_base:
-            out.append("\nAgainst the base model:\n\n| comparison | shift | 95% CI | |\n|---|---|---|---|")
-            out += [_cell_line(c) for c in vs_base]
+        others = [c for c in table.cells if c.category == cat and c.comparison != table.headline]
+        if others:
+            out.append("\nThe other comparisons (each set vs the reference sample of shared latents, the other set "
+                       f"definition, the control contrast):\n\n{CELL_HEADER}")
+            out += [_cell_line(c) for c in others]
         if cat in table.planted:
             out.append(f"\nThe models are organisms with a planted {cat} sign of `{table.planted[cat]}`.")
-        return "\n".join(out)
+        return "\n".join(out) + method_note(table)
 
     def compare(self, cat: str) -> str:
         """One category across every comparison, with its latents per fine-tune."""
-        cells = self.view.category(cat)
+        table = self.view.category_table()
+        cells = [c for c in table.cells if c.category == cat]
         self._log("category_table")
-        out = [f"**{cat}** across the comparisons:\n", "| comparison | shift | 95% CI | |", "|---|---|---|---|"]
+        out = [f"**{cat}** across the comparisons:\n", CELL_HEADER]
         out += [_cell_line(c) for c in cells]
         for p in self.view.pairs:
             rows = self.view.list_latents(cat, pair=p, side="finetuned", n=4)
@@ -242,22 +298,74 @@ class RetrievalAnswerer:
             if rows:
                 out.append(f"\n{cat} latents specific to `{p}`:")
                 out += [_brief_line(r) for r in rows]
-        return "\n".join(out)
+        return "\n".join(out) + method_note(table)
 
     def table(self) -> str:
         """The headline table, one strong latent cited per category."""
         t = self.view.category_table()
         self._log("category_table")
-        title = t.headline or (t.cells[0].comparison if t.cells else "")
-        out = [f"Category shifts, {title}:\n", "| category | shift | 95% CI | | example latent |",
-               "|---|---|---|---|---|"]
-        a = title.split(" vs ")[0]
-        for c in (c for c in t.cells if c.comparison == title):
-            top = self.view.list_latents(c.category, pair=a, side="finetuned", n=1)
-            ex = f"[{top[0].id}] {top[0].name}" if top else ""
-            out.append(f"| {c.category} | {fmt_pct(c.shift_pct)} | {fmt_ci(c.ci95)} | "
-                       f"{'significant' if c.significant else 'n.s.'} | {ex} |")
-        return "\n".join(out)
+        title = t.headline or (t.comparisons[0].id if t.comparisons else "")
+        comp = t.comparison(title)
+        cells = [c for c in t.cells if c.comparison == title]
+        a = comp.a if comp else ""
+        if comp is not None and comp.status != "ok":
+            out = [f"Headline {title}: {comp.note or 'too few latents to compare'}: not tested, no category "
+                   f"difference can be read from it. Latents per category ({comp.n_a} of {comp.a}, {comp.n_b} of "
+                   f"{comp.b}):\n", f"| category | {comp.a} | {comp.b} | example latent |", "|---|---|---|---|"]
+            for c in cells:
+                top = self.view.list_latents(c.category, pair=a, side="finetuned", n=1)
+                ex = f"[{top[0].id}] {top[0].name}" if top else ""
+                out.append(f"| {c.category} | {c.n_a} ({fmt_share(c.share_a)}) | {c.n_b} ({fmt_share(c.share_b)}) | "
+                           f"{ex} |")
+        else:
+            out = [f"Category differences, {title}:\n",
+                   "| category | latents (share of the set) | difference, pp [95% CI] | paper's shift % | "
+                   "corrected p | | example latent |", "|---|---|---|---|---|---|---|"]
+            for c in cells:
+                top = self.view.list_latents(c.category, pair=a, side="finetuned", n=1)
+                ex = f"[{top[0].id}] {top[0].name}" if top else ""
+                out.append(f"| {c.category} | {_counts(c)} | {fmt_pp(c.diff_pp)} {fmt_ci(c.ci95)} | {_shift(c)} | "
+                           f"{fmt_p(c.p_adjusted)} | {'significant' if c.significant else 'n.s.'} | {ex} |")
+        untested = [b for b in t.comparisons if b.status != "ok" and b.id != title]
+        if untested:
+            out.append("\nNot tested: " + "; ".join(f"{b.id}: {b.note}" for b in untested) + ".")
+        return "\n".join(out) + method_note(t)
+
+    def control(self, cat: str | None) -> str:
+        """The control contrasts: each fine-tune's specific latents (not also the control's) vs the control's."""
+        t = self.view.category_table()
+        self._log("category_table")
+        comps = [b for b in t.comparisons if b.kind == "control"]
+        if not comps:
+            return ("This run has no control model (`control` in the config: a model trained further without the "
+                    "intervention), so there is no control contrast to report.")
+        min_set = t.statistics.get("min_set_size")
+        out = []
+        for comp in comps:
+            out.append(f"**{comp.id}**: {comp.description}.")
+            if comp.status != "ok":
+                small = []
+                if min_set is None or comp.n_b < min_set:
+                    small.append(f"the control `{comp.b}` has too few specific latents ({comp.n_b})")
+                if min_set is not None and comp.n_a < min_set:
+                    small.append(f"`{comp.a}` has too few latents specific to it and not to the control ({comp.n_a})")
+                out.append(f"{comp.note or 'too few latents to compare'}: not tested; " + " and ".join(small) + ".")
+            else:
+                cells = [c for c in t.cells if c.comparison == comp.id and (cat is None or c.category == cat)]
+                sig = [c for c in cells if c.significant]
+                shown = cells if cat is not None else sig
+                if not sig:
+                    out.append(f"No category{' ' + cat if cat else ''} differs significantly after correction "
+                               f"({comp.n_a} latents of {comp.a} vs {comp.n_b} of {comp.b}).")
+                if shown:
+                    out += [f"\n{CELL_HEADER}"] + [_cell_line(c) for c in shown]
+            for p in (comp.b, comp.a):
+                rows = self.view.list_latents(cat, pair=p, side="finetuned", n=3)
+                self._log("list_latents", category=cat, pair=p, side="finetuned")
+                if rows:
+                    out.append(f"\nLatents specific to `{p}`{' about ' + cat if cat else ''}:")
+                    out += [_brief_line(r) for r in rows]
+        return "\n".join(out) + method_note(t)
 
     def search(self, question: str) -> str:
         """Free query: the labelled latents closest in meaning."""

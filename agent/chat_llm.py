@@ -33,10 +33,11 @@ from langchain_core.tools import StructuredTool
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field, ValidationError, create_model
 
-from latentdiff.agent.chat import ToolCall, _brief_line, _cell_line
+from latentdiff.agent.chat import CELL_HEADER, ToolCall, _brief_line, _cell_line, method_note
 from latentdiff.agent.chat_tools import ChatError, RunView
 from latentdiff.agent.judges.openai_compat import parse_http_spec
 from latentdiff.agent.judges.prompting import contain, render
+from latentdiff.agent.report.summary import fmt_pp
 from latentdiff.errors import LatentDiffError
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,24 @@ def _lookup_tools(view: RunView) -> list[StructuredTool]:
         lines += [f"<example id={i}>\n{contain(t, 600)}\n</example>" for i, t in enumerate(d.examples, 1)]
         return "\n".join(lines)
 
-    def category_table() -> str:
+    def category_table(category: str | None = None) -> str:
         t = view.category_table()
-        head = "| comparison | shift | 95% CI | |\n|---|---|---|---|\n"
-        by_cat: dict[str, list[str]] = {}
-        for c in t.cells:
-            by_cat.setdefault(c.category, []).append(_cell_line(c))
-        return "\n".join(f"{cat}:\n{head}" + "\n".join(rows) for cat, rows in by_cat.items())
+        if category is not None:
+            rows = [_cell_line(c) for c in t.cells if c.category == category]
+            return f"{category} in every comparison:\n{CELL_HEADER}\n" + "\n".join(rows) + method_note(t)
+        lines = ["Comparisons (A vs B; effects are share of A minus share of B, in percentage points):"]
+        for b in t.comparisons:
+            if b.status != "ok":
+                lines.append(f"- {b.id}: {b.n_a} vs {b.n_b} latents; {b.note or 'too few latents to compare'}: "
+                             "not tested, no finding")
+                continue
+            sig = [f"{c.category} {fmt_pp(c.diff_pp)} pp" for c in t.cells if c.comparison == b.id and c.significant]
+            lines.append(f"- {b.id}: {b.n_a} vs {b.n_b} latents; significant: {', '.join(sig) or 'none'}")
+        head = [c for c in t.cells if c.comparison == t.headline]
+        if head and head[0].tested:
+            lines += [f"\nHeadline {t.headline}:", CELL_HEADER.replace("| comparison |", "| category |")]
+            lines += [_cell_line(c.model_copy(update={"comparison": c.category})) for c in head]
+        return "\n".join(lines) + method_note(t)
 
     n_field = (int, Field(default=6, ge=1, le=10, description="How many latents."))
     query = (str, Field(max_length=200, description="What to look for."))
@@ -102,8 +114,12 @@ def _lookup_tools(view: RunView) -> list[StructuredTool]:
          "The latents of one category that are specific to a fine-tune (or to the base)."),
         (latent_card, create_model("LatentCard", latent=latent),
          "One latent: its label, statistics and top examples."),
-        (category_table, create_model("CategoryTable"),
-         "The per-category shift table with 95% confidence intervals, for every comparison."),
+        (category_table, create_model("CategoryTable", category=(Cat | None, Field(
+            default=None, description="One category: its cell in every comparison; none: the list of comparisons "
+            "and the headline table."))),
+         "Category differences (share difference in percentage points with 95% CI, the paper's percent form, "
+         "corrected p-value, significance) of the headline, of each set vs the reference sample of shared latents "
+         "and of the control contrasts; comparisons with too few latents are marked not tested."),
     ]
     return [StructuredTool.from_function(fn, name=fn.__name__, description=desc, args_schema=schema)
             for fn, schema, desc in specs]
@@ -159,7 +175,10 @@ class LLMAnswerer:
         self.system = render(
             "chat_system.md", models=", ".join(m.name for m in view.cfg.models),
             categories=", ".join(view.categories),
-            headline=f"{head['a']} vs {head['b']}: {head['description']}" if head else "each fine-tune vs base",
+            headline=(f"{head['a']} vs {head['b']}: {head['description']}"
+                      + (f" ({head.get('note') or 'too few latents to compare'}: not tested)"
+                         if head.get("status") == "too_few" else "")) if head
+            else "each fine-tune vs the reference sample of shared latents",
             example_id=next(iter(view.by_key), f"{view.crosscoders[0]}:0"),
         )
         self.graph = self._build()

@@ -12,6 +12,7 @@ import logging
 import re
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -54,22 +55,65 @@ class LatentDetail(BaseModel):
 class CategoryCell(BaseModel):
     """One category of one comparison."""
 
-    comparison: str = Field(description="'A vs B'.")
+    comparison: str = Field(description="Comparison id, 'A vs B (sets[, pair])'.")
+    kind: str = Field(description="'headline', 'headline_alt', 'vs_reference' or 'control'.")
+    a: str = Field(description="Set A (a model, or 'base' for a pair's base-specific latents).")
+    b: str = Field(description="Set B (a model, 'reference' for the pair's reference sample of shared latents).")
     category: str = Field(description="Category.")
-    shift_pct: float = Field(description="100 * (share in A / share in B - 1).")
-    ci95: tuple[float, float] = Field(description="95% bootstrap CI.")
-    n_a: int | None = Field(default=None, description="Latents of A in the category (None for net shifts).")
-    n_b: int | None = Field(default=None, description="Latents of B in the category (None for net shifts).")
-    significant: bool = Field(description="CI excludes 0.")
-    net_of_control: bool = Field(default=False, description="Shift with the control's own shift subtracted.")
+    n_a: int = Field(description="Latents of A in the category.")
+    n_b: int = Field(description="Latents of B in the category.")
+    total_a: int = Field(description="Latents of A counted (all categories).")
+    total_b: int = Field(description="Latents of B counted.")
+    share_a: float = Field(description="n_a / total_a.")
+    share_b: float = Field(description="n_b / total_b.")
+    diff_pp: float = Field(description="100 * (share_a - share_b): percentage points (the primary effect).")
+    ci95: tuple[float, float] = Field(description="95% interval of diff_pp, percentage points (Newcombe).")
+    shift_pct: float | None = Field(
+        description="The paper's percent form 100 * (share_a / share_b - 1); None: unbounded (B has none) or "
+        "undefined (neither has any)."
+    )
+    ci95_shift_pct: tuple[float | None, float | None] = Field(description="95% interval of shift_pct (None: inf).")
+    p_adjusted: float | None = Field(description="Exact permutation p-value, corrected across categories "
+                                                 "(None: not tested).")
+    significant: bool = Field(description="Tested and p_adjusted < alpha.")
+    status: Literal["ok", "too_few"] = Field(description="'too_few': too few latents to compare, not tested.")
+    note: str | None = Field(default=None, description="e.g. 'too few latents to compare (4)'.")
+    planted: str | None = Field(default=None, description="Planted sign (+, -, 0) for organisms, where known.")
+
+    @property
+    def tested(self) -> bool:
+        """Both sets were large enough to test."""
+        return self.status == "ok"
+
+
+class ComparisonBrief(BaseModel):
+    """One comparison, without its rows."""
+
+    id: str = Field(description="'A vs B (sets[, pair])'.")
+    kind: str = Field(description="'headline', 'headline_alt', 'vs_reference' or 'control'.")
+    a: str = Field(description="Set A.")
+    b: str = Field(description="Set B.")
+    pair: str | None = Field(default=None, description="The pair the sets come from, when one.")
+    description: str = Field(description="What the sets are.")
+    n_a: int = Field(description="Latents of A counted.")
+    n_b: int = Field(description="Latents of B counted.")
+    status: Literal["ok", "too_few"] = Field(description="'too_few': not tested.")
+    note: str | None = Field(default=None, description="e.g. 'too few latents to compare (4)'.")
 
 
 class CategoryTable(BaseModel):
     """The headline table and every other comparison, category by category."""
 
-    headline: str | None = Field(description="'A vs B' of the headline, if any.")
+    headline: str | None = Field(description="Id of the headline comparison, if any.")
+    comparisons: list[ComparisonBrief] = Field(default_factory=list, description="Every comparison, headline first.")
     cells: list[CategoryCell] = Field(description="Every (comparison, category) cell.")
-    planted: dict[str, str] = Field(default_factory=dict, description="Planted signs, for organisms.")
+    planted: dict[str, str] = Field(default_factory=dict, description="Planted headline signs, for organisms.")
+    statistics: dict[str, Any] = Field(
+        default_factory=dict, description="test, correction, alpha, min_set_size, n_replicates.")
+
+    def comparison(self, cid: str | None) -> ComparisonBrief | None:
+        """A comparison by id."""
+        return next((c for c in self.comparisons if c.id == cid), None)
 
 
 def _brief(f: Finding, distance: float | None = None) -> LatentBrief:
@@ -168,20 +212,29 @@ class RunView:
         return [(f"{h.example.crosscoder}:{h.example.latent}", h.example.text) for h in hits]
 
     def category_table(self) -> CategoryTable:
-        """The headline comparison, each fine-tune vs base, and the net-of-control shifts."""
+        """Every comparison of the report (headline, both set definitions, each set vs the reference sample,
+        the control contrasts), category by category, with the test's settings."""
+        from latentdiff.agent.replicates import comparison_id
+        from latentdiff.agent.report.summary import headline
+
         cells: list[CategoryCell] = []
+        briefs: list[ComparisonBrief] = []
         for comp in self.report.comparisons:
+            cid = comparison_id(comp)
+            signs = self.report.planted_signs.get(cid, {})
+            briefs.append(ComparisonBrief(id=cid, kind=comp.kind, a=comp.a, b=comp.b, pair=comp.pair,
+                                          description=comp.description, n_a=comp.n_a, n_b=comp.n_b,
+                                          status=comp.status, note=comp.note))
             for c in comp.categories:
-                cells.append(CategoryCell(comparison=f"{comp.a} vs {comp.b}", category=c.name, shift_pct=c.shift_pct,
-                                          ci95=c.ci95, n_a=c.n_a, n_b=c.n_b, significant=c.significant))
-        for net in self.report.net_of_control:
-            for c in net.categories:
                 cells.append(CategoryCell(
-                    comparison=f"{net.a} vs base, net of {net.control}", category=c.name,
-                    shift_pct=c.shift_pct, ci95=c.ci95, significant=c.significant, net_of_control=True))
-        head = self.report.headline
+                    comparison=cid, kind=comp.kind, a=comp.a, b=comp.b, category=c.name, n_a=c.n_a, n_b=c.n_b,
+                    total_a=comp.n_a, total_b=comp.n_b, share_a=c.share_a, share_b=c.share_b, diff_pp=c.diff_pp,
+                    ci95=c.ci95, shift_pct=c.shift_pct, ci95_shift_pct=c.ci95_shift_pct, p_adjusted=c.p_adjusted,
+                    significant=c.significant, status=comp.status, note=comp.note, planted=signs.get(c.name)))
+        head = headline(self.report)
         planted = {r.name: r.planted for r in self.report.categories if r.planted}
-        return CategoryTable(headline=f"{head['a']} vs {head['b']}" if head else None, cells=cells, planted=planted)
+        return CategoryTable(headline=comparison_id(head) if head is not None else None, comparisons=briefs,
+                             cells=cells, planted=planted, statistics=dict(self.report.statistics))
 
     def category(self, name: str) -> list[CategoryCell]:
         """Every comparison's cell for one category."""

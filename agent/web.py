@@ -5,7 +5,9 @@ write. The page is self-contained (no CDN), so it works offline.
 
 Routes: `GET /` chat page · `GET /report` the run's report.html · `POST /api/chat` {question,
 client} -> Answer · `GET /api/latent/{id}` latent card · `GET /latent/{id}` the card as HTML ·
-`GET /api/table` category table · `GET /healthz`.
+`GET /api/table` category table (every comparison's cells: counts, shares, share difference in
+percentage points with its 95% CI, the paper's percent form, corrected p, significance, status) ·
+`GET /healthz`.
 """
 
 from __future__ import annotations
@@ -156,7 +158,9 @@ a.cite{font-family:monospace}
 <header><span><b>latentdiff</b> · run <b>$title</b> · mode $mode</span>
 <a href="/report" target="_blank">report</a></header>
 <div id="log"><div class="msg bot">Ask about this run's findings, e.g. "which new latents are about safety?",
-"show me latent 12", "why did hallucination go down?", "compare multilingual between the two fine-tunes".
+"show me latent 12", "why did hallucination go down?", "compare multilingual between the two fine-tunes",
+"what does the control show?". Effects are share differences in percentage points with 95% CIs and corrected
+p-values; a comparison with too few latents is said to be so, never reported as a finding.
 Answers cite latent ids; click one for its card. The chat can only read the run.</div></div>
 <form id="ask"><input id="question" autocomplete="off" placeholder="Ask a question" autofocus>
 <button id="send" type="submit">Ask</button></form>

@@ -6,18 +6,19 @@ aggregate there:
   - adaptive:  agent.adaptive at 25 / 50 / 100% of the candidates (max_latents), ci_width set, in
                agent.adaptive_order --order, once per --seeds seed (the seed of the random order);
   - norefine:  every candidate, refinement off (what refinement changes).
-Reports, against `full`: per-category headline shift difference, sign agreement, CI-excludes-0
-agreement, planted signs recovered, judge calls (saved), stop reason; and for the refined latents
-the mean verification of their first label vs the kept one.
+Reports, against `full`: per-category difference of the headline's share difference (`diff_pp`,
+percentage points), sign (`direction`) agreement, significance agreement (corrected exact test),
+planted signs recovered, judge calls (saved), stop reason; and for the refined latents the mean
+verification of their first label vs the kept one.
 
-    python benchmarks/bench_budget.py runs/dev-demo /tmp/budget-demo --ci-width 2000
+    python benchmarks/bench_budget.py runs/dev-demo /tmp/budget-demo --ci-width 40
     python benchmarks/bench_budget.py runs/dev-demo /tmp/bb --refine-below 0 --skip-norefine \
         --fractions 0.25,0.5 --order random --seeds 0,1,2,3,4
 
-With several seeds, `by_fraction` summarises each budget over the seeds: the mean signed shift
-difference per category against `full` (the bias; random draws should average near 0), how many
-runs got a planted sign wrong with a CI excluding 0, and the mean number of point-estimate signs
-agreeing with `full`.
+With several seeds, `by_fraction` summarises each budget over the seeds: the mean signed difference
+of `diff_pp` per category against `full` (the bias, in percentage points; random draws should
+average near 0), how many runs got a planted sign wrong and significant, and the mean number of
+point-estimate signs (`direction`) agreeing with `full`.
 """
 
 from __future__ import annotations
@@ -72,48 +73,48 @@ def headline_rows(agg: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _planted_significant(agg: dict[str, Any]) -> tuple[int, int, int]:
-    """(recovered, wrong, planted) headline signs among the planted ones: significant (CI excludes 0)
-    with the planted sign (the report's rule), significant with the other sign, and how many."""
+    """(recovered, wrong, planted) headline signs among the planted ones: significant after correction in
+    the planted direction (the report's rule), significant in the other direction, and how many."""
     from latentdiff.core.organisms import load_planted
 
     signs = load_planted().get("headline", {}).get("signs", {})
     rows = headline_rows(agg)
     planted = {k: v for k, v in signs.items() if v in ("+", "-")}
-    same = [(rows[k]["shift_pct"] > 0) == (v == "+") for k, v in planted.items() if rows[k]["significant"]]
+    same = [rows[k]["direction"] == v for k, v in planted.items() if rows[k]["significant"]]
     return sum(same), len(same) - sum(same), len(planted)
 
 
 def planted_recovered(agg: dict[str, Any]) -> tuple[int, int]:
-    """(recovered, planted) headline signs: CI excludes 0 on the planted side (the report's rule)."""
+    """(recovered, planted) headline signs: significant after correction in the planted direction."""
     ok, _, n = _planted_significant(agg)
     return ok, n
 
 
 def compare_to(full: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """Shift error, sign and significance agreement of other's headline vs full's."""
+    """Effect error (percentage points), sign and significance agreement of other's headline vs full's."""
     a, b = headline_rows(full), headline_rows(other)
-    diff = {k: b[k]["shift_pct"] - a[k]["shift_pct"] for k in a}
+    diff = {k: b[k]["diff_pp"] - a[k]["diff_pp"] for k in a}
     return {
-        "mean_abs_shift_diff": sum(abs(v) for v in diff.values()) / len(diff),
-        "shift_diff": diff,
-        "sign_agree": sum((a[k]["shift_pct"] > 0) == (b[k]["shift_pct"] > 0) for k in a),
+        "mean_abs_diff_pp": sum(abs(v) for v in diff.values()) / len(diff),
+        "diff_pp": diff,
+        "sign_agree": sum(a[k]["direction"] == b[k]["direction"] for k in a),
         "significance_agree": sum(a[k]["significant"] == b[k]["significant"] for k in a),
         "n_categories": len(a),
     }
 
 
 def wrong_significant(agg: dict[str, Any]) -> int:
-    """Planted headline signs that came out the other way with a CI excluding 0."""
+    """Planted headline signs that came out significant in the other direction."""
     return _planted_significant(agg)[1]
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Over the seeds of one budget: mean signed shift difference per category, wrong-and-significant runs."""
-    cats = runs[0]["vs_full"]["shift_diff"]
+    """Over the seeds of one budget: mean signed diff_pp difference per category, wrong-and-significant runs."""
+    cats = runs[0]["vs_full"]["diff_pp"]
     return {
         "n_runs": len(runs),
-        "mean_shift_diff": {k: sum(r["vs_full"]["shift_diff"][k] for r in runs) / len(runs) for k in cats},
-        "mean_abs_shift_diff": sum(r["vs_full"]["mean_abs_shift_diff"] for r in runs) / len(runs),
+        "mean_diff_pp": {k: sum(r["vs_full"]["diff_pp"][k] for r in runs) / len(runs) for k in cats},
+        "mean_abs_diff_pp": sum(r["vs_full"]["mean_abs_diff_pp"] for r in runs) / len(runs),
         "runs_with_wrong_significant_sign": sum(r["wrong_significant"] > 0 for r in runs),
         "mean_sign_agree": sum(r["vs_full"]["sign_agree"] for r in runs) / len(runs),
         "mean_planted_recovered": sum(r["planted"][0] for r in runs) / len(runs),
@@ -142,7 +143,8 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="A finished demo run (read only).")
     ap.add_argument("out", type=Path, help="Scratch directory for the copies.")
     ap.add_argument("--fractions", default="0.25,0.5,1.0", help="Adaptive budgets as fractions of the candidates.")
-    ap.add_argument("--ci-width", type=float, default=2000.0, help="agent.ci_width for the adaptive runs.")
+    ap.add_argument("--ci-width", type=float, default=40.0,
+                    help="agent.ci_width for the adaptive runs (widest share-difference CI, percentage points).")
     ap.add_argument("--skip-norefine", action="store_true", help="Skip the refinement-off run.")
     ap.add_argument("--refine-below", type=float, default=0.7, help="agent.refine_below of the full run.")
     ap.add_argument("--reuse-full", action="store_true", help="Reuse OUT/full from an earlier run of this script.")

@@ -80,7 +80,10 @@ def test_report_html_shows_chart_and_table(browser, server: str, tmp_path: Path)
     assert table.is_visible() and chart.is_visible()
     assert page.locator("#shift-table tr").count() >= 7  # header + 6 categories
     assert chart.evaluate("img => img.complete && img.naturalWidth > 300")  # the embedded PNG decoded
-    assert "95% CI" in table.inner_text()
+    assert "95% CI" in table.inner_text() and "difference, pp" in table.inner_text()
+    assert "corrected p" in table.inner_text()
+    stats = page.locator("#statistics").inner_text()  # the test and correction, named beside the table
+    assert "exact permutation test" in stats and "corrected across the 6 categories" in stats
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot))
     assert not _blank(shot)

@@ -92,6 +92,29 @@ def test_bad_native_calls_switch_to_json_protocol(view: RunView) -> None:
     assert ans.citations and all(c in view.by_key for c in ans.citations)
 
 
+def test_category_table_lookup_has_every_comparison(view: RunView) -> None:
+    """The category_table lookup the LLM reads: one category in every comparison (share difference in
+    percentage points, interval, corrected p; untested comparisons marked so), or the overview."""
+    from latentdiff.agent.replicates import comparison_id
+    from latentdiff.agent.report.summary import fmt_p
+
+    a = _answerer(view, ScriptedChat([], [], []))
+    one = a.by_name["category_table"].invoke({"category": "safety"})
+    for comp in view.report.comparisons:
+        row = comp.row("safety")
+        line = next(x for x in one.splitlines() if x.startswith(f"| {comparison_id(comp)} |"))
+        if comp.tested:
+            assert f"{row.diff_pp:+.1f} [{row.ci95[0]:+.1f}, {row.ci95[1]:+.1f}]" in line
+            assert f"| {fmt_p(row.p_adjusted)} |" in line
+        else:
+            assert f"{comp.note}: not tested" in line
+    overview = a.by_name["category_table"].invoke({})
+    assert all(comparison_id(c) in overview for c in view.report.comparisons)
+    assert "Test: exact permutation test" in overview and len(overview) < 3000  # fits MAX_RESULT_CHARS
+    schema = a.by_name["category_table"].args_schema
+    assert set(schema.model_json_schema()["properties"]) == {"category"}  # type: ignore[union-attr]
+
+
 def test_rounds_are_bounded_and_bad_arguments_recorded(view: RunView) -> None:
     fake = ScriptedChat([], [{"tool": "latent_card", "latent": "nope"}, {"tool": "search_latents", "query": "x",
                                                                            "n": 3}], ["ok"])

@@ -1,5 +1,5 @@
-"""Report plots (matplotlib, PNG): shift chart with CIs, Delta-norm histogram, Latent Scaling scatter,
-training curves."""
+"""Report plots (matplotlib, PNG): the headline's share-difference chart with 95% CIs, Delta-norm histogram,
+Latent Scaling scatter, training curves."""
 
 from __future__ import annotations
 
@@ -25,23 +25,35 @@ def _save(fig, path: Path) -> Path:  # noqa: ANN001
 
 
 def shift_chart(report, path: Path) -> Path:  # noqa: ANN001
-    """Horizontal bars of shift % per category with 95% CI whiskers (symlog axis)."""
+    """Horizontal bars of the headline's share difference per category (percentage points, A minus B) with
+    95% interval whiskers on a symmetric linear axis; the counts n_A/n_B written beside each bar, '*' after
+    the name of a category significant after correction, the planted sign and verdict where known."""
     plt = _plt()
     rows = report.categories
-    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(rows) + 1.4))
-    names = [r.name for r in rows]
-    vals = [r.shift_pct for r in rows]
-    lo = [r.shift_pct - r.ci95[0] for r in rows]
-    hi = [r.ci95[1] - r.shift_pct for r in rows]
-    colors = ["#2b8a3e" if v > 0 else "#c92a2a" for v in vals]
-    ax.barh(names, vals, xerr=[lo, hi], color=colors, alpha=0.8, capsize=4, ecolor="#333")
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(rows) + 1.6))
+    names = [f"{r.name} *" if r.significant else r.name for r in rows]
+    vals = [r.diff_pp for r in rows]
+    lo = [max(r.diff_pp - r.ci95[0], 0.0) for r in rows]
+    hi = [max(r.ci95[1] - r.diff_pp, 0.0) for r in rows]
+    colors = ["#2b8a3e" if v > 0 else "#c92a2a" if v < 0 else "#868e96" for v in vals]
+    alphas = [0.9 if r.significant else 0.45 for r in rows]
+    bars = ax.barh(names, vals, xerr=[lo, hi], color=colors, capsize=4, ecolor="#333")
+    for bar, al in zip(bars, alphas):
+        bar.set_alpha(al)
     ax.axvline(0, color="#333", lw=1)
-    ax.set_xscale("symlog", linthresh=50)
+    reach = max([abs(x) for r in rows for x in (*r.ci95, r.diff_pp)] + [5.0])
+    ax.set_xlim(-1.2 * reach, 1.2 * reach)  # symmetric: a gain and a loss of the same size look the same
     ax.invert_yaxis()
     head = report.headline or {}
-    ax.set(xlabel="shift % (95% CI)", title=f"{head.get('a', 'A')} vs {head.get('b', 'B')}: category shift")
+    a, b = head.get("a", "A"), head.get("b", "B")
+    ax.set(xlabel=f"share of {a}'s latents minus share of {b}'s (percentage points, 95% CI); "
+                  f"n {a}/n {b} beside each bar",
+           title=f"{a} vs {b}: category share difference (* significant after correction)")
     for i, r in enumerate(rows):
-        if r.planted in ("+", "-"):
+        x = r.ci95[1] if r.diff_pp >= 0 else r.ci95[0]
+        ax.annotate(f"{r.n_a}/{r.n_b}", (x, i), xytext=(4 if r.diff_pp >= 0 else -4, 0), textcoords="offset points",
+                    ha="left" if r.diff_pp >= 0 else "right", va="center", fontsize=8, color="#222")
+        if r.planted is not None:
             ax.annotate(f"planted {r.planted} {'ok' if r.recovered else 'x'}", (0, i), xytext=(5, -12),
                         textcoords="offset points", fontsize=7, color="#555")
     return _save(fig, path)
@@ -78,7 +90,8 @@ def make_plots(report, run_dir: Path, out: Path) -> dict[str, Path]:  # noqa: AN
     """Every plot of the report, by name."""
     out.mkdir(parents=True, exist_ok=True)
     plots: dict[str, Path] = {}
-    if report.categories:
+    head = report.headline or {}
+    if report.categories and head.get("status", "ok") == "ok":  # an untested headline has no effects to draw
         plots["shift"] = shift_chart(report, out / "shift.png")
     for p in selection_plots(run_dir, out):
         plots["selection"] = p

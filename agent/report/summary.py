@@ -10,24 +10,28 @@ A summary is a list of sentences, each with the latent ids it cites. The checker
 - Numbers: every number written with digits is checked, after removing latent ids, model names
   that contain digits and the "95%" of "95% CI"/"95% confidence". Numbers glued to letters
   ("3x", "2nd", "gpt2") and numbers spelled in words are not checked. A number must equal,
-  within rounding at the precision it is written with (|x - v| <= 0.5 * 10^-decimals, so "+390%"
-  matches +389.58 and "389.6" matches 389.58, "400" does not), a value that report.json holds
+  within rounding at the precision it is written with (|x - v| <= 0.5 * 10^-decimals, so "+9.1"
+  matches +9.09 and "+390%" matches +389.58, "400" does not), a value that report.json holds
   for the sentence's scope. A number written with a sign (+, -, U+2212) must match the signed
-  value; an unsigned one matches the value's magnitude ("fell by 67%" matches -67.4).
+  value; an unsigned one matches the value's magnitude ("fell by 6.2 points" matches -6.25).
 - Scope: the categories the sentence names (e.g. "instruction following") or that its cited
-  latents belong to, and the comparisons that involve a model the sentence names (all
-  comparisons when it names none). The allowed values are, for those comparisons and
-  categories: shift %, the three CIs' bounds, the weighted shift, the latent counts (n_a, n_b),
-  shares and mean verification (as fractions and as percentages); for those net-of-control
-  comparisons: net shift, its CI, plain and control shifts; each scoped comparison's total
-  counts; for cited latents: Delta-norm, nu_eps, nu_r, frequency, verification (fraction and
-  percent) and any number written in their name or description; and a few report-wide counts
-  (models, categories, comparisons, latents, labelled latents, failures, skipped candidates).
+  latents belong to, and the comparisons that involve a model (or set: "base", "reference") the
+  sentence names (all comparisons when it names none). The allowed values are, for those
+  comparisons and categories: the share difference in percentage points (`diff_pp`) and its 95%
+  interval's bounds, the paper's percent form (`shift_pct`) and its interval's bounds when they are
+  finite, the latent counts (n_a, n_b), the shares (as fractions and as percentages), the raw and
+  corrected p-values, and mean verification (fraction and percent). A comparison with too few
+  latents to compare (status 'too_few': not tested) offers only its counts and shares, never an
+  effect: no sentence can quote an untested difference. Each scoped comparison's totals (latents
+  and scaffolding latents of each set); for cited latents: Delta-norm, nu_eps, nu_r, frequency,
+  verification (fraction and percent) and any number written in their name or description; and a
+  few report-wide values (models, categories, comparisons, latents, labelled latents, failures,
+  skipped candidates, scaffolding latents, the significance level alpha).
 - Direction: a sentence that names exactly one category and uses words of one direction only
   ("rose", "increased", "gained", "toward" / "fell", "dropped", "lost", "away from", ...; quoted
-  latent names removed first) must agree with the sign of that category's shift in the
-  comparisons in scope; mixed signs across those comparisons are not checked. Other words are not
-  read: "several" or "most" are not checked against counts.
+  latent names removed first) must agree with the sign of that category's share difference
+  (`diff_pp`) in the comparisons in scope; mixed signs across those comparisons are not checked.
+  Other words are not read: "several" or "most" are not checked against counts.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from pydantic import BaseModel, Field
 from latentdiff.agent.judges.prompting import contain
 
 if TYPE_CHECKING:
-    from latentdiff.agent.aggregate import Comparison
+    from latentdiff.agent.aggregate import CategoryShift, Comparison
     from latentdiff.agent.report.build import LatentCard, Report
 
 ID_RE = re.compile(r"\b([A-Za-z_][\w.-]*:\d+)\b")
@@ -109,6 +113,62 @@ def fmt_pct(x: float) -> str:
     return f"{x:+.0f}%"
 
 
+def fmt_pp(x: float) -> str:
+    """+9.1 (percentage points, one decimal, signed)."""
+    return f"{x:+.1f}"
+
+
+def fmt_pp_ci(ci: tuple[float, float]) -> str:
+    """[+3.0, +18.5] (percentage points)."""
+    return f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
+
+
+def fmt_share(x: float) -> str:
+    """A share as a percentage: 0.0912 -> '9.1%'."""
+    return f"{100 * x:.1f}%"
+
+
+def fmt_p(p: float | None) -> str:
+    """A p-value with two significant digits, at least three decimals (0.169, 0.0030, 0.000032; never
+    rounded to 0); None -> 'not tested'."""
+    if p is None:
+        return "not tested"
+    if p <= 0:
+        return f"{p:.3f}"
+    return f"{p:.{max(3, 1 - math.floor(math.log10(p)))}f}"
+
+
+def fmt_shift_pct(shift: float | None, ci: tuple[float | None, float | None], n_a: int, a: str = "A") -> str:
+    """The paper's percent form with its interval: '+390% [+120%, +900%]'; B has none of the category:
+    'only in A (+inf) [+50%, +inf]'; neither set has any: 'undefined (neither has any)'."""
+    lo, hi = ci
+    if shift is None and (n_a == 0 or lo is None):
+        return "undefined (neither has any)"
+    est = f"only in {a} (+inf)" if shift is None else fmt_pct(shift)
+    lo_s = "-inf" if lo is None else fmt_pct(lo)
+    hi_s = "+inf" if hi is None else fmt_pct(hi)
+    return f"{est} [{lo_s}, {hi_s}]"
+
+
+CORRECTIONS = {"holm": "Holm-corrected", "bh": "Benjamini-Hochberg-corrected (false discovery rate)"}
+
+
+def method_text(test: str, correction: str, alpha: float, n_categories: int) -> str:
+    """'exact permutation test ... , Holm-corrected across the 6 categories, alpha 0.05'."""
+    return (f"{test}, {CORRECTIONS.get(correction, correction + '-corrected')} across the {n_categories} "
+            f"categories of a comparison, alpha {alpha:g}")
+
+
+def comparison_method(comp: Comparison) -> str:
+    """`method_text` of one comparison."""
+    return method_text(comp.test, comp.correction, comp.alpha, len(comp.categories))
+
+
+def too_few_text(comp: Comparison) -> str:
+    """The note of an untested comparison: 'too few latents to compare (n)'."""
+    return comp.note or f"too few latents to compare ({min(comp.n_a, comp.n_b)})"
+
+
 def clean(text: str | None, limit: int) -> str:
     """Judge-written text on one line, delimiter-safe (contained, no angle or square brackets)."""
     flat = " ".join(contain(text or "", limit).split())
@@ -117,23 +177,44 @@ def clean(text: str | None, limit: int) -> str:
 
 def headline(report: Report) -> Comparison | None:
     """The comparison behind the headline table (the configured A vs B, else the first one)."""
-    return report.comparisons[0] if report.comparisons else None
+    head = next((c for c in report.comparisons if c.kind == "headline"), None)
+    return head or (report.comparisons[0] if report.comparisons else None)
+
+
+def primary_crosscoder(report: Report) -> str | None:
+    """The crosscoder whose findings the comparisons count (replicates: the one without a seed suffix)."""
+    from latentdiff.agent.replicates import replicate_order
+
+    names = {c.id.split(":")[0] for c in report.latents}
+    return min(names, key=replicate_order) if names else None
+
+
+def members(report: Report, comp: Comparison, which: Literal["a", "b"]) -> dict[str, LatentCard]:
+    """Labelled, non-scaffolding latents of the primary crosscoder in set A or B of a comparison.
+
+    A set named 'reference' is the reference sample of shared latents of the comparison's pair; 'base'
+    the base-specific latents of that pair; any other name the latents specific to that model (side
+    'finetuned' of its pair)."""
+    name = comp.a if which == "a" else comp.b
+    other = comp.b if which == "a" else comp.a
+    if name == "reference":
+        pair, side = comp.pair or other, "shared"
+    elif name == "base":
+        pair, side = comp.pair or other, "base"
+    else:
+        pair, side = name, "finetuned"
+    cc = primary_crosscoder(report)
+    return {c.id: c for c in report.latents if c.pair == pair and c.side == side and c.category is not None
+            and not c.scaffold and c.id.split(":")[0] == cc}
 
 
 def specific_to(report: Report, comp: Comparison, which: Literal["a", "b"]) -> list[LatentCard]:
-    """Labelled latents of set A or B of a comparison, strongest (largest Delta-norm) first.
+    """Latents of set A or B of a comparison (`members`), strongest (largest Delta-norm) first.
 
-    In "X vs base" the base set is the base-specific latents of pair X; otherwise a set named
-    after a model holds the latents specific to that model (side 'finetuned' of its pair). Latents
-    in both sets are left out.
+    Latents in both sets are left out: a latent specific to both fine-tunes says nothing about their
+    difference (and a fine-tune's latent also specific to the control is not in its control contrast).
     """
-    def members(which: str) -> dict[str, LatentCard]:
-        name = comp.a if which == "a" else comp.b
-        pair, side = (comp.a, "base") if which == "b" and name == "base" else (name, "finetuned")
-        return {c.id: c for c in report.latents if c.pair == pair and c.side == side and c.category is not None}
-
-    mine, other = members(which), members("b" if which == "a" else "a")
-    # two fine-tunes: a latent specific to both says nothing about their difference
+    mine, other = members(report, comp, which), members(report, comp, "b" if which == "a" else "a")
     cards = [c for k, c in mine.items() if k not in other]
     return sorted(cards, key=lambda c: (-c.delta_norm, c.id))
 
@@ -174,13 +255,23 @@ def assemble(sentences: list[SummarySentence], source: Literal["llm", "template"
 # --------------------------------------------------------------------------- fact sheet
 
 
-def _row_line(name: str, shift: float, ci: tuple[float, float], n_a: int, n_b: int, sig: bool) -> str:
-    return f"- {name} | {shift:+.1f} | [{ci[0]:+.1f}, {ci[1]:+.1f}] | {n_a} | {n_b} | {'yes' if sig else 'no'}"
+def _row_line(r: CategoryShift, a: str) -> str:
+    return (f"- {r.name} | {r.n_a} ({fmt_share(r.share_a)}) | {r.n_b} ({fmt_share(r.share_b)}) | "
+            f"{fmt_pp(r.diff_pp)} | {fmt_pp_ci(r.ci95)} | {fmt_shift_pct(r.shift_pct, r.ci95_shift_pct, r.n_a, a)} | "
+            f"{fmt_p(r.p_adjusted)} | {'yes' if r.significant else 'no'}")
 
 
-def _latent_line(card: LatentCard, owner: str) -> str:
-    return (f"- [{card.id}] | {owner} | {card.category} | {clean(card.name, 60)} | "
-            f"{clean(card.description, 120)}")
+def _comparison_lines(comp: Comparison, title: str) -> list[str]:
+    lines = [f"{title}: {comp.a} vs {comp.b}: {clean(comp.description, 300)}.",
+             f"Labelled latents counted: {comp.n_a} in {comp.a}, {comp.n_b} in {comp.b}"
+             + (f" (scaffolding latents left out: {comp.n_scaffold_a} and {comp.n_scaffold_b})"
+                if comp.n_scaffold_a or comp.n_scaffold_b else "") + "."]
+    if not comp.tested:
+        return lines + [f"Not tested: {too_few_text(comp)}. State no finding from this comparison."]
+    return lines + [
+        f"Rows (category | n {comp.a} (share of its latents) | n {comp.b} (share) | difference, percentage points | "
+        "95% CI | the paper's percent form [95% CI] | corrected p | significant):",
+        *(_row_line(r, comp.a) for r in comp.categories)]
 
 
 def fact_sheet(report: Report, top_n: int = 2) -> tuple[str, list[str]]:
@@ -189,15 +280,10 @@ def fact_sheet(report: Report, top_n: int = 2) -> tuple[str, list[str]]:
     lines = ["Models: " + ", ".join(f"{m['name']} ({m['role']})" for m in report.models) + "."]
     if comp is None:
         return "\n".join(lines + ["No comparison: no labelled latents."]), []
-    lines += [f"Headline comparison: {comp.a} vs {comp.b}: {clean(comp.description, 300)}.",
-              f"Labelled latents: {comp.n_a} specific to {comp.a}, {comp.n_b} specific to {comp.b}.",
-              f"Rows (category | shift % | 95% CI | n {comp.a} | n {comp.b} | significant):"]
-    lines += [_row_line(r.name, r.shift_pct, r.ci95, r.n_a, r.n_b, r.significant) for r in comp.categories]
-    for net in report.net_of_control:
-        lines += [f"Net of control: {net.a} minus control {net.control} (category | net shift, percentage points "
-                  "| 95% CI | significant):"]
-        lines += [f"- {r.name} | {r.shift_pct:+.1f} | [{r.ci95[0]:+.1f}, {r.ci95[1]:+.1f}] | "
-                  f"{'yes' if r.significant else 'no'}" for r in net.categories]
+    lines.append(f"Test: {comparison_method(comp)}; significant = corrected p below alpha.")
+    lines += _comparison_lines(comp, "Headline comparison")
+    for ctrl in (c for c in report.comparisons if c.kind == "control"):
+        lines += _comparison_lines(ctrl, "Control contrast")
     lines.append("Strongest latents per category (id | specific to | category | name | description):")
     ids: list[str] = []
     tops = {w: top_by_category(report, comp, w, top_n) for w in ("a", "b")}  # type: ignore[arg-type]
@@ -209,6 +295,11 @@ def fact_sheet(report: Report, top_n: int = 2) -> tuple[str, list[str]]:
     return "\n".join(lines), ids
 
 
+def _latent_line(card: LatentCard, owner: str) -> str:
+    return (f"- [{card.id}] | {owner} | {card.category} | {clean(card.name, 60)} | "
+            f"{clean(card.description, 120)}")
+
+
 # --------------------------------------------------------------------------- templated summary
 
 
@@ -217,43 +308,73 @@ def _example(cards: list[LatentCard]) -> tuple[str, list[str]]:
     return f"e.g. [{card.id}] \u201c{clean(card.name, 60)}\u201d", [card.id]
 
 
+def _effect(r: CategoryShift, comp: Comparison) -> str:
+    """'9.1% of shift's latents vs 0.0% of it's, +9.1 percentage points (95% CI +3.0 to +18.5; 3 vs 0
+    latents; corrected p 0.012)'."""
+    return (f"{fmt_share(r.share_a)} of {comp.a}'s latents vs {fmt_share(r.share_b)} of {comp.b}'s, "
+            f"{fmt_pp(r.diff_pp)} percentage points (95% CI {r.ci95[0]:+.1f} to {r.ci95[1]:+.1f}; "
+            f"{r.n_a} vs {r.n_b} latents; corrected p {fmt_p(r.p_adjusted)})")
+
+
+def _any_card(report: Report, comp: Comparison) -> list[str]:
+    """One latent of either set of a comparison, to cite beside its note."""
+    cards = specific_to(report, comp, "a") or specific_to(report, comp, "b")
+    return [cards[0].id] if cards else []
+
+
+def _too_few_sentence(report: Report, comp: Comparison, what: str) -> list[SummarySentence]:
+    cites = _any_card(report, comp)
+    if not cites:
+        return []
+    return [SummarySentence(text=f"{what} has {too_few_text(comp)}: no category is tested and no "
+                                 "difference can be read from it.", citations=cites)]
+
+
 def template_sentences(report: Report) -> list[SummarySentence]:
-    """A deterministic summary from the headline table, its strongest latents and net-of-control rows."""
+    """A deterministic summary: the headline's significant categories (share difference in percentage
+    points, interval, counts, corrected p, the strongest latent), its non-significant ones, and the
+    control contrasts' significant categories. An untested comparison ('too few latents to compare')
+    gets its note, never a finding."""
     comp = headline(report)
     if comp is None:
         return []
-    tops = {w: top_by_category(report, comp, w, 1) for w in ("a", "b")}  # type: ignore[arg-type]
     out: list[SummarySentence] = []
-    gained = sorted((r for r in comp.categories if r.significant and r.shift_pct > 0), key=lambda r: -r.shift_pct)
-    lost = sorted((r for r in comp.categories if r.significant and r.shift_pct < 0), key=lambda r: r.shift_pct)
-    for rows, verb, side in ((gained, "gained", "a"), (lost, "lost", "b")):
-        for r in rows:
-            cards = tops[side].get(r.name) or tops["b" if side == "a" else "a"].get(r.name)
-            if not cards:
-                continue
-            ex, cites = _example(cards)
+    if not comp.tested:
+        out += _too_few_sentence(report, comp, f"The headline comparison of {comp.a} and {comp.b}")
+    else:
+        tops = {w: top_by_category(report, comp, w, 1) for w in ("a", "b")}  # type: ignore[arg-type]
+        gained = sorted((r for r in comp.categories if r.significant and r.diff_pp > 0), key=lambda r: -r.diff_pp)
+        lost = sorted((r for r in comp.categories if r.significant and r.diff_pp < 0), key=lambda r: r.diff_pp)
+        for rows, verb, side in ((gained, "gained", "a"), (lost, "lost", "b")):
+            for r in rows:
+                cards = tops[side].get(r.name) or tops["b" if side == "a" else "a"].get(r.name)
+                if not cards:
+                    continue
+                ex, cites = _example(cards)
+                out.append(SummarySentence(
+                    text=f"Relative to {comp.b}, {comp.a} {verb} {r.name.replace('_', ' ')} latents: "
+                         f"{_effect(r, comp)}, {ex}.", citations=cites))
+        flat = [r for r in comp.categories if not r.significant]
+        cites = [c.id for r in flat for c in (tops["a"].get(r.name) or tops["b"].get(r.name) or [])[:1]]
+        if flat and cites:
+            names = ", ".join(r.name.replace("_", " ") for r in flat)
             out.append(SummarySentence(
-                text=f"Relative to {comp.b}, {comp.a} {verb} {r.name.replace('_', ' ')} latents: "
-                     f"{fmt_pct(r.shift_pct)} (95% CI {fmt_pct(r.ci95[0])} to {fmt_pct(r.ci95[1])}; "
-                     f"{r.n_a} vs {r.n_b} latents), {ex}.", citations=cites))
-    flat = [r for r in comp.categories if not r.significant]
-    cites = [c.id for r in flat for c in (tops["a"].get(r.name) or tops["b"].get(r.name) or [])[:1]]
-    if flat and cites:
-        names = ", ".join(r.name.replace("_", " ") for r in flat)
-        out.append(SummarySentence(text=f"No significant shift between {comp.a} and {comp.b} in: {names}.",
-                                   citations=cites))
-    for net in report.net_of_control:
-        own = next((c for c in report.comparisons if c.a == net.a and c.b == "base"), None)
-        net_tops = top_by_category(report, own, "a", 1) if own is not None else {}
-        for r in (x for x in net.categories if x.significant):
-            cards = net_tops.get(r.name)
-            if not cards:
-                continue
-            ex, cites = _example(cards)
-            out.append(SummarySentence(
-                text=f"Net of the control {net.control}, the {r.name.replace('_', ' ')} shift of {net.a} is "
-                     f"{r.shift_pct:+.0f} percentage points (95% CI {r.ci95[0]:+.0f} to {r.ci95[1]:+.0f}), {ex}.",
+                text=f"No significant difference between {comp.a} and {comp.b} after correction in: {names}.",
                 citations=cites))
+    for ctrl in (c for c in report.comparisons if c.kind == "control"):
+        if not ctrl.tested:
+            out += _too_few_sentence(report, ctrl, f"The control contrast of {ctrl.a} against the control {ctrl.b}")
+            continue
+        tops = {w: top_by_category(report, ctrl, w, 1) for w in ("a", "b")}  # type: ignore[arg-type]
+        for r in sorted((x for x in ctrl.categories if x.significant), key=lambda x: -abs(x.diff_pp)):
+            cards = tops["a" if r.diff_pp > 0 else "b"].get(r.name) or tops["b" if r.diff_pp > 0 else "a"].get(r.name)
+            if not cards:
+                continue
+            ex, cites = _example(cards)
+            more = "more" if r.diff_pp > 0 else "fewer"
+            out.append(SummarySentence(
+                text=f"Against the control {ctrl.b}, {ctrl.a} has {more} {r.name.replace('_', ' ')} latents: "
+                     f"{_effect(r, ctrl)}, {ex}.", citations=cites))
     return out
 
 
@@ -279,7 +400,7 @@ class CheckContext:
     categories: list[str]
     models: list[str]
     comps: list[tuple[set[str], list[float], dict[str, list[float]]]] = field(default_factory=list)
-    shifts: list[tuple[set[str], dict[str, float]]] = field(default_factory=list)  # models -> category shift %
+    shifts: list[tuple[set[str], dict[str, float]]] = field(default_factory=list)  # sets -> category diff_pp
     report_wide: list[float] = field(default_factory=list)
 
     @classmethod
@@ -292,19 +413,22 @@ class CheckContext:
         ctx = cls(cards={c.id: c for c in report.latents}, crosscoders={c.id.split(":")[0] for c in report.latents},
                   categories=cats, models=models)
         for comp in report.comparisons:
-            rows = {r.name: [*_values(r.shift_pct), *r.ci95, *r.ci95_latents, *_values(r.shift_pct_weighted),
-                             *r.ci95_weighted, r.n_a, r.n_b, *_values(r.share_a, True), *_values(r.share_b, True),
-                             *_values(r.verification_a, True), *_values(r.verification_b, True)]
-                    for r in comp.categories}
-            ctx.comps.append(({comp.a, comp.b}, [comp.n_a, comp.n_b], rows))
-            ctx.shifts.append(({comp.a, comp.b}, {r.name: r.shift_pct for r in comp.categories}))
-        for net in report.net_of_control:
-            rows = {r.name: [r.shift_pct, *r.ci95, r.plain_shift_pct, r.control_shift_pct] for r in net.categories}
-            ctx.comps.append(({net.a, net.control}, [], rows))
-            ctx.shifts.append(({net.a, net.control}, {r.name: r.shift_pct for r in net.categories}))
+            rows: dict[str, list[float]] = {}
+            for r in comp.categories:
+                vals = [r.n_a, r.n_b, *_values(r.share_a, True), *_values(r.share_b, True),
+                        *_values(r.verification_a, True), *_values(r.verification_b, True)]
+                if comp.tested:  # an untested comparison offers counts and shares, never an effect
+                    vals += [r.diff_pp, *r.ci95, *_values(r.shift_pct),
+                             *(v for x in r.ci95_shift_pct for v in _values(x)),
+                             *_values(r.p_value), *_values(r.p_adjusted)]
+                rows[r.name] = vals
+            names = {comp.a, comp.b} | ({comp.pair} if comp.pair else set())
+            ctx.comps.append((names, [comp.n_a, comp.n_b, comp.n_scaffold_a, comp.n_scaffold_b], rows))
+            ctx.shifts.append((names, {r.name: r.diff_pp for r in comp.categories}))
         labelled = sum(c.category is not None for c in report.latents)
         ctx.report_wide = [len(report.models), len(cats), len(report.comparisons), len(report.latents), labelled,
-                           len(report.failures), len(report.skipped)]
+                           len(report.failures), len(report.skipped), len(report.scaffold),
+                           *_values(report.statistics.get("alpha"))]
         return ctx
 
     def mentioned_models(self, text: str) -> set[str]:
@@ -343,8 +467,8 @@ class CheckContext:
 
 def direction_errors(ctx: CheckContext, text: str) -> list[str]:
     """A sentence that names one category and one direction ("rose", "fell", ...) must agree with the sign
-    of that category's shift in every comparison it may mean (the models it names, or all); mixed signs
-    or several categories or directions are not checked."""
+    of that category's share difference (diff_pp) in every comparison it may mean (the models or sets it
+    names, or all); mixed signs or several categories or directions are not checked."""
     plain = _QUOTED_RE.sub(" ", text)
     cats = ctx.mentioned_categories(plain)
     up, down = bool(_UP_RE.search(plain)), bool(_DOWN_RE.search(plain))
@@ -357,7 +481,7 @@ def direction_errors(ctx: CheckContext, text: str) -> list[str]:
     if len(signs) != 1 or (signs.pop() > 0) == up:
         return []
     said, actual = ("rose", "fell") if up else ("fell", "rose")
-    return [f"says {cat} {said}, but its shift {actual} in this report (sign of shift_pct)"]
+    return [f"says {cat} {said}, but its share difference {actual} in this report (sign of diff_pp)"]
 
 
 def _strip_unchecked(text: str, models: list[str]) -> str:
