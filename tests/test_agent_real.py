@@ -49,7 +49,7 @@ def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) ->
     assert summary["source"] == "template" and summary["checker"]["ok"] and summary["sentences"]
     assert set(summary["citations"]) <= set(findings)
     for row in report["categories"]:
-        assert {"name", "shift_pct", "ci95", "n_base", "n_finetuned"} <= set(row)
+        assert {"name", "n_a", "n_b", "diff_pp", "ci95", "shift_pct", "p_adjusted", "significant"} <= set(row)
     assert {lat["id"] for lat in report["latents"]} == set(findings)
     for lat in report["latents"]:
         assert {"id", "side", "name", "category", "delta_norm"} <= set(lat)
