@@ -204,6 +204,52 @@ def _comparisons_html(report) -> str:  # noqa: ANN001
     return out
 
 
+def _oracle_intro(o) -> str:  # noqa: ANN001
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.0f}%"
+
+    return (f"Organisms know each document's stream. Here every latent is labelled by the majority stream of its "
+            f"top examples (neutral or no stream with half of them: other) instead of the judge's category, and "
+            f"the comparisons are redone with those labels. The judge agrees with this oracle on "
+            f"{pct(o.headline_accuracy)} of the headline models' specific latents and {pct(o.overall_accuracy)} of "
+            f"all labelled latents.")
+
+
+def _oracle_md(report) -> list[str]:  # noqa: ANN001
+    o = getattr(report, "oracle", None)
+    if o is None:
+        return []
+    lines = ["## Ground truth for labels (organisms)", "", _oracle_intro(o), "",
+             "| oracle category | latents | judge agrees | accuracy |", "|---|---|---|---|"]
+    lines += [f"| {r.category} | {r.n} | {r.correct} | {_acc(r.accuracy)} |" for r in o.accuracy] + [""]
+    for comp in o.comparisons:
+        lines += [f"### Oracle labels: {_title(comp)}", "", _counts_text(comp), ""]
+        if not comp.tested:
+            lines += [f"**{summary.too_few_text(comp)}**: not tested.", ""]
+            continue
+        lines += _table_md(comp.a, comp.b, _comparison_cells(report, comp)) + [""]
+    return lines
+
+
+def _oracle_html(report) -> str:  # noqa: ANN001
+    e = html.escape
+    o = getattr(report, "oracle", None)
+    if o is None:
+        return ""
+    out = (f"<section id='oracle'><h2>Ground truth for labels (organisms)</h2><p>{e(_oracle_intro(o))}</p>"
+           "<table class='oracle-accuracy'><tr><th>oracle category</th><th>latents</th><th>judge agrees</th>"
+           "<th>accuracy</th></tr>"
+           + "".join(f"<tr><td>{e(r.category)}</td><td>{r.n}</td><td>{r.correct}</td><td>{_acc(r.accuracy)}</td></tr>"
+                     for r in o.accuracy) + "</table>")
+    for comp in o.comparisons:
+        out += f"<h3>Oracle labels: {e(_title(comp))}</h3><p>{e(_counts_text(comp))}</p>"
+        if not comp.tested:
+            out += f"<p class='too-few'><b>{e(summary.too_few_text(comp))}</b>: not tested.</p>"
+            continue
+        out += _table_html(comp.a, comp.b, _comparison_cells(report, comp), cls="comparison oracle")
+    return out + "</section>"
+
+
 def _replicate_groups(report) -> dict[str, list]:  # noqa: ANN001
     groups: dict[str, list] = {}
     for r in getattr(report, "replicates", []):
@@ -312,6 +358,7 @@ def render_markdown(report, plots: dict[str, Path], max_cards: int) -> str:  # n
         lines += [""] + [f"![{k}](plots/{p.name})" for k, p in plots.items()] + [""]
     lines += _comparisons_md(report)
     lines += _replicates_md(report)
+    lines += _oracle_md(report)
     lines += ["## Scaffolding latents", "", _scaffold_text(report), ""]
     if getattr(report, "scaffold", []):
         lines += ["Flagged: " + ", ".join(f"`{k}`" for k in report.scaffold[:50]) + ".", ""]
@@ -407,6 +454,7 @@ def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa:
 {imgs}
 {_comparisons_html(report)}
 {_replicates_html(report)}
+{_oracle_html(report)}
 <h2 id="scaffolding">Scaffolding latents</h2><p>{e(_scaffold_text(report))}</p><p>{scaffold_ids}</p>
 <h2>Verification</h2><ul>{ver}</ul>
 {_labelling_html(report)}
