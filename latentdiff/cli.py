@@ -384,7 +384,7 @@ def truth_cmd(
     except (ValueError, KeyError, TypeError) as err:
         raise LatentDiffError(f"{path}: not a report this version can check ({type(err).__name__}: {err})") from None
     for line in result.lines:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     what = " (planted signs flipped)" if flip_signs else ""
     console.print(f"ground truth{what}: " + ("[bold green]recovered[/]" if result.ok else "[bold red]NOT recovered[/]")
                   + f" ({result.checked} planted signs and streams checked)")
