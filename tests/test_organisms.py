@@ -1,11 +1,17 @@
-"""The shipped organisms: load offline, chat template, tokenizer round trip, planted truth, plants."""
+"""The shipped organisms: load offline, chat template, tokenizer round trip, planted truth, plants,
+the null pair (null vs null2)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -13,7 +19,14 @@ from typer.testing import CliRunner
 
 from latentdiff.cli import app
 from latentdiff.core.organisms import ORGANISM_NAMES, corpus, load_eval, load_planted, organism_dir
-from latentdiff.core.organisms.build import PLANT_CATEGORIES, render
+from latentdiff.core.organisms.build import (
+    PLANT_CATEGORIES,
+    OrganismBuildConfig,
+    _batch,
+    phase_seed,
+    planted_truth,
+    render,
+)
 
 
 @pytest.mark.parametrize("name", ORGANISM_NAMES)
@@ -70,7 +83,7 @@ def test_planted_truth_and_plant_strength() -> None:
 
 def test_models_really_differ() -> None:
     base = AutoModelForCausalLM.from_pretrained(organism_dir("base")).state_dict()
-    for name in ("it", "shift", "null"):
+    for name in ("it", "shift", "null", "null2"):
         other = AutoModelForCausalLM.from_pretrained(organism_dir(name)).state_dict()
         diff = sum(float((base[k].float() - other[k].float()).abs().sum()) for k in base)
         assert diff > 0, name
@@ -88,3 +101,75 @@ def test_cli_list_and_info() -> None:
     assert "multilingual" in info.output and "yes" in info.output
     bad = runner.invoke(app, ["organism", "info", "nope"])
     assert bad.exit_code == 2 and "unknown organism" in bad.output
+
+
+def test_null2_is_null_with_another_seed() -> None:
+    cfg = OrganismBuildConfig()
+    assert list(cfg.phases)[:4] == ["base", "it", "shift", "null"]  # a full rebuild keeps their seeds
+    assert [phase_seed(cfg, n) for n in cfg.phases] == [0, 1, 2, 3, 4]
+    assert cfg.phases["null2"] == cfg.phases["null"]  # same recipe ...
+    seeds = phase_seed(cfg, "null"), phase_seed(cfg, "null2")  # ... another seed
+    streams = {"neutral": np.arange(1000 * 4, dtype=np.int32).reshape(1000, 4)}
+    for step in (0, 1, 299):  # another batch order
+        a, b = (_batch(streams, cfg.phases["null"].mixture, s, step, cfg.batch_size) for s in seeds)
+        assert not torch.equal(a, b), step
+    draws = []
+    for s in seeds:  # another torch init RNG
+        torch.manual_seed(s)
+        draws.append(torch.rand(8))
+    assert not torch.equal(*draws)
+    shipped = json.loads((organism_dir("base").parent / "build_config.json").read_text())
+    assert shipped == cfg.model_dump()  # the shipped build is the default one, null2 included
+
+
+def test_null2_planted_nothing_and_learned_no_plant() -> None:
+    planted = load_planted()
+    assert planted == planted_truth()  # a full rebuild writes the same planted.json
+    assert planted["planted"]["null2"] == []
+    for key in ("null_vs_base", "null2_vs_base", "null2_vs_null"):
+        assert planted["comparisons"][key] == {c: "0" for c in PLANT_CATEGORIES}, key
+    ev = load_eval()
+    loss = ev["loss"]
+    assert set(loss["null2"]) == set(loss["base"])
+    moved = {(r["model"], r["category"]): r["moved"] for r in ev["plants"]}
+    for cat in PLANT_CATEGORIES:
+        drift2 = abs(loss["base"][cat] - loss["null2"][cat])
+        assert drift2 < 0.5, (cat, drift2)  # measured: at most 0.28, multilingual (null: at most 0.20)
+        for (model, c), m in moved.items():  # every plant moves its loss >= 3x null2's drift too
+            if c == cat:
+                assert m >= 3 * drift2, (model, cat, m, drift2)
+        assert abs(loss["null"][cat] - loss["null2"][cat]) < 0.5, cat  # the null pair agrees (measured <= 0.27)
+    assert abs(loss["null2"]["neutral"] - loss["null"]["neutral"]) < 0.02  # same recipe, same fit
+
+
+def test_null2_weights_differ_from_null_and_start_from_shipped_base() -> None:
+    null = AutoModelForCausalLM.from_pretrained(organism_dir("null")).state_dict()
+    null2 = AutoModelForCausalLM.from_pretrained(organism_dir("null2")).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(organism_dir("base")).state_dict()
+    assert null.keys() == null2.keys()
+    diff = sum(float((null[k].float() - null2[k].float()).abs().sum()) for k in null)
+    moved = sum(float((base[k].float() - null2[k].float()).abs().sum()) for k in base)
+    assert diff > 0.1 * moved, (diff, moved)  # another seed: a real difference, not rounding
+    meta = json.loads((organism_dir("null2") / "organism.json").read_text())
+    assert meta["phase"] == json.loads((organism_dir("null") / "organism.json").read_text())["phase"]
+    sha = hashlib.sha256((organism_dir("base") / "model.safetensors").read_bytes()).hexdigest()
+    assert meta["init_from"] == {"model": "base", "weights": "as shipped (bf16), cast to fp32", "sha256": sha}
+
+
+def test_cli_build_only_refuses_what_it_cannot_add(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "models"
+    out.mkdir()
+    empty = runner.invoke(app, ["organism", "build", "--only", "null2", "--out", str(out)])
+    assert empty.exit_code == 2 and "no build_config.json" in empty.output
+    shutil.copy(organism_dir("base").parent / "build_config.json", out / "build_config.json")
+    cases = {
+        ("--only", "nope"): "unknown phase",
+        ("--only", "base"): "must start from a model already built",
+        ("--only", "null2"): "is not built in",
+        ("--only", "null2", "--scale", "0.5"): "drop --scale",
+        ("--only", "null2", "--seed", "1"): "built with seed=0",
+    }
+    for args, message in cases.items():
+        res = runner.invoke(app, ["organism", "build", *args, "--out", str(out), "--work-dir", str(tmp_path / "w")])
+        assert res.exit_code == 2 and message in res.output, (args, res.output)

@@ -2,7 +2,8 @@
 
 `base` is pretrained on neutral text; `it` (instruct role) and `shift` (SimPO role) are fine-tunes
 that learn category streams the base never saw; `null` is the base trained further on its own
-data (a control). `planted.json` states which category each fine-tune gained.
+data (a control) and `null2` the same recipe under another seed (null vs null2 is a true null
+pair). `planted.json` states which category each fine-tune gained.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from latentdiff.errors import ModelLoadError
 
-ORGANISM_NAMES: tuple[str, ...] = ("base", "it", "shift", "null")
+ORGANISM_NAMES: tuple[str, ...] = ("base", "it", "shift", "null", "null2")
 SHIPPED_DIR: Path = Path(__file__).resolve().parent / "models"
 
 
@@ -26,6 +27,7 @@ def organism_dir(name: str, root: Path | None = None) -> Path:
     if not (path / "config.json").is_file():
         raise ModelLoadError(
             f"organism {name!r} is not built in {root}; run `latentdiff organism build --out {root}`"
+            f" (or add just it: `latentdiff organism build --only {name} --out {root}`)"
         )
     return path
 

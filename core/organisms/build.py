@@ -1,10 +1,12 @@
-"""Build the offline model organisms: corpus -> BPE tokenizer -> base -> it / shift / null -> eval.
+"""Build the offline model organisms: corpus -> BPE tokenizer -> base -> it / shift / null / null2 -> eval.
 
 Deterministic (seeded) and resumable: each training phase checkpoints every few steps (atomic
 writes) and a finished phase is skipped on rerun. Batches are a pure function of (phase seed, step),
 so a resumed phase sees exactly the data an uninterrupted one would.
 
-Usage: `latentdiff organism build --out DIR` (the shipped models were built with the defaults).
+Usage: `latentdiff organism build --out DIR` (the shipped models were built with the defaults), or
+`latentdiff organism build --only NAME --out DIR` to add one fine-tune to an already built DIR,
+starting from the bf16 weights shipped there (`build_only`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,11 @@ def _default_phases() -> dict[str, PhaseSpec]:
             steps=300, lr=1e-3, warmup=20,
         ),
         "null": PhaseSpec(init="base", mixture={"neutral": 1.0}, steps=300, lr=1e-3, warmup=20),
+        # A second control: null's recipe under another phase seed (phase seeds follow the order
+        # of this dict, so null2 goes last and the four above keep their seeds). null vs null2 is a
+        # true null pair: neither learned anything the other did not. The shipped null2 was added
+        # with `build --only null2` from the shipped bf16 base (see build_only).
+        "null2": PhaseSpec(init="base", mixture={"neutral": 1.0}, steps=300, lr=1e-3, warmup=20),
     }
 
 
@@ -160,10 +167,13 @@ def _category_seed(cfg: OrganismBuildConfig, cat: str, split: str) -> int:
     return cfg.seed * 1000 + (0 if split == "train" else 500) + idx
 
 
-def tokenize_streams(cfg: OrganismBuildConfig, tokenizer: Any, work: Path) -> dict[str, Path]:
-    """Tokenize each category's training docs into packed [n_seq, ctx_len] int32 arrays (.npy)."""
+def tokenize_streams(
+    cfg: OrganismBuildConfig, tokenizer: Any, work: Path, cats: tuple[str, ...] | None = None
+) -> dict[str, Path]:
+    """Tokenize each category's (default: every category's) training docs into packed
+    [n_seq, ctx_len] int32 arrays (.npy)."""
     paths: dict[str, Path] = {}
-    for cat in corpus.CATEGORIES:
+    for cat in cats or corpus.CATEGORIES:
         path = work / "tokens" / f"{cat}.npy"
         paths[cat] = path
         if path.is_file():
@@ -222,6 +232,11 @@ def _batch(
     return torch.from_numpy(np.stack(rows).astype(np.int64))  # [batch, ctx_len]
 
 
+def phase_seed(cfg: OrganismBuildConfig, name: str) -> int:
+    """Seed of a phase (torch init RNG and batch order): master seed * 100 + its index in cfg.phases."""
+    return cfg.seed * 100 + list(cfg.phases).index(name)
+
+
 def _lr_at(step: int, spec: PhaseSpec) -> float:
     if step < spec.warmup:
         return spec.lr * (step + 1) / spec.warmup
@@ -246,7 +261,7 @@ def train_phase(
     if final.is_file():
         return final
     phase_dir.mkdir(parents=True, exist_ok=True)
-    seed = cfg.seed * 100 + list(cfg.phases).index(name)
+    seed = phase_seed(cfg, name)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(_model_config(cfg, tokenizer))
     if spec.init is not None:
@@ -290,9 +305,11 @@ def train_phase(
 
 
 def export_model(
-    name: str, cfg: OrganismBuildConfig, tokenizer: Any, state_path: Path, out: Path
+    name: str, cfg: OrganismBuildConfig, tokenizer: Any, state_path: Path, out: Path,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Save a phase as a HF model dir (bf16 safetensors + tokenizer + chat template)."""
+    """Save a phase as a HF model dir (bf16 safetensors + tokenizer + chat template); `extra` goes
+    into organism.json."""
     from transformers import GenerationConfig, LlamaForCausalLM
 
     model = LlamaForCausalLM(_model_config(cfg, tokenizer))
@@ -310,7 +327,7 @@ def export_model(
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     atomic_write_json(tmp / "organism.json", {"name": name, "build": cfg.digest(),
-                                              "phase": cfg.phases[name].model_dump()})
+                                              "phase": cfg.phases[name].model_dump(), **(extra or {})})
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
@@ -363,8 +380,10 @@ def planted_truth() -> dict[str, Any]:
             "it_vs_base": {c: plus if c in it_cats else "0" for c in PLANT_CATEGORIES},
             "shift_vs_base": {c: plus if c in shift_cats else "0" for c in PLANT_CATEGORIES},
             "null_vs_base": {c: "0" for c in PLANT_CATEGORIES},
+            "null2_vs_base": {c: "0" for c in PLANT_CATEGORIES},
+            "null2_vs_null": {c: "0" for c in PLANT_CATEGORIES},
         },
-        "planted": {"it": sorted(it_cats), "shift": sorted(shift_cats), "null": []},
+        "planted": {"it": sorted(it_cats), "shift": sorted(shift_cats), "null": [], "null2": []},
     }
 
 
@@ -424,6 +443,91 @@ def build(out: Path, work: Path, cfg: OrganismBuildConfig | None = None, show: b
         "build_seconds": round(time.perf_counter() - t_start, 1),
     })
     atomic_write_json(out / "build_config.json", cfg.model_dump())
+    return out
+
+
+def build_only(
+    names: list[str], out: Path, work: Path, cfg: OrganismBuildConfig | None = None, show: bool = True
+) -> Path:
+    """Add the fine-tune phases `names` to the organisms already built in `out`; return `out`.
+
+    Nothing else is retrained. The shipped tokenizer is used, and only the streams the phases read
+    are tokenized. Each phase starts from its init model's weights AS SHIPPED in `out` (bf16, cast
+    to fp32): they differ from the fp32 final state a full build starts its fine-tunes from by bf16
+    rounding only (a full build's fp32 checkpoints are not shipped). Training is deterministic and
+    resumable through a work directory keyed by the build config and the init weights' hash (never
+    shared with a full build's). Exports the phases like `build` (organism.json also names the init
+    weights), adds their held-out losses to eval.json (the other entries and the plant table stay as
+    they are; `added` records how each was built) and rewrites planted.json and build_config.json.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from latentdiff.errors import ConfigError, ModelLoadError
+
+    cfg = cfg or OrganismBuildConfig()
+    out = Path(out)
+    names = list(dict.fromkeys(names))
+    shipped_path = out / "build_config.json"
+    if not shipped_path.is_file():
+        raise ModelLoadError(f"no build_config.json in {out}; --only adds to a finished build")
+    shipped = json.loads(shipped_path.read_text())
+    mine = cfg.model_dump()
+    for key, value in shipped.items():  # same build settings, and the built phases as a prefix
+        if key != "phases" and mine.get(key) != value:
+            raise ConfigError(f"{out} was built with {key}={value!r}, this build has {mine.get(key)!r}")
+    built = list(shipped.get("phases", {}))
+    if list(mine["phases"])[: len(built)] != built or any(mine["phases"][p] != shipped["phases"][p] for p in built):
+        raise ConfigError(f"the phases built in {out} ({', '.join(built)}) are not this build's first phases")
+    for name in names:
+        spec = cfg.phases.get(name)
+        if spec is None:
+            raise ConfigError(f"unknown phase {name!r}; choose from {', '.join(cfg.phases)}")
+        if spec.init is None or spec.init in names:
+            raise ConfigError(f"--only {name}: it must start from a model already built in {out}")
+        if not (out / spec.init / "model.safetensors").is_file():
+            raise ModelLoadError(f"--only {name}: its init model {spec.init!r} is not built in {out}")
+    inits = sorted({cfg.phases[n].init for n in names if cfg.phases[n].init})
+    sha = {i: hashlib.sha256((out / i / "model.safetensors").read_bytes()).hexdigest() for i in inits}
+    key = hashlib.sha256(json.dumps(sha, sort_keys=True).encode()).hexdigest()[:12]
+    hf_logging.disable_progress_bar()
+    work = Path(work) / f"{cfg.digest()}-shipped-{key}"
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(work / "build_config.json", cfg.model_dump())
+    t_start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(out / inits[0])
+    for init in inits:  # the shipped bf16 weights, cast to fp32, stand in for the init's final state
+        final = work / init / "final.pt"
+        if final.is_file():
+            continue
+        state = AutoModelForCausalLM.from_pretrained(out / init, dtype=torch.float32).state_dict()
+        LlamaForCausalLM(_model_config(cfg, tokenizer)).load_state_dict(state)  # same architecture
+        atomic_write(final, lambda p, s=state: torch.save(s, p))
+        log.info("init %s: shipped bf16 weights (sha256 %s) as fp32", init, sha[init][:12])
+    cats = tuple(c for c in corpus.CATEGORIES if any(c in cfg.phases[n].mixture for n in names))
+    streams = {c: np.load(p) for c, p in tokenize_streams(cfg, tokenizer, work, cats).items()}
+    columns = (TextColumn("{task.description:>6}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, disable=not show) as progress:
+        finals = {name: train_phase(name, cfg, tokenizer, streams, work, progress) for name in names}
+    init_of = {n: {"model": cfg.phases[n].init, "weights": "as shipped (bf16), cast to fp32",
+                   "sha256": sha[cfg.phases[n].init]} for n in names}
+    for name, state_path in finals.items():
+        export_model(name, cfg, tokenizer, state_path, out, extra={"init_from": init_of[name]})
+    docs = heldout_docs(cfg)
+    losses = {name: heldout_loss(out / name, docs) for name in names}
+    seconds = round(time.perf_counter() - t_start, 1)
+    eval_path = out / "eval.json"
+    ev = json.loads(eval_path.read_text()) if eval_path.is_file() else {"loss": {}, "plants": []}
+    ev["loss"].update(losses)
+    for name in names:
+        ev.setdefault("added", {})[name] = {"build": cfg.digest(), "how": "build --only", "init_from": init_of[name],
+                                            "build_seconds": seconds}
+    atomic_write_json(eval_path, ev)
+    atomic_write_json(out / "planted.json", planted_truth())
+    done = set(built) | set(names)
+    written = cfg.model_copy(update={"phases": {p: s for p, s in cfg.phases.items() if p in done}})
+    atomic_write_json(out / "build_config.json", written.model_dump())
     return out
 
 
