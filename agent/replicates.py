@@ -30,12 +30,23 @@ def replicate_order(name: str) -> tuple[int, str]:
     return (0, name) if m is None else (1 + int(m.group(1)), name)
 
 
+def replicate_groups(names: set[str] | list[str]) -> dict[str, set[str]]:
+    """Crosscoder names grouped by replicate, primary first: {'': {'it', 'shift'}, 'seed1': {'it-seed1', ...}}.
+
+    A pairwise design has one crosscoder per fine-tune in every replicate; a joint design one."""
+    groups: dict[str, set[str]] = {}
+    for name in sorted(names, key=replicate_order):
+        m = SUFFIX.search(name)
+        groups.setdefault("" if m is None else f"seed{m.group(1)}", set()).add(name)
+    return groups
+
+
 class ReplicateRow(BaseModel):
     """One category of one comparison across crosscoder seeds."""
 
     comparison: str = Field(description="'A vs B (sets)'.")
     category: str = Field(description="Category.")
-    crosscoders: list[str] = Field(description="Replicates, primary first.")
+    crosscoders: list[str] = Field(description="Replicates, primary first ('primary', 'seed1', ...).")
     diff_pp: list[float] = Field(description="Share difference (percentage points) per replicate.")
     significant: list[bool] = Field(description="Significant after correction, per replicate.")
     directions: list[str] = Field(description="'+', '-' or '0' per replicate.")
@@ -52,7 +63,7 @@ def comparison_id(c: Any) -> str:
 
 
 def replicate_rows(reps: dict[str, dict[str, Any]]) -> list[ReplicateRow]:
-    """Rows for every comparison present in every replicate (reps: crosscoder -> comparisons_for output)."""
+    """Rows for every comparison present in every replicate (reps: replicate -> comparisons_for output)."""
     names = list(reps)
     per: dict[str, list[Any]] = {}
     for name in names:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from latentdiff.agent.aggregate import TEST_NAME, Comparison, LatentPoint, compare
-from latentdiff.agent.replicates import ReplicateRow, replicate_order
+from latentdiff.agent.replicates import ReplicateRow, replicate_groups
 from latentdiff.agent.state import read_findings
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json
@@ -104,16 +104,16 @@ def is_scaffold(f: Finding, cfg: RunConfig) -> bool:
 
 
 def _points(cfg: RunConfig, findings: list[Finding], pair: str, side: str,
-            crosscoder: str | None = None) -> list[LatentPoint]:
+            crosscoder: set[str] | None = None) -> list[LatentPoint]:
     return [LatentPoint(key=f.ref.key, category=f.label.category, freq=f.freq, doc_ids=f.doc_ids,
                         verification=f.verification, scaffold=is_scaffold(f, cfg))
             for f in findings if f.pair == pair and f.side == side and f.label is not None
-            and (crosscoder is None or f.ref.crosscoder == crosscoder)]
+            and (crosscoder is None or f.ref.crosscoder in crosscoder)]
 
 
 def comparisons_for(cfg: RunConfig, findings: list[Finding], categories: list[str],
-                    crosscoder: str | None = None) -> dict[str, Any]:
-    """Every comparison of one set of findings (one replicate when `crosscoder` names it)."""
+                    crosscoder: set[str] | None = None) -> dict[str, Any]:
+    """Every comparison of one set of findings (of one replicate's crosscoders when `crosscoder` names them)."""
     r = cfg.report
     opts = {"alpha": r.alpha, "correction": r.correction, "min_set": r.min_set_size,
             "exclude_scaffold": r.exclude_scaffold}
@@ -162,10 +162,9 @@ def build_aggregate(cfg: RunConfig, findings: list[Finding], categories: list[st
     """Every comparison of the primary crosscoder, replicate agreement across the others, and totals."""
     from latentdiff.agent.replicates import replicate_rows
 
-    names = sorted({f.ref.crosscoder for f in findings}, key=replicate_order)
-    primary = names[0] if names else None
-    reps = {n: comparisons_for(cfg, findings, categories, n) for n in names}
-    main = reps[primary] if primary else comparisons_for(cfg, findings, categories)
+    groups = replicate_groups({f.ref.crosscoder for f in findings})
+    reps = {rep or "primary": comparisons_for(cfg, findings, categories, names) for rep, names in groups.items()}
+    main = next(iter(reps.values())) if reps else comparisons_for(cfg, findings, categories)
     by_latent: dict[str, Finding] = {f.ref.key: f for f in findings}
     labelled = [f for f in by_latent.values() if f.label is not None]
     verification: dict[str, list[float]] = {}

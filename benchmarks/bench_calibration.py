@@ -27,7 +27,7 @@ import numpy as np
 
 from latentdiff.agent import stats
 from latentdiff.agent.aggregate import compare
-from latentdiff.agent.replicates import replicate_order
+from latentdiff.agent.replicates import replicate_groups
 from latentdiff.agent.state import read_findings
 from latentdiff.agent.summary import _points, build_aggregate
 from latentdiff.config import load_config
@@ -42,8 +42,8 @@ def splits(run_dir: Path, n: int, seed: int) -> dict[str, Any]:
     """Family-wise and per-category false-positive rates over random splits of the run's latents."""
     cfg = load_config(run_dir / "config.yaml")
     findings = read_findings(run_dir)
-    primary = sorted({f.ref.crosscoder for f in findings}, key=replicate_order)[0]
-    findings = [f for f in findings if f.ref.crosscoder == primary]
+    primary = next(iter(replicate_groups({f.ref.crosscoder for f in findings}).values()))
+    findings = [f for f in findings if f.ref.crosscoder in primary]
     from latentdiff.agent.judges.taxonomy import load_taxonomy
 
     cats = [c.name for c in load_taxonomy(cfg.judge.taxonomy).categories]
@@ -95,8 +95,9 @@ def null_runs(run_dirs: list[Path]) -> dict[str, Any]:
         from latentdiff.agent.summary import comparisons_for
 
         cats = [c.name for c in load_taxonomy(cfg.judge.taxonomy).categories]
-        for cc in sorted({f.ref.crosscoder for f in findings}, key=replicate_order):
-            comps = comparisons_for(cfg, findings, cats, cc)
+        for rep, ccs in replicate_groups({f.ref.crosscoder for f in findings}).items():
+            cc = rep or "primary"
+            comps = comparisons_for(cfg, findings, cats, ccs)
             for c in [comps["headline"], comps["headline_alt"], *comps["comparisons"], *comps["control"]]:
                 if c is None:
                     continue

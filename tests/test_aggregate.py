@@ -181,7 +181,7 @@ def test_replicates_report_sign_agreement_and_pooled_effect() -> None:
     assert agg.n_replicates == 3
     assert agg.headline.n_a == 17  # the primary crosscoder's sets only
     row = next(r for r in agg.replicates if r.comparison.startswith("a vs b (exclusive") and r.category == "safety")
-    assert row.crosscoders == ["joint", "joint-seed1", "joint-seed2"]
+    assert row.crosscoders == ["primary", "seed1", "seed2"]
     assert row.sign_agreement == 1.0 and row.pooled_direction == "+"
     assert row.n_significant_same_sign == 2  # the third seed's 1 of 17 is not significant
     assert row.pooled_diff_pp == pytest.approx(sum(row.diff_pp) / 3)
@@ -190,3 +190,19 @@ def test_replicates_report_sign_agreement_and_pooled_effect() -> None:
 def test_an_empty_set_has_the_widest_interval() -> None:
     comp = compare("a", [], "b", _pts(["other"] * 20, "y"), CATS, "t")
     assert comp.status == "too_few" and all(r.ci95 == (-100.0, 100.0) for r in comp.categories)
+
+
+def test_pairwise_crosscoders_of_one_replicate_are_compared_together() -> None:
+    """A pairwise design has one crosscoder per fine-tune: they form one replicate, not several."""
+    from latentdiff.agent.summary import build_aggregate
+
+    fs = [_finding(i, "a", "finetuned", "safety", "a") for i in range(12)]
+    fs += [_finding(i, "b", "finetuned", "other", "b") for i in range(12)]
+    fs += [_finding(i, "a", "finetuned", "safety" if i < 6 else "other", "a-seed1") for i in range(12)]
+    fs += [_finding(i, "b", "finetuned", "safety", "b-seed1") for i in range(12)]  # seed 1: -50 pp
+    agg = build_aggregate(_cfg(design="pairwise"), fs, CATS)
+    assert agg.n_replicates == 2 and (agg.headline.n_a, agg.headline.n_b) == (12, 12)
+    assert agg.headline.row("safety").direction == "+"
+    row = next(r for r in agg.replicates if r.category == "safety" and r.comparison.startswith("a vs b"))
+    assert row.crosscoders == ["primary", "seed1"] and row.directions == ["+", "-"]
+    assert row.pooled_diff_pp == pytest.approx(25.0) and row.sign_agreement == 0.5

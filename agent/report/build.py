@@ -87,15 +87,15 @@ class OracleView(BaseModel):
 def oracle_view(cfg: RunConfig, run_dir: Path, categories: list[str], head: Comparison | None) -> OracleView | None:
     """The oracle comparisons of the primary crosscoder, or None when no example has a known stream."""
     from latentdiff.agent.oracle import judge_accuracy, oracle_labels, with_oracle_labels
-    from latentdiff.agent.replicates import replicate_order
+    from latentdiff.agent.replicates import replicate_groups
     from latentdiff.agent.summary import comparisons_for
 
     oracle = oracle_labels(run_dir / "examples", categories)
     findings = read_findings(run_dir)
     if not oracle or not findings:
         return None
-    primary = sorted({f.ref.crosscoder for f in findings}, key=replicate_order)[0]
-    findings = [f for f in findings if f.ref.crosscoder == primary]
+    primary = next(iter(replicate_groups({f.ref.crosscoder for f in findings}).values()))
+    findings = [f for f in findings if f.ref.crosscoder in primary]
     comps = comparisons_for(cfg, with_oracle_labels(findings, oracle), categories, primary)
     acc = judge_accuracy(findings, oracle, categories)
     labelled = {f.ref.key: f for f in findings if f.label is not None and f.ref.key in oracle}

@@ -181,12 +181,13 @@ def headline(report: Report) -> Comparison | None:
     return head or (report.comparisons[0] if report.comparisons else None)
 
 
-def primary_crosscoder(report: Report) -> str | None:
-    """The crosscoder whose findings the comparisons count (replicates: the one without a seed suffix)."""
-    from latentdiff.agent.replicates import replicate_order
+def primary_crosscoders(report: Report) -> set[str]:
+    """The crosscoders whose findings the comparisons count (replicates: those without a seed suffix; one
+    per fine-tune in a pairwise design)."""
+    from latentdiff.agent.replicates import replicate_groups
 
-    names = {c.id.split(":")[0] for c in report.latents}
-    return min(names, key=replicate_order) if names else None
+    groups = replicate_groups({c.id.split(":")[0] for c in report.latents})
+    return next(iter(groups.values())) if groups else set()
 
 
 def members(report: Report, comp: Comparison, which: Literal["a", "b"]) -> dict[str, LatentCard]:
@@ -203,9 +204,9 @@ def members(report: Report, comp: Comparison, which: Literal["a", "b"]) -> dict[
         pair, side = comp.pair or other, "base"
     else:
         pair, side = name, "finetuned"
-    cc = primary_crosscoder(report)
+    ccs = primary_crosscoders(report)
     return {c.id: c for c in report.latents if c.pair == pair and c.side == side and c.category is not None
-            and not c.scaffold and c.id.split(":")[0] == cc}
+            and not c.scaffold and c.id.split(":")[0] in ccs}
 
 
 def specific_to(report: Report, comp: Comparison, which: Literal["a", "b"]) -> list[LatentCard]:
