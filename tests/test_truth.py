@@ -90,7 +90,8 @@ def test_no_planted_truth_fails() -> None:
 
 def test_significant_control_fails() -> None:
     result = check(_report(control_sig=True, null_n=30))
-    assert not result.ok and any(x.startswith("FAIL: [null:nothing] null vs reference (planted nothing)") for x in result.lines)
+    assert not result.ok
+    assert any(x.startswith("FAIL: [null:nothing] null vs reference (planted nothing)") for x in result.lines)
     assert check(_report(control_sig=False, null_n=30)).ok
 
 

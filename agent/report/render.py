@@ -180,28 +180,30 @@ def _others(report) -> list:  # noqa: ANN001
     return [c for c in report.comparisons if c is not head]
 
 
+def _comparison_md(report, comp, heading: str, describe: bool = True) -> list[str]:  # noqa: ANN001
+    """One comparison's section: heading, what the sets are, counts, and its table or its 'too few' note."""
+    lines = [heading, ""] + ([comp.description, ""] if describe else []) + [_counts_text(comp), ""]
+    if not comp.tested:
+        return lines + [f"**{summary.too_few_text(comp)}**: not tested.", ""]
+    return lines + _table_md(comp.a, comp.b, _comparison_cells(report, comp)) + [""]
+
+
+def _comparison_html(report, comp, heading: str, describe: bool = True, cls: str = "comparison") -> str:  # noqa: ANN001
+    """The same as `_comparison_md`, as an HTML section (heading given as HTML)."""
+    e = html.escape
+    out = (f"<section class='{cls}' data-kind='{e(comp.kind)}'>{heading}"
+           + (f"<p>{e(comp.description)}</p>" if describe else "") + f"<p>{e(_counts_text(comp))}</p>")
+    if not comp.tested:
+        return out + f"<p class='too-few'><b>{e(summary.too_few_text(comp))}</b>: not tested.</p></section>"
+    return out + _table_html(comp.a, comp.b, _comparison_cells(report, comp), cls=cls) + "</section>"
+
+
 def _comparisons_md(report) -> list[str]:  # noqa: ANN001
-    lines: list[str] = []
-    for comp in _others(report):
-        lines += [f"## {_title(comp)}", "", comp.description, "", _counts_text(comp), ""]
-        if not comp.tested:
-            lines += [f"**{summary.too_few_text(comp)}**: not tested.", ""]
-            continue
-        lines += _table_md(comp.a, comp.b, _comparison_cells(report, comp)) + [""]
-    return lines
+    return [line for comp in _others(report) for line in _comparison_md(report, comp, f"## {_title(comp)}")]
 
 
 def _comparisons_html(report) -> str:  # noqa: ANN001
-    e = html.escape
-    out = ""
-    for comp in _others(report):
-        out += (f"<section class='comparison' data-kind='{e(comp.kind)}'><h2>{e(_title(comp))}</h2>"
-                f"<p>{e(comp.description)}</p><p>{e(_counts_text(comp))}</p>")
-        if not comp.tested:
-            out += f"<p class='too-few'><b>{e(summary.too_few_text(comp))}</b>: not tested.</p></section>"
-            continue
-        out += _table_html(comp.a, comp.b, _comparison_cells(report, comp)) + "</section>"
-    return out
+    return "".join(_comparison_html(report, comp, f"<h2>{html.escape(_title(comp))}</h2>") for comp in _others(report))
 
 
 def _oracle_intro(o) -> str:  # noqa: ANN001
@@ -223,11 +225,7 @@ def _oracle_md(report) -> list[str]:  # noqa: ANN001
              "| oracle category | latents | judge agrees | accuracy |", "|---|---|---|---|"]
     lines += [f"| {r.category} | {r.n} | {r.correct} | {_acc(r.accuracy)} |" for r in o.accuracy] + [""]
     for comp in o.comparisons:
-        lines += [f"### Oracle labels: {_title(comp)}", "", _counts_text(comp), ""]
-        if not comp.tested:
-            lines += [f"**{summary.too_few_text(comp)}**: not tested.", ""]
-            continue
-        lines += _table_md(comp.a, comp.b, _comparison_cells(report, comp)) + [""]
+        lines += _comparison_md(report, comp, f"### Oracle labels: {_title(comp)}", describe=False)
     return lines
 
 
@@ -242,11 +240,8 @@ def _oracle_html(report) -> str:  # noqa: ANN001
            + "".join(f"<tr><td>{e(r.category)}</td><td>{r.n}</td><td>{r.correct}</td><td>{_acc(r.accuracy)}</td></tr>"
                      for r in o.accuracy) + "</table>")
     for comp in o.comparisons:
-        out += f"<h3>Oracle labels: {e(_title(comp))}</h3><p>{e(_counts_text(comp))}</p>"
-        if not comp.tested:
-            out += f"<p class='too-few'><b>{e(summary.too_few_text(comp))}</b>: not tested.</p>"
-            continue
-        out += _table_html(comp.a, comp.b, _comparison_cells(report, comp), cls="comparison oracle")
+        out += _comparison_html(report, comp, f"<h3>Oracle labels: {e(_title(comp))}</h3>", describe=False,
+                                cls="comparison oracle")
     return out + "</section>"
 
 
