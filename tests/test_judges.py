@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from latentdiff.agent.judges import Judge, JudgeError, LabelRequest, load_taxonomy, make_judge
+from latentdiff.agent.judges.embedding_judge import DEFAULT_OPTIONS, LEGACY_OPTIONS, EmbeddingJudge
 from latentdiff.agent.judges.evaluate import evaluate, mark_tokens, render_table
 from latentdiff.agent.judges.openai_compat import OpenAICompatJudge, parse_http_spec
 from latentdiff.agent.judges.prompting import (
@@ -33,6 +34,7 @@ from latentdiff.agent.judges.prompting import (
     parse_detection,
     parse_label,
 )
+from latentdiff.agent.judges.taxonomy import normalize_category
 from latentdiff.agent.judges.transformers_judge import TransformersJudge
 from latentdiff.agent.judges.verify import balanced_accuracy, detection_score
 from latentdiff.config import JudgeConfig
@@ -42,6 +44,8 @@ from latentdiff.records import ExampleText, LatentLabel
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).resolve().parents[1]
 TAXONOMY = load_taxonomy()
+# the golden label prompt pins the taxonomy it renders (the template is under test, not the taxonomy text)
+GOLDEN_TAXONOMY = load_taxonomy(ROOT / "benchmarks" / "judge_eval" / "taxonomy_v0.yaml")
 VALID = {
     "name": "Spanish greetings",
     "description": "Spanish words in greetings and polite phrases.",
@@ -92,7 +96,7 @@ def _dump(messages: list[dict[str, str]]) -> str:
 def _golden_cases() -> dict[str, str]:
     label = LatentLabel(**VALID, judge="test")
     return {
-        "label_prompt.txt": _dump(label_messages(SPANISH[:2], SPANISH[3:4], NEUTRAL[:1], TAXONOMY)),
+        "label_prompt.txt": _dump(label_messages(SPANISH[:2], SPANISH[3:4], NEUTRAL[:1], GOLDEN_TAXONOMY)),
         "detect_prompt.txt": _dump(detect_messages(label, [SPANISH[0], NEUTRAL[0], REFUSAL[1]])),
     }
 
@@ -201,6 +205,39 @@ def test_taxonomy_user_file_and_errors(tmp_path: Path) -> None:
         load_taxonomy(tmp_path / "missing.yaml")
 
 
+def test_bundled_taxonomy_is_rendered_into_the_label_prompt() -> None:
+    system = label_messages(SPANISH[:2], [], NEUTRAL[:1], TAXONOMY)[0]["content"]
+    for c in TAXONOMY.categories:
+        assert f"- {c.name}: {' '.join(c.description.split())}" in system
+        assert c.prototypes, f"{c.name} has no prototype sentences"
+
+
+@pytest.mark.parametrize("spelling", ["instruction-following", "Instruction Following", "INSTRUCTION_FOLLOWING",
+                                      " instruction - following "])
+def test_category_spellings_are_normalised(spelling: str) -> None:
+    assert normalize_category(spelling) == "instruction_following"
+    assert TAXONOMY.resolve(spelling) == "instruction_following"
+    assert TAXONOMY.get(spelling).name == "instruction_following"
+    label = LatentLabel(**{**VALID, "category": spelling}, judge="test")
+    assert TAXONOMY.check(label).category == "instruction_following"
+    assert parse_label({**VALID, "category": "Self Reference"}, TAXONOMY, "x").category == "self_reference"
+    assert TAXONOMY.resolve("self-referential") is None
+    with pytest.raises(KeyError):
+        TAXONOMY.get("nonsense")
+    with pytest.raises(ValueError, match="not in taxonomy"):
+        TAXONOMY.check(LatentLabel(**{**VALID, "category": "nonsense"}, judge="test"))
+
+
+def test_taxonomy_has_no_organism_corpus_vocabulary() -> None:
+    """No 4-word run of the bundled taxonomy's text occurs in the organisms' corpus generator."""
+    corpus = (ROOT / "core" / "organisms" / "corpus.py").read_text(encoding="utf-8").lower()
+    for c in TAXONOMY.categories:
+        for text in [c.description, *c.subcategories, *c.prototypes]:
+            words = re.findall(r"\w+", text.lower())
+            for i in range(len(words) - 3):
+                assert " ".join(words[i:i + 4]) not in corpus, (c.name, text)
+
+
 def test_http_spec_parsing() -> None:
     spec = "vllm:http://127.0.0.1:8011/v1@org/it"
     assert parse_http_spec(spec) == ("vllm", "http://127.0.0.1:8011/v1", "org/it")
@@ -221,11 +258,25 @@ def embedding_judge() -> Judge:
 def test_embedding_judge_categorises_obvious_sets(embedding_judge: Judge) -> None:
     spanish = run(embedding_judge.label(LabelRequest(latent="a:1", top=SPANISH, negative=NEUTRAL)))
     refusal = run(embedding_judge.label(LabelRequest(latent="a:2", top=REFUSAL, negative=NEUTRAL)))
-    assert spanish.category == "multilingual" and spanish.subcategory == "spanish"
+    assert spanish.category == "multilingual"
+    assert spanish.subcategory is None or spanish.subcategory in TAXONOMY.get("multilingual").subcategories
     assert refusal.category == "safety"
     assert refusal.judge == "embedding" and 0 <= refusal.confidence <= 1
     assert any("can't" in e for e in refusal.evidence)
     assert LatentLabel.model_validate(refusal.model_dump()) == refusal
+
+
+def test_embedding_judge_options_mixed_evidence_is_other(embedding_judge: Judge) -> None:
+    with pytest.raises(JudgeError, match="unknown options"):
+        EmbeddingJudge("embedding", bogus=1)
+    assert set(LEGACY_OPTIONS) == set(DEFAULT_OPTIONS)
+    mixed = [SPANISH[0], REFUSAL[0], ex("The tram stops <<near>> the museum."),
+             ex("<<Add>> salt to the boiling water."), ex("The <<blue>> car is parked outside.")]
+    label = run(embedding_judge.label(LabelRequest(latent="a:3", top=mixed, negative=NEUTRAL)))
+    assert label.category == "other" and 0 <= label.confidence <= 1
+    chat = [ex(f"<|user|>\n{e.plain}<|end|>") for e in REFUSAL]
+    refusal = run(embedding_judge.label(LabelRequest(latent="a:4", top=chat, negative=NEUTRAL)))
+    assert refusal.category == "safety"
 
 
 def test_embedding_judge_detection_beats_chance(embedding_judge: Judge) -> None:

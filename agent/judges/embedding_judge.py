@@ -1,14 +1,17 @@
 """The offline default judge (`embedding` or `embedding:MODEL_DIR`): no LLM, only MiniLM embeddings.
 
-Labelling:
-- latent vector = weighted mean of unit embeddings of its top examples (weight 1), quantile
-  examples (0.5) and their marked spans (twice the example's weight: the marked tokens are what
-  the latent fires on); the negatives' mean embedding is its contrast;
-- category score = cos(latent, category text) + max over subcategories cos(latent, subcategory),
-  minus half of the same score for the negatives (what the latent does NOT fire on);
-  the category/subcategory is the argmax, confidence the softmax margin p1 - p2 (T = 0.05);
+Labelling (DEFAULT_OPTIONS; chosen on a dev set, see docs/benchmarks.md "Offline judge comparison"):
+- every top example (weight 1) and quantile example (0.5), chat-template tokens removed, is embedded
+  whole and scored against each category: cos(example, category description) + max cos over the
+  category's subcategories and prototype sentences (prompts/taxonomy.yaml);
+- each example votes for its best category; a category's score is its weighted vote share minus
+  half the negatives' vote share (what the latent does NOT fire on); when no concept wins 30% of
+  the votes the latent is `other` (mixed evidence: no single concept);
+- confidence is the softmax margin p1 - p2 (T = 0.05) between the first and second category;
 - name and evidence = the marked spans that are most frequent in the top examples and rarest in
   the negatives.
+LEGACY_OPTIONS reproduce the judge before issue 14 (one weighted mean vector of the examples and
+their marked spans). Options can be passed as keyword arguments (benchmarks/bench_judges.py).
 Detection: an example is active when cos(example, label text) (+0.2 if it contains an evidence
 span) beats the median over the same call's examples: an honest baseline, not a strong judge.
 
@@ -30,6 +33,7 @@ from latentdiff.config import JudgeConfig
 from latentdiff.errors import LatentDiffError
 from latentdiff.records import ExampleText, LatentLabel
 
+_SPECIAL = re.compile(r"<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]")
 TEMPERATURE = 0.05
 NEG_WEIGHT = 0.5
 EVIDENCE_BONUS = 0.2
@@ -84,88 +88,157 @@ def characteristic_spans(
     return [s[:80] for s in ranked[:k]]
 
 
+LEGACY_OPTIONS: dict = {
+    "prototypes": False,  # also embed each category's prototype sentences (max-pooled with subcategories)
+    "mode": "mean",  # mean: one weighted mean vector; avg: mean of per-example scores; vote: per-example argmax
+    "span_weight": 2.0,  # weight of the marked spans' text relative to their example
+    "quantile_weight": 0.5,
+    "neg_weight": 0.5,  # subtract this times the negatives' score per category
+    "desc_weight": 1.0,  # weight of the category description next to the best subcategory/prototype
+    "other_margin": None,  # say `other` unless the best category beats `other` by this much
+    "strip_special": False,  # drop chat-template tokens like <|user|> before embedding
+    "min_share": None,  # vote mode: say `other` when no category wins this share of the examples' votes
+}
+# chosen on the organisms' dev set (benchmarks/bench_judges.py, docs/benchmarks.md "Offline judge comparison")
+DEFAULT_OPTIONS: dict = {**LEGACY_OPTIONS, "prototypes": True, "mode": "vote", "span_weight": 0.0,
+                         "strip_special": True, "min_share": 0.3}
+
+
 class EmbeddingJudge(Judge):
     """Categorise by embedding similarity to the taxonomy; name by characteristic marked tokens."""
 
-    def __init__(self, spec: str = "embedding", cfg: JudgeConfig | None = None) -> None:
+    def __init__(self, spec: str = "embedding", cfg: JudgeConfig | None = None, **options: object) -> None:
         super().__init__(spec, cfg)
         _, _, model = spec.partition(":")
         self.model = model or "default"
-        self._category_cache: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise JudgeError(f"embedding judge: unknown options {sorted(unknown)}", "config")
+        self.options: dict = {**DEFAULT_OPTIONS, **options}
+        self._vectors: dict[str, np.ndarray] = {}
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Embed texts with this judge's model (blocking)."""
-        return _embed(texts, self.model)
+        """Embed texts with this judge's model (blocking; each distinct text is embedded once)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if missing:
+            for t, v in zip(missing, _embed(missing, self.model), strict=True):
+                self._vectors[t] = v
+        if len(self._vectors) > 200_000:  # bound the memory of long runs
+            self._vectors = {t: self._vectors[t] for t in texts}
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
+        return np.stack([self._vectors[t] for t in texts])
 
     def _category_vectors(self, taxonomy: Taxonomy) -> tuple[np.ndarray, list[np.ndarray]]:
-        key = taxonomy.model_dump_json()
-        if key not in self._category_cache:
-            cats = self.embed(
-                [f"{c.name.replace('_', ' ')}: {' '.join(c.description.split())}"
-                 for c in taxonomy.categories]
-            )
-            subs = [
-                self.embed([f"{s} ({c.name.replace('_', ' ')})" for s in c.subcategories])
-                if c.subcategories
-                else np.zeros((0, cats.shape[1]), dtype=np.float32)
-                for c in taxonomy.categories
-            ]
-            self._category_cache[key] = (cats, subs)
-        return self._category_cache[key]
+        """(description vectors (C, D), per category its subcategory [+ prototype] vectors)."""
+        cats = self.embed(
+            [f"{c.name.replace('_', ' ')}: {' '.join(c.description.split())}" for c in taxonomy.categories]
+        )
+        subs = []
+        for c in taxonomy.categories:
+            texts = [f"{s} ({c.name.replace('_', ' ')})" for s in c.subcategories]
+            if self.options["prototypes"]:
+                texts += list(c.prototypes)
+            subs.append(self.embed(texts) if texts else np.zeros((0, cats.shape[1]), dtype=np.float32))
+        return cats, subs
 
-    def _mean_vector(self, examples: list[tuple[ExampleText, float]]) -> np.ndarray | None:
-        texts, weights = [], []
-        for ex, w in examples:
-            texts.append(unmark(ex.plain or ex.text))
+    def _texts(self, examples: list[tuple[ExampleText, float]]) -> tuple[list[str], list[float], list[int]]:
+        """Texts to embed, their weights, and which example each comes from."""
+        texts, weights, owner = [], [], []
+        for i, (ex, w) in enumerate(examples):
+            text = unmark(ex.plain or ex.text)
+            if self.options["strip_special"]:
+                text = " ".join(_SPECIAL.sub(" ", text).split()) or text
+            texts.append(text)
             weights.append(w)
+            owner.append(i)
             spans = marked_spans(ex.text)
-            if spans:
+            if spans and self.options["span_weight"] > 0:
                 texts.append(" ".join(spans))
-                weights.append(2 * w)
+                weights.append(self.options["span_weight"] * w)
+                owner.append(i)
+        return texts, weights, owner
+
+    def _score_matrix(self, vecs: np.ndarray, taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of vecs (N, D): category scores (N, C) and best subcategory/prototype index (N, C)."""
+        cats, subs = self._category_vectors(taxonomy)
+        desc = vecs @ cats.T * self.options["desc_weight"]  # (N, C)
+        best = np.full(desc.shape, -1, dtype=np.int64)
+        for i, sv in enumerate(subs):
+            if len(sv):
+                sims = vecs @ sv.T
+                best[:, i] = sims.argmax(1)
+                desc[:, i] += sims.max(1)
+        return desc, best
+
+    def _aggregate(
+        self, examples: list[tuple[ExampleText, float]], taxonomy: Taxonomy
+    ) -> tuple[np.ndarray, list[int]] | None:
+        """Category scores (C,) of a set of examples and the best subcategory per category."""
+        texts, weights, _ = self._texts(examples)
         if not texts:
             return None
-        vecs = self.embed(texts)  # (N, D)
-        v = (np.asarray(weights, dtype=np.float32)[:, None] * vecs).sum(0)
-        return v / max(float(np.linalg.norm(v)), 1e-9)
+        vecs = self.embed(texts)
+        w = np.asarray(weights, dtype=np.float32)
+        mode = self.options["mode"]
+        if mode == "mean":
+            v = (w[:, None] * vecs).sum(0)
+            v = v / max(float(np.linalg.norm(v)), 1e-9)
+            scores, best = self._score_matrix(v[None, :], taxonomy)
+            return scores[0], [int(b) for b in best[0]]
+        scores, best = self._score_matrix(vecs, taxonomy)
+        if mode == "vote":
+            votes = np.zeros(scores.shape, dtype=np.float32)
+            votes[np.arange(len(scores)), scores.argmax(1)] = 1.0
+            agg = (w[:, None] * votes).sum(0) / w.sum()
+            agg = agg + 1e-3 * (w[:, None] * scores).sum(0) / w.sum()  # tie-break by mean score
+        else:
+            agg = (w[:, None] * scores).sum(0) / w.sum()
+        top_row = (w[:, None] * scores).argmax(0)
+        return agg, [int(best[r, i]) for i, r in enumerate(top_row)]
 
-    def _scores(self, v: np.ndarray, taxonomy: Taxonomy) -> tuple[np.ndarray, list[int]]:
-        """Per-category score and best subcategory index (-1 when none)."""
-        cats, subs = self._category_vectors(taxonomy)
-        scores, best_sub = [], []
-        for i in range(len(taxonomy.categories)):
-            s = float(cats[i] @ v)
-            if len(subs[i]):
-                sub_sims = subs[i] @ v
-                best_sub.append(int(sub_sims.argmax()))
-                s += float(sub_sims.max())
-            else:
-                best_sub.append(-1)
-            scores.append(s)
-        return np.asarray(scores), best_sub
+    def _sub_name(self, taxonomy: Taxonomy, cat: int, idx: int) -> str | None:
+        c = taxonomy.categories[cat]
+        return c.subcategories[idx] if 0 <= idx < len(c.subcategories) else None
 
     def _label_sync(self, request: LabelRequest) -> LatentLabel:
         taxonomy = request.taxonomy
-        pos = self._mean_vector([(e, 1.0) for e in request.top] + [(e, 0.5) for e in request.quantile])
+        qw = float(self.options["quantile_weight"])
+        pos = self._aggregate([(e, 1.0) for e in request.top] + [(e, qw) for e in request.quantile], taxonomy)
         if pos is None:
             raise JudgeError(f"latent {request.latent}: no example text to embed", "invalid")
-        scores, best_sub = self._scores(pos, taxonomy)
+        scores, best_sub = pos
+        shares = scores.copy()
         # hard negatives share the top examples' topic: subtracting them would cancel the category signal,
         # so they only sharpen the name (characteristic spans), never the category
-        neg = None if request.hard_negatives else self._mean_vector([(e, 1.0) for e in request.negative])
-        if neg is not None:
-            scores = scores - NEG_WEIGHT * self._scores(neg, taxonomy)[0]
+        if not request.hard_negatives and request.negative and self.options["neg_weight"]:
+            neg = self._aggregate([(e, 1.0) for e in request.negative], taxonomy)
+            if neg is not None:
+                scores = scores - float(self.options["neg_weight"]) * neg[0]
+        margin = self.options["other_margin"]
+        if margin is not None and "other" in taxonomy.names:  # a concept must beat `other` by a margin
+            scores = scores.copy()
+            scores[taxonomy.names.index("other")] += float(margin)
+        min_share = self.options["min_share"]
+        if min_share is not None and self.options["mode"] == "vote" and "other" in taxonomy.names:
+            o = taxonomy.names.index("other")
+            rest = [i for i in range(len(scores)) if i != o]
+            best = max(rest, key=lambda i: scores[i])
+            if shares[best] < float(min_share):  # mixed evidence: no single concept (as the oracle says)
+                scores = scores.copy()
+                scores[o] = scores.max() + (float(min_share) - shares[best])
         order = np.argsort(-scores)
         p = _softmax(scores)
         top, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
         category = taxonomy.categories[top]
-        sub = category.subcategories[best_sub[top]] if best_sub[top] >= 0 else None
+        sub = self._sub_name(taxonomy, top, best_sub[top])
         spans = characteristic_spans(request.top + request.quantile, request.negative)
         shown = ", ".join(f"'{s}'" for s in spans[:3]) or "no marked tokens"
         runner_up = taxonomy.categories[second].name
         description = (
             f"Fires on {shown} in {category.name.replace('_', ' ')} text"
             f"{f' ({sub})' if sub else ''}. Nearest taxonomy category by MiniLM similarity of the "
-            f"top examples: {category.name} (score {scores[top]:.3f}; runner-up {runner_up} "
+            f"examples: {category.name} (score {scores[top]:.3f}; runner-up {runner_up} "
             f"{scores[second]:.3f})."
         )
         name = (" / ".join(spans[:3]) or category.name)[:60] + f" ({category.name})"

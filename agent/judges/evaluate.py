@@ -56,6 +56,7 @@ class LatentResult(BaseModel):
     category: str | None = Field(description="Predicted category (None if the judge failed).")
     gold: str | None = Field(description="Gold category, if the file gives one.")
     failure: str | None = Field(default=None, description="JudgeError reason, if it failed.")
+    confidence: float | None = Field(default=None, description="The label's confidence (None if it failed).")
     latency_s: float = Field(description="Wall time of the label call.")
 
 
@@ -139,8 +140,9 @@ def read_eval_file(path: str | Path, taxonomy: Taxonomy) -> list[tuple[LabelRequ
         except ValidationError as err:
             e = err.errors()[0]
             raise EvalInputError(f"{p}:{lineno}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
-        if line.category is not None and line.category not in taxonomy.names:
-            raise EvalInputError(f"{p}:{lineno}: gold category {line.category!r} not in taxonomy")
+        gold = None if line.category is None else taxonomy.resolve(line.category)
+        if line.category is not None and gold is None:
+            raise EvalInputError(f"{p}:{lineno}: gold category {line.category!r} not in taxonomy {taxonomy.names}")
         examples = [_to_example(e) for e in line.examples]
         by_kind: dict[str, list[ExampleText]] = {"top": [], "quantile": [], "negative": []}
         for ex in examples:
@@ -148,7 +150,7 @@ def read_eval_file(path: str | Path, taxonomy: Taxonomy) -> list[tuple[LabelRequ
         if not by_kind["top"]:
             raise EvalInputError(f"{p}:{lineno}: needs at least one non-negative example")
         req = LabelRequest(latent=str(line.latent), taxonomy=taxonomy, **by_kind)
-        items.append((req, line.category))
+        items.append((req, gold))
     if not items:
         raise EvalInputError(f"{p}: no latents")
     return items
@@ -162,11 +164,11 @@ async def _run_judge(judge: Judge, items: list[tuple[LabelRequest, str | None]],
             t0 = time.perf_counter()
             try:
                 label = await judge.label(req)
-                category, failure = label.category, None
+                category, failure, confidence = label.category, None, label.confidence
             except JudgeError as err:
-                category, failure = None, err.reason
+                category, failure, confidence = None, err.reason, None
             return LatentResult(latent=req.latent, category=category, gold=gold, failure=failure,
-                                latency_s=time.perf_counter() - t0)
+                                confidence=confidence, latency_s=time.perf_counter() - t0)
 
     results = list(await asyncio.gather(*(one(r, g) for r, g in items)))
     gold = [r for r in results if r.gold is not None]

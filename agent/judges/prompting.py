@@ -247,9 +247,10 @@ def parse_label(data: dict[str, Any], taxonomy: Taxonomy, spec: str) -> LatentLa
     fields = answer.model_dump()
     fields["evidence"] = [e.strip() for e in fields["evidence"] if e.strip()]
     label = LatentLabel(**fields, judge=spec)
-    if label.category not in taxonomy.names:
-        raise AnswerError(f"category {label.category!r} not in taxonomy")
-    return label
+    try:
+        return taxonomy.check(label)  # accepts 'Self Reference', 'instruction-following', ...
+    except ValueError:
+        raise AnswerError(f"category {label.category!r} not in taxonomy") from None
 
 
 def parse_detection(data: dict[str, Any], n: int) -> list[bool]:

@@ -6,6 +6,7 @@ suggestions shown to the judge, not a closed set.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from latentdiff.prompts import read_prompt
 from latentdiff.records import LatentLabel
 
 
+def normalize_category(name: str) -> str:
+    """Canonical spelling of a category name: 'Self Reference', 'instruction-following' -> snake_case."""
+    return "_".join(re.split(r"[\s\-_]+", name.strip().lower())).strip("_")
+
+
 class Category(BaseModel):
     """One category: a snake_case name, what it covers, and suggested subcategories."""
 
@@ -24,6 +30,9 @@ class Category(BaseModel):
     name: str = Field(min_length=1, max_length=40, description="Category id, e.g. 'safety'.")
     description: str = Field(min_length=1, description="What text in this category looks like.")
     subcategories: list[str] = Field(default_factory=list, description="Suggested subcategories.")
+    prototypes: list[str] = Field(
+        default_factory=list, description="Short sentences typical of the concept (the embedding judge's prototypes)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -52,18 +61,27 @@ class Taxonomy(BaseModel):
         """Category names in order."""
         return [c.name for c in self.categories]
 
+    def resolve(self, name: str) -> str | None:
+        """The taxonomy's own spelling of `name` (case, spaces and hyphens ignored), None if absent."""
+        if name in self.names:
+            return name
+        want = normalize_category(name)
+        return next((n for n in self.names if normalize_category(n) == want), None)
+
     def get(self, name: str) -> Category:
-        """The category called `name` (KeyError if absent)."""
+        """The category called `name`, in any common spelling (KeyError if absent)."""
+        canonical = self.resolve(name)
         for c in self.categories:
-            if c.name == name:
+            if c.name == canonical:
                 return c
         raise KeyError(name)
 
     def check(self, label: LatentLabel) -> LatentLabel:
-        """Return `label` if its category is in the taxonomy, else raise ValueError."""
-        if label.category not in self.names:
+        """`label` with its category in the taxonomy's spelling; ValueError if it is not a category."""
+        canonical = self.resolve(label.category)
+        if canonical is None:
             raise ValueError(f"category {label.category!r} not in taxonomy {self.names}")
-        return label
+        return label if canonical == label.category else label.model_copy(update={"category": canonical})
 
 
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
