@@ -11,7 +11,8 @@ for up to agent.refine_rounds rounds; the best-verified label is kept and every 
 
 Durable: a SQLite checkpointer in the run directory (`agent.sqlite`); a run killed at any point and
 restarted continues the same thread, so finished latents are never judged again (their findings
-are recorded, and completed branches are restored from the checkpoint).
+are recorded, and completed branches are restored from the checkpoint). A finished thread run again
+judges exactly its latents whose judging failed (`state.needs_retry`: judge down, errors, junk), once.
 """
 
 from __future__ import annotations
@@ -77,12 +78,18 @@ async def run_agent(ctx: AgentContext, thread_id: str, db_name: str = "agent.sql
                   "max_concurrency": ctx.cfg.agent.concurrency}
         snapshot = await app.aget_state(config)
         resume = bool(snapshot.next)
+        start: dict[str, Any] | None = None if resume else {"done": []}
         if resume:
             log.info("agent: resuming thread %s at %s", thread_id, snapshot.next)
-        elif snapshot.values.get("aggregate"):
-            log.info("agent: thread %s already finished", thread_id)
-            return dict(snapshot.values)
-        result = await app.ainvoke(None if resume else {"done": []}, config, context=ctx)
+        elif snapshot.values.get("aggregate") is not None:  # finished ("" for a worker)
+            retry = [k for k in snapshot.values.get("candidates", []) if ctx.judging_failed(k)]
+            if not retry:
+                log.info("agent: thread %s already finished", thread_id)
+                return dict(snapshot.values)
+            log.info("agent: thread %s finished with %d latents whose judging failed: judging them again",
+                     thread_id, len(retry))
+            start = {"done": [], "retry": retry}
+        result = await app.ainvoke(start, config, context=ctx)
         return dict(result)
 
 

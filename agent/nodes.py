@@ -9,7 +9,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from latentdiff.agent.state import AgentContext, AgentState, LatentTask, parse_key
+from latentdiff.agent.state import JUDGE_FAILURE, AgentContext, AgentState, LatentTask, parse_key
 from latentdiff.io import atomic_write_json
 from latentdiff.records import Finding, LatentLabel
 
@@ -59,6 +59,10 @@ async def plan_wave(state: AgentState, runtime: Runtime[AgentContext]) -> dict[s
     from latentdiff.agent.waves import pick_wave, random_order, wave_capacity
 
     ctx = runtime.context
+    retry = [k for k in state.get("retry", []) if not ctx.is_finished(k)]
+    if retry:  # a rerun of a finished plan: the latents whose judging failed, in one wave, nothing else
+        log.info("agent: retrying %d latents whose judging failed", len(retry))
+        return {"wave": retry, "retry": [], "waves": state.get("waves", 0) + 1}
     queue = [k for k in state.get("queue", []) if not ctx.is_finished(k)]
     if not (ctx.cfg.agent.adaptive and ctx.worker is None):
         return {"wave": queue, "queue": [], "waves": state.get("waves", 0) + 1}
@@ -202,9 +206,9 @@ async def judge(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, A
     except JudgeError as err:
         log.warning("latent %s: judge failed (round %d): %s", key, rnd, err)
         if rnd == 0:
-            return {"failure": f"judge: {err}", "attempts": attempts}
+            return {"failure": f"{JUDGE_FAILURE}{err}", "attempts": attempts}
         return {"label": None, "attempts": attempts,
-                "history": [*history, attempt | {"calls": 1, "failure": f"judge: {err}", "stop": True}]}
+                "history": [*history, attempt | {"calls": 1, "failure": f"{JUDGE_FAILURE}{err}", "stop": True}]}
     attempt |= {"label": label.model_dump(), "calls": 1}
     result = {"label": label.model_dump(), "attempts": attempts}
     atomic_write_json(saved, result | {"attempt": attempt})

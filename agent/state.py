@@ -19,6 +19,7 @@ class AgentState(TypedDict, total=False):
     """The parent graph: which latents to label and which are finished."""
 
     candidates: list[str]  # latent keys "crosscoder:id", in labelling order
+    retry: list[str]  # a rerun of a finished thread: latents whose judging failed, labelled again
     skipped: list[str]  # over the max_latents budget, left unlabelled
     done: Annotated[list[str], operator.add]  # keys labelled (or failed) in this run
     queue: list[str]  # candidates not yet given to a wave
@@ -79,6 +80,7 @@ class AgentContext:
     worker: tuple[int, int] | None = None  # (index, count): label only this worker's share
     scaffold: dict[str, float] = field(default_factory=dict)  # key -> share of activation on special tokens
     _examples: OrderedDict[str, list[Any]] = field(default_factory=OrderedDict, repr=False)
+    _finished: set[str] = field(default_factory=set, repr=False)  # keys known finished (never un-finish)
 
     def examples(self, key: str) -> list[Any]:
         """A latent's stored examples (read from the store once per latent; a small LRU)."""
@@ -109,12 +111,38 @@ class AgentContext:
         return self.findings_dir / "labels" / f"{key.replace(':', '_')}{suffix}.json"
 
     def is_finished(self, key: str) -> bool:
-        """True if the latent already has recorded findings."""
-        return self.finding_path(key).is_file()
+        """True if the latent has recorded findings that are final: labelled, or failed for a reason a
+        rerun cannot change. A latent whose judging failed (`needs_retry`) is not finished: a rerun labels it."""
+        if key in self._finished:
+            return True
+        path = self.finding_path(key)
+        if not path.is_file():
+            return False
+        found = [Finding(**f) for f in json.loads(path.read_text())]
+        if any(needs_retry(f) for f in found):
+            return False
+        self._finished.add(key)
+        return True
+
+    def judging_failed(self, key: str) -> bool:
+        """True if the latent's recorded findings are a judge failure (`needs_retry`: a rerun labels it again)."""
+        path = self.finding_path(key)
+        return path.is_file() and any(needs_retry(Finding(**f)) for f in json.loads(path.read_text()))
 
     def write_findings(self, key: str, findings: list[Finding]) -> None:
         """Record a latent's findings (one per pair)."""
         atomic_write_json(self.finding_path(key), [f.model_dump(mode="json") for f in findings])
+        self._finished.discard(key)
+
+
+JUDGE_FAILURE = "judge: "  # prefix of a finding's failure when the judge failed (down, errors, junk answers)
+
+
+def needs_retry(finding: Finding) -> bool:
+    """A finding without a label because the judge failed: transient, so a rerun of the label stage
+    judges the latent again. Other failures are final (no activating examples in the store, the
+    judge-call budget spent): a rerun would only repeat them."""
+    return finding.label is None and (finding.failure or "").startswith(JUDGE_FAILURE)
 
 
 def parse_key(key: str) -> LatentRef:

@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from latentdiff.errors import NotEnoughData
 from latentdiff.io import atomic_write, atomic_write_json
 
 
@@ -148,6 +149,17 @@ class ShuffledStream:
         self.batch_size = batch_size
         self.seed = seed
         self.window = max(1, window_shards)
+        # Rows are shuffled within a window and a window's leftover rows are dropped: if even the
+        # largest window cannot fill one batch, no batch ever comes (the stream would spin forever).
+        sizes = sorted((s.n_tokens for s in self.shards), reverse=True)
+        fullest = sum(sizes[: self.window])
+        if fullest < batch_size:
+            raise NotEnoughData(
+                f"crosscoder.batch_size={batch_size} cannot be filled from the activation cache {self.dir}: "
+                f"it holds {sum(sizes)} rows in {len(sizes)} shards, shuffled within windows of {self.window} "
+                f"shards (at most {fullest} rows); lower crosscoder.batch_size to <= {fullest} or harvest more "
+                f"(data.n_tokens, harvest.shard_tokens)"
+            )
 
     def _windows(self, epoch: int) -> list[list[int]]:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards)).tolist()

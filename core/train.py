@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -31,7 +32,7 @@ from latentdiff.config import CrosscoderConfig
 from latentdiff.core import distributed as dist
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, auxk_loss, l1_penalty, recon_loss
 from latentdiff.core.shard import ShardedCrossCoder, clip_grad_norm_
-from latentdiff.errors import ConfigError
+from latentdiff.errors import ConfigError, UnsafeCheckpoint
 from latentdiff.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,32 @@ def _geometric_median(x: Tensor, iters: int = 50) -> Tensor:
         w = 1.0 / (x - point).norm(dim=-1).clamp_min(1e-8)
         point = (w[:, None] * x).sum(0) / w.sum()
     return point
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    """A training checkpoint, loaded with `weights_only=True`: tensors and plain types only, never
+    arbitrary pickled objects (a run folder from someone else must not run code when resumed).
+
+    A file that holds anything else, or is not a readable checkpoint, raises `UnsafeCheckpoint` (one line).
+    """
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:  # weights_only refused an object it does not allow
+        first = next((ln.strip() for ln in str(err).splitlines() if "unsupported" in ln.lower()), "")
+        raise UnsafeCheckpoint(
+            f"{path}: refused to load a checkpoint that holds more than tensors and plain values "
+            f"({first or type(err).__name__}); delete it to train this crosscoder from scratch"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UnsafeCheckpoint(
+            f"{path}: not a readable checkpoint ({first}); delete it to train from scratch"
+        ) from None
+    if not isinstance(state, dict) or not {"cc", "opt", "step", "since_fired", "rng"} <= set(state):
+        raise UnsafeCheckpoint(f"{path}: not a latentdiff training checkpoint; delete it to train from scratch")
+    return state
 
 
 class Trainer:
@@ -128,7 +155,8 @@ class Trainer:
             cc_state, opt_state, since_fired = self.cc.state_dict(), self.opt.state_dict(), self.since_fired
         if not dist.is_main():
             return
-        state = {"cc": cc_state, "opt": opt_state, "step": self.step, "since_fired": since_fired,
+        # tensors and plain types only, so that it loads with torch.load(weights_only=True)
+        state = {"cc": cc_state, "opt": opt_state, "step": int(self.step), "since_fired": since_fired,
                  "rng": torch.get_rng_state()}
         atomic_write(self.ckpt_path, lambda p: torch.save(state, p))
 
@@ -136,7 +164,7 @@ class Trainer:
         """Resume from the checkpoint if there is one (written by any number of ranks, sharded or not)."""
         if not self.ckpt_path.is_file():
             return False
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        state = load_checkpoint_file(self.ckpt_path)
         if isinstance(self.cc, ShardedCrossCoder):
             self.cc.load_full_state_dict(state["cc"])
             self.cc.load_full_optimizer_state(self.opt, state["opt"])

@@ -25,3 +25,18 @@ class StageNotDone(LatentDiffError):
 
 class NotARunDirectory(LatentDiffError):
     """A path that is not a latentdiff run directory (no config.yaml)."""
+
+
+class NotEnoughData(LatentDiffError):
+    """The data cannot serve what the settings ask for (e.g. a training batch larger than the cache can fill)."""
+
+
+class UnsafeCheckpoint(LatentDiffError):
+    """A checkpoint that is not a plain tensor file (refused: unpickling it could run code) or is unreadable."""
+
+
+class LabelIncomplete(LatentDiffError):
+    """The label stage finished with latents whose judging failed (judge down, errors, junk answers): the
+    stage is not done, and running it again retries exactly those latents. Exit code 3 (retry later)."""
+
+    exit_code = 3

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from latentdiff.config import RunConfig
-from latentdiff.errors import StageNotAvailable
+from latentdiff.errors import LabelIncomplete, StageNotAvailable
 from latentdiff.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -355,16 +355,70 @@ def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
 # --------------------------------------------------------------------------- index / label / aggregate
 
 
-def run_index(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
-    """Upsert every example into the Chroma store (deterministic ids: reruns do not duplicate)."""
-    from latentdiff.core.examples import read_examples
+FINGERPRINT_CHARS = 16
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 23):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def crosscoder_fingerprints(cfg: RunConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Crosscoder name -> {"sha256": 16-hex prefix of crosscoder.safetensors, "size", "mtime_ns"}: which
+    weights the store's rows belong to. The index marker's record is reused while the file's size and
+    mtime match it (no rehash); it also stands for weights deleted after indexing."""
+    marker = run_dir / "stages" / "index.json"
+    recorded: dict[str, Any] = {}
+    if is_done(cfg, run_dir, "index"):
+        recorded = json.loads(marker.read_text()).get("fingerprints") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for name in crosscoder_plan(cfg):
+        path = run_dir / "crosscoders" / name / "crosscoder.safetensors"
+        rec = recorded.get(name) if isinstance(recorded.get(name), dict) else None
+        if path.is_file():
+            st = path.stat()
+            if rec and rec.get("sha256") and (rec.get("size"), rec.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+                out[name] = rec
+            else:
+                out[name] = {"sha256": _sha256(path)[:FINGERPRINT_CHARS], "size": st.st_size,
+                             "mtime_ns": st.st_mtime_ns}
+        elif rec and rec.get("sha256"):
+            out[name] = rec
+    return out
+
+
+def store_scope(cfg: RunConfig, run_dir: Path, fingerprints: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The `StoreScope` of a run: its crosscoders' weight fingerprints and its label settings' hash."""
+    from latentdiff.store.chroma import StoreScope
+
+    fps = crosscoder_fingerprints(cfg, run_dir) if fingerprints is None else fingerprints
+    return StoreScope({name: rec["sha256"] for name, rec in fps.items()}, label=stage_hash(cfg, "label"))
+
+
+def open_store(cfg: RunConfig, run_dir: Path, fingerprints: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The run's `LatentStore`, scoped to its crosscoder weights and label settings."""
     from latentdiff.store.chroma import LatentStore
 
+    return LatentStore(cfg.store, cfg.name, run_dir / "chroma", scope=store_scope(cfg, run_dir, fingerprints))
+
+
+def run_index(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+    """Upsert every example into the Chroma store under its crosscoder's weight fingerprint
+    (deterministic ids: reruns do not duplicate); rows of other weights or label settings are removed."""
+    from latentdiff.core.examples import read_examples
+
     counts = {}
-    with LatentStore(cfg.store, cfg.name, run_dir / "chroma") as store:
+    fingerprints = crosscoder_fingerprints(cfg, run_dir)
+    with open_store(cfg, run_dir, fingerprints) as store:
+        store.prune()
         for cc_name in crosscoder_plan(cfg):
             counts[cc_name] = store.add_examples(cc_name, read_examples(run_dir / "examples" / f"{cc_name}.jsonl.gz"))
-    mark_done(cfg, run_dir, "index", {"examples": counts})
+    mark_done(cfg, run_dir, "index", {"examples": counts, "fingerprints": fingerprints})
 
 
 def _agent_context(cfg: RunConfig, run_dir: Path, store: Any, judge: Any = None) -> Any:
@@ -412,11 +466,9 @@ def label_worker(cfg: RunConfig, run_dir: Path, index: int, count: int, judge: A
         return
     if not is_done(cfg, run_dir, "index"):
         # Another machine may have indexed into the shared store: then this one needs only `sample`.
-        from latentdiff.store.chroma import LatentStore
-
         if not is_done(cfg, run_dir, "sample"):
             raise StageNotAvailable("a labelling worker needs stage 'sample' done with these settings first")
-        with LatentStore(cfg.store, cfg.name, run_dir / "chroma") as store:
+        with open_store(cfg, run_dir) as store:  # counts only examples of this run's crosscoder weights
             indexed = cfg.store.url is not None and store.examples.count() > 0 and store.count_examples() > 0
         if not indexed:
             raise StageNotAvailable("a labelling worker needs the examples indexed: run `latentdiff index CONFIG` "
@@ -432,15 +484,18 @@ def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = Non
     `worker=(i, n)` labels only worker i's share of the latents (for n workers on one or several
     machines, sharing a Chroma server through store.url) and does not finish the stage; the run
     without `worker` then collects every finding from the store, labels whatever is still missing,
-    aggregates and marks the stage done."""
+    aggregates and marks the stage done.
+
+    Latents whose judging failed (judge down, errors, junk answers) leave the stage not done:
+    `LabelIncomplete` says how many, and running the stage again judges exactly those latents."""
     import asyncio
 
     from latentdiff.agent.graph import run_agent
+    from latentdiff.agent.nodes import worker_of
     from latentdiff.agent.state import read_findings
-    from latentdiff.store.chroma import LatentStore
 
     thread = f"label-{stage_hash(cfg, 'label')}"
-    with LatentStore(cfg.store, cfg.name, run_dir / "chroma") as store:
+    with open_store(cfg, run_dir) as store:
         ctx = _agent_context(cfg, run_dir, store, judge)
         if worker is not None:
             index, count = worker
@@ -449,9 +504,13 @@ def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = Non
             asyncio.run(run_agent(ctx, thread_id=f"{thread}-{tag}", db_name=f"agent-{tag}.sqlite"))
             atomic_write_json(run_dir / "stages" / f"label-{tag}.json",
                               {"hash": stage_hash(cfg, "label"), "judge_calls": ctx.budget.used})
+            mine = [f for f in read_findings(run_dir) if worker_of(f.ref.key, count) == index]
+            _raise_if_judging_failed(mine, f"worker {index}/{count}", "run it again (or the merge run, "
+                                     "`label` without --worker) to judge them again")
             log.info("worker %d/%d done (%d judge calls); run `label` without --worker to merge",
                      index, count, ctx.budget.used)
             return
+        store.prune()  # findings of other label settings or crosscoder weights (served by nothing)
         # only findings of workers that labelled under these settings (the store may still hold
         # findings of an earlier label run with other settings, e.g. another judge or agent config)
         h = stage_hash(cfg, "label")
@@ -460,12 +519,29 @@ def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = Non
         if imported:
             log.info("collected the findings of %d latents labelled by other workers", imported)
         state = asyncio.run(run_agent(ctx, thread_id=thread))
-    findings = {f.ref.key: f for f in read_findings(run_dir)}
+    recorded = read_findings(run_dir)
+    _raise_if_judging_failed(recorded, "stage label", "run the same command again to judge them again")
+    findings = {f.ref.key: f for f in recorded}
     failed = sum(f.label is None for f in findings.values())
     log.info("labelled %d latents, %d failed", len(findings) - failed, failed)
     mark_done(cfg, run_dir, "label", {"latents": len(findings), "failed": failed,
                                       "judge_calls": ctx.budget.used, "skipped": state.get("skipped", []),
                                       "stop_reason": state.get("stop_reason")})
+
+
+def _raise_if_judging_failed(findings: list[Any], who: str, how: str) -> None:
+    """LabelIncomplete (one line) when some latents' judging failed: the stage is then not marked done
+    and a rerun judges exactly those latents again (latents labelled OK are never judged again)."""
+    from latentdiff.agent.state import needs_retry
+
+    failed = {f.ref.key: f.failure for f in findings if needs_retry(f)}
+    if not failed:
+        return
+    n_keys = len({f.ref.key for f in findings})
+    first = " ".join(str(next(iter(failed.values()))).split())
+    first = first if len(first) <= 200 else first[:197] + "..."
+    raise LabelIncomplete(f"{who}: judging failed for {len(failed)} of {n_keys} latents ({first}); "
+                          f"not done: {how} (latents labelled OK are kept)")
 
 
 def run_aggregate(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:

@@ -2,13 +2,20 @@
 
 Two collections (cosine space, embedded by `MiniLMEmbedding`):
   - `examples`: one document per example window (the text with activating tokens marked);
-    metadata run, crosscoder, latent, kind, quantile (-1 = none), max_act, doc_id, ctx, start,
-    plus tokens / activations as JSON strings so `ExampleText` can be rebuilt exactly.
+    metadata run, crosscoder, fingerprint, latent, kind, quantile (-1 = none), max_act, doc_id, ctx,
+    start, plus tokens / activations as JSON strings so `ExampleText` can be rebuilt exactly.
   - `findings`: one document per (latent, pair): label name + description; scalar metadata for
-    filtering (run, crosscoder, latent, pair, side, category, name, confidence, verification,
-    delta_norm, judge, failed) plus the whole `Finding` as JSON for a lossless round trip.
+    filtering (run, crosscoder, fingerprint, label, latent, pair, side, category, name, confidence,
+    verification, delta_norm, judge, failed) plus the whole `Finding` as JSON for a lossless round trip.
 Ids are deterministic, so re-indexing upserts instead of duplicating. Several runs may share one
 store (a Chroma server); every read is restricted to this store's run.
+
+A run's store is opened with a `StoreScope` (`LatentStore.for_run`): `fingerprint` is a hash of the
+crosscoder's weights (crosscoder.safetensors) and `label` a hash of the label settings. Rows are
+written with them (in the ids too) and every read is filtered on them, so examples and findings of
+another crosscoder (a retrained one: `--from train crosscoder.seed=1`) or of an earlier label run with
+other settings are never returned, whatever is still in the collection; `prune` deletes them.
+
 Chroma metadata values must be scalars (str, int, float, bool): no None, no lists.
 """
 
@@ -16,7 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -63,15 +71,32 @@ def parse_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname, port, ssl
 
 
-def example_id(run: str, crosscoder: str, ex: Example) -> str:
-    """Deterministic id of one example window for one latent."""
-    base = f"{run}:{crosscoder}:{ex.latent}:{ex.kind}:{ex.ctx}:{ex.start}"
+NO_MATCH = "-"  # a fingerprint no row has: reads of a crosscoder the scope does not know return nothing
+
+
+@dataclass(frozen=True)
+class StoreScope:
+    """Which rows of a run a store serves: those of these crosscoder weights, and findings of this
+    label setting. Unscoped stores (scope None) write "" and read every row of the run."""
+
+    fingerprints: Mapping[str, str] = field(default_factory=dict)  # crosscoder name -> hash of its weights
+    label: str = ""  # hash of the label settings whose findings are served ("" = any)
+
+
+def _source(crosscoder: str, fingerprint: str) -> str:
+    return f"{crosscoder}@{fingerprint}" if fingerprint else crosscoder
+
+
+def example_id(run: str, crosscoder: str, ex: Example, fingerprint: str = "") -> str:
+    """Deterministic id of one example window for one latent (of the crosscoder with these weights)."""
+    base = f"{run}:{_source(crosscoder, fingerprint)}:{ex.latent}:{ex.kind}:{ex.ctx}:{ex.start}"
     return base if ex.quantile is None else f"{base}:q{ex.quantile}"
 
 
-def finding_id(run: str, finding: Finding) -> str:
-    """Deterministic id of one finding: one per (latent, pair)."""
-    return f"{run}:{finding.ref.crosscoder}:{finding.ref.latent}:{finding.pair}"
+def finding_id(run: str, finding: Finding, fingerprint: str = "", label: str = "") -> str:
+    """Deterministic id of one finding: one per (latent, pair) of a crosscoder's weights and label setting."""
+    base = f"{run}:{_source(finding.ref.crosscoder, fingerprint)}:{finding.ref.latent}:{finding.pair}"
+    return f"{base}:{label}" if label else base
 
 
 def _split_where(where: Where | None) -> list[Where]:
@@ -86,10 +111,14 @@ def _split_where(where: Where | None) -> list[Where]:
 class LatentStore:
     """Examples and findings of one run in Chroma (embedded on disk, or a `chroma run` server)."""
 
-    def __init__(self, cfg: StoreConfig, run: str, default_path: str | Path | None = None) -> None:
-        """Open (creating if needed) the store; `default_path` is used when `cfg.path` is None."""
+    def __init__(self, cfg: StoreConfig, run: str, default_path: str | Path | None = None,
+                 scope: StoreScope | None = None) -> None:
+        """Open (creating if needed) the store; `default_path` is used when `cfg.path` is None.
+
+        `scope`: serve only rows of these crosscoder weights and label setting (see the module doc)."""
         self.cfg = cfg
         self.run = run
+        self.scope = scope
         self.client = self._connect(cfg, default_path)
         self.embedding = MiniLMEmbedding(cfg.embedding_model)
         try:
@@ -101,8 +130,12 @@ class LatentStore:
 
     @classmethod
     def for_run(cls, cfg: RunConfig) -> LatentStore:
-        """The store of a run: cfg.store, named after the run, embedded in RUN_DIR/chroma by default."""
-        return cls(cfg.store, cfg.name, cfg.resolved_run_dir() / "chroma")
+        """The store of a run: cfg.store, named after the run, embedded in RUN_DIR/chroma by default,
+        scoped to the run's crosscoder weights and label settings."""
+        from latentdiff.stages import store_scope
+
+        run_dir = cfg.resolved_run_dir()
+        return cls(cfg.store, cfg.name, run_dir / "chroma", scope=store_scope(cfg, run_dir))
 
     @staticmethod
     def _connect(cfg: StoreConfig, default_path: str | Path | None) -> ClientAPI:
@@ -179,6 +212,52 @@ class LatentStore:
             parts += _split_where(clause)
         return parts[0] if len(parts) == 1 else {"$and": parts}
 
+    def fingerprint(self, crosscoder: str) -> str:
+        """The fingerprint rows of `crosscoder` are written with ("" unscoped); StoreError if the scope lacks it."""
+        if self.scope is None:
+            return ""
+        fp = self.scope.fingerprints.get(crosscoder)
+        if not fp:
+            raise StoreError(f"no fingerprint for crosscoder {crosscoder!r} (is crosscoders/{crosscoder} trained?)")
+        return fp
+
+    def _in_scope(self, crosscoder: str | None = None, findings: bool = False) -> Where | None:
+        """The scope's filter: this crosscoder's fingerprint (or any of the scope's), and for findings
+        the label setting. None when unscoped."""
+        if self.scope is None:
+            return None
+        fps = self.scope.fingerprints
+        if crosscoder is not None:
+            clause: Where = {"fingerprint": fps.get(crosscoder) or NO_MATCH}
+        else:
+            clause = {"fingerprint": {"$in": sorted(set(fps.values())) or [NO_MATCH]}}
+        if findings and self.scope.label:
+            return {"$and": [clause, {"label": self.scope.label}]}
+        return clause
+
+    @staticmethod
+    def _crosscoder_of(where: Where | None) -> str | None:
+        """The crosscoder a caller's plain filter names, if it names exactly one."""
+        value = (where or {}).get("crosscoder")
+        return value if isinstance(value, str) else None
+
+    def prune(self) -> int:
+        """Delete this run's rows outside the scope (another crosscoder's weights, other label settings);
+        return how many. No-op when unscoped."""
+        if self.scope is None:
+            return 0
+        n = 0
+        for col, findings in ((self.examples, False), (self.findings, True)):
+            keep = {i for i, _, _ in self._get(col, self._where(self._in_scope(findings=findings)), [])}
+            stale = [i for i, _, _ in self._get(col, self._where(), []) if i not in keep]
+            size = max(self.batch_size(), 1)
+            for start in range(0, len(stale), size):
+                col.delete(ids=stale[start : start + size])
+            n += len(stale)
+        if n:
+            log.info("store: removed %d rows of other crosscoder weights or label settings", n)
+        return n
+
     def _upsert(self, col: Collection, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
         """Upsert (id, document, metadata) rows in batches; duplicate ids keep the last row."""
         size, total = self.batch_size(), 0
@@ -218,10 +297,11 @@ class LatentStore:
         self, col: Collection, query: str, n: int, where: Where | None
     ) -> list[tuple[str, Any, Any, float]]:
         """Nearest documents to a text -> [(id, document, metadata, distance)], closest first."""
+        scope = self._in_scope(self._crosscoder_of(where), findings=col is self.findings)
         res = col.query(
             query_texts=[query],
             n_results=n,
-            where=self._where(where),
+            where=self._where(where, scope),
             include=["documents", "metadatas", "distances"],  # type: ignore[list-item]
         )
         ids, docs, metas, dists = res["ids"], res["documents"], res["metadatas"], res["distances"]
@@ -234,11 +314,14 @@ class LatentStore:
     def add_examples(self, crosscoder: str, examples: Iterable[Example]) -> int:
         """Index a crosscoder's examples (streamed, batched); return how many were upserted."""
 
+        fp = self.fingerprint(crosscoder)
+
         def rows() -> Iterator[tuple[str, str, dict[str, Any]]]:
             for ex in examples:
                 meta = {
                     "run": self.run,
                     "crosscoder": crosscoder,
+                    "fingerprint": fp,
                     "latent": int(ex.latent),
                     "kind": ex.kind,
                     "quantile": -1 if ex.quantile is None else int(ex.quantile),
@@ -249,7 +332,7 @@ class LatentStore:
                     "tokens": json.dumps(ex.tokens, ensure_ascii=False),
                     "activations": json.dumps(ex.activations),
                 }
-                yield example_id(self.run, crosscoder, ex), ex.marked_text(), meta
+                yield example_id(self.run, crosscoder, ex, fp), ex.marked_text(), meta
 
         return self._upsert(self.examples, rows())
 
@@ -280,7 +363,7 @@ class LatentStore:
         clauses: list[Where] = [{"crosscoder": crosscoder}, {"latent": int(latent)}]
         if kinds is not None:
             clauses.append({"kind": {"$in": list(kinds)}})
-        rows = self._get(self.examples, self._where(*clauses), ["documents", "metadatas"])
+        rows = self._get(self.examples, self._where(*clauses, self._in_scope(crosscoder)), ["documents", "metadatas"])
         out = [self._stored_example(i, d, m) for i, d, m in rows]
         return sorted(out, key=lambda e: (KIND_ORDER[e.kind], -e.max_act, e.ctx, e.start))
 
@@ -293,11 +376,12 @@ class LatentStore:
 
     def count_examples(self) -> int:
         """Number of examples stored for this run."""
-        return sum(1 for _ in self._get(self.examples, self._where(), []))
+        return sum(1 for _ in self._get(self.examples, self._where(self._in_scope()), []))
 
     def latent_ids(self, crosscoder: str) -> list[int]:
         """Sorted latent ids of a crosscoder that have examples in this run."""
-        rows = self._get(self.examples, self._where({"crosscoder": crosscoder}), ["metadatas"])
+        rows = self._get(self.examples, self._where({"crosscoder": crosscoder}, self._in_scope(crosscoder)),
+                         ["metadatas"])
         return sorted({int(m["latent"]) for _, _, m in rows})
 
     # -- findings --------------------------------------------------------------------------
@@ -305,8 +389,11 @@ class LatentStore:
     def upsert_findings(self, findings: Iterable[Finding]) -> int:
         """Index findings (one per latent and pair); return how many were upserted."""
 
+        setting = self.scope.label if self.scope is not None else ""
+
         def rows() -> Iterator[tuple[str, str, dict[str, Any]]]:
             for f in findings:
+                fp = self.fingerprint(f.ref.crosscoder)
                 label = f.label
                 if label is not None:
                     doc = f"{label.name}: {label.description}"
@@ -315,6 +402,8 @@ class LatentStore:
                 meta = {
                     "run": self.run,
                     "crosscoder": f.ref.crosscoder,
+                    "fingerprint": fp,
+                    "label": setting,
                     "latent": int(f.ref.latent),
                     "pair": f.pair,
                     "side": f.side,
@@ -327,7 +416,7 @@ class LatentStore:
                     "failed": label is None or f.failure is not None,
                     "finding": f.model_dump_json(),
                 }
-                yield finding_id(self.run, f), doc, meta
+                yield finding_id(self.run, f, fp, setting), doc, meta
 
         return self._upsert(self.findings, rows())
 
@@ -336,7 +425,8 @@ class LatentStore:
         clauses: list[Where] = [{"crosscoder": crosscoder}, {"latent": int(latent)}]
         if pair is not None:
             clauses.append({"pair": pair})
-        rows = self._get(self.findings, self._where(*clauses), ["metadatas"])
+        rows = self._get(self.findings, self._where(*clauses, self._in_scope(crosscoder, findings=True)),
+                         ["metadatas"])
         out = [Finding.model_validate_json(m["finding"]) for _, _, m in rows]
         return sorted(out, key=lambda f: f.pair)
 
@@ -349,9 +439,9 @@ class LatentStore:
 
     def iter_findings(self) -> Iterator[Finding]:
         """Every finding of this run in the store (paged)."""
-        for _, _, meta in self._get(self.findings, self._where(), ["metadatas"]):
+        for _, _, meta in self._get(self.findings, self._where(self._in_scope(findings=True)), ["metadatas"]):
             yield Finding.model_validate_json(meta["finding"])
 
     def count_findings(self) -> int:
         """Number of findings stored for this run."""
-        return sum(1 for _ in self._get(self.findings, self._where(), []))
+        return sum(1 for _ in self._get(self.findings, self._where(self._in_scope(findings=True)), []))

@@ -96,9 +96,12 @@ def test_agent_labels_verifies_records_and_aggregates(tmp_path: Path) -> None:
     assert agg["failures"] == [{"key": "joint:5", "reason": findings["joint:5"].failure}]
     assert agg["headline"]["a"] == "shift" and result["aggregate"].endswith("aggregate.json")
     assert sorted(log.read_text().split()) == sorted(k for k in stats if k != "joint:5")
-    # rerun: nothing is judged again
+    # rerun: only the latent whose judging failed is judged again (once); then nothing
     asyncio.run(run_agent(context(cfg, store, stats, ScriptedJudge(log=log)), "t1"))
-    assert len(log.read_text().split()) == 11
+    assert log.read_text().split()[11:] == ["joint:5"]
+    assert all(f.label is not None for f in read_findings(tmp_path)) and store.count_findings() == 12
+    asyncio.run(run_agent(context(cfg, store, stats, ScriptedJudge(log=log)), "t1"))
+    assert len(log.read_text().split()) == 12
 
 
 def test_budget_exhaustion_is_recorded(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from latentdiff.agent.nodes import worker_of
-from latentdiff.agent.state import read_findings
+from latentdiff.agent.state import needs_retry, read_findings
 from latentdiff.core.select import read_table
 from latentdiff.store.chroma import LatentStore
 from tests.conftest import small_run_config
@@ -104,7 +104,8 @@ def test_two_workers_one_store_two_endpoints(core_run, chroma_server: str,  # no
 
     workers = [_cli("label", str(configs[i]), "--worker", f"{i}/2") for i in range(2)]
     logs = [w.communicate(timeout=900)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], "\n".join(x[-3000:] for x in logs)
+    # exit 3: some latents' judging failed (e.g. a timeout on the CPU server); the merge run judges them again
+    assert all(w.returncode in (0, 3) for w in workers), "\n".join(x[-3000:] for x in logs)
 
     plan = {f"{r.crosscoder}:{r.latent}" for r in read_table(dirs[0] / "latents.parquet")
             if r.side in ("finetuned", "base")}
@@ -115,10 +116,15 @@ def test_two_workers_one_store_two_endpoints(core_run, chroma_server: str,  # no
     calls = [e.count for e in endpoints]
     assert all(c > 0 for c in calls), f"both endpoints must serve requests: {calls}"
 
-    merge = _cli("label", str(configs[0]))  # collects machine1's findings from the server
-    out = merge.communicate(timeout=600)[0]
+    failed = {f.ref.key for d in dirs for f in read_findings(d) if needs_retry(f)}
+    for _ in range(3):  # collects machine1's findings from the server; exit 3: judging failed again, rerun
+        merge = _cli("label", str(configs[0]))
+        out = merge.communicate(timeout=600)[0]
+        if merge.returncode != 3:
+            break
     assert merge.returncode == 0, out[-3000:]
-    assert [e.count for e in endpoints] == calls, "the merge judged latents again"
+    if not failed:
+        assert [e.count for e in endpoints] == calls, "the merge judged latents again"
     merged = read_findings(dirs[0])
     pairs = [(f.ref.key, f.pair) for f in merged]
     assert len(pairs) == len(set(pairs)) and {k for k, _ in pairs} == plan

@@ -8,9 +8,9 @@ request lands on another endpoint; calls and failures are counted per endpoint.
 
 JSON-schema structured output (`response_format=json_schema`, enforced by vLLM's grammar
 backend), a semaphore of `cfg.max_concurrency` requests, exponential backoff over `cfg.retries`
-retries on connection errors, timeouts, 5xx/429 and invalid answers, token accounting from
-`usage`, and an optional on-disk cache of validated answers. After the last attempt it raises
-`JudgeError` with a one-line reason.
+retries on connection errors, timeouts, 5xx/429 and invalid answers (an HTTP 200 whose body is
+junk or cut off included), token accounting from `usage`, and an optional on-disk cache of
+validated answers. After the last attempt it raises `JudgeError` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import openai
 
 from latentdiff.agent.judges.base import FailureKind, Judge, JudgeError, LabelRequest
@@ -314,6 +315,10 @@ class OpenAICompatJudge(Judge):
                 ) from None
             except openai.APIResponseValidationError as err:
                 raise _Attempt("invalid", f"malformed response: {err.message}") from None
+            except (ValueError, httpx.HTTPError) as err:  # HTTP 200 with a body that is not JSON (junk, cut off)
+                self.pool.failed(ep)
+                detail = " ".join(str(err).split())[:120] or type(err).__name__
+                raise _Attempt("invalid", f"{self._at(ep)}malformed response (not JSON: {detail})") from None
             finally:
                 ep.inflight -= 1
                 self.stats.latency_s += time.perf_counter() - t0
@@ -327,6 +332,8 @@ class OpenAICompatJudge(Judge):
             text = choice.message.content or ""
         except (AttributeError, IndexError, TypeError, ValueError):
             raise _Attempt("invalid", "malformed response from server (no choices[0].message)") from None
+        if not isinstance(text, str):
+            raise _Attempt("invalid", "malformed response from server (choices[0].message.content is not text)")
         if choice.finish_reason == "length":
             raise _Attempt("invalid", f"answer cut off at max_tokens={self.cfg.max_tokens}")
         return text
