@@ -24,9 +24,15 @@ def _copy_run(core_run, dest: Path, **over) -> Run:
     return run
 
 
-def _selected(run_dir: Path) -> set[str]:
-    return {f"{r.crosscoder}:{r.latent}" for r in read_table(run_dir / "latents.parquet")
-            if r.side in ("finetuned", "base")}
+def _selected(run_dir: Path, cfg=None) -> set[str]:  # noqa: ANN001
+    """Every latent the agent labels: the model-specific ones and (with cfg) the reference sample."""
+    table = read_table(run_dir / "latents.parquet")
+    keys = {f"{r.crosscoder}:{r.latent}" for r in table if r.side in ("finetuned", "base")}
+    if cfg is not None:
+        from latentdiff.stages import reference_latents
+
+        keys |= {f"{cc}:{j}" for cc in {r.crosscoder for r in table} for j in reference_latents(cfg, table, cc)}
+    return keys
 
 
 def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) -> None:
@@ -34,7 +40,8 @@ def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) ->
     for stage in ("index", "label", "aggregate"):
         run.stage(stage)
     findings = {f.ref.key: f for f in read_findings(run.dir)}
-    assert set(findings) == _selected(run.dir) and findings
+    assert set(findings) == _selected(run.dir, run.cfg) and findings
+    assert set(findings) > _selected(run.dir)  # the reference sample is labelled too
     assert all(f.label is not None and f.label.judge == "embedding" for f in findings.values())
     agg = json.loads((run.dir / "aggregate.json").read_text())
     assert agg["headline"]["a"] == "shift" and agg["n_labelled"] == len(findings)
@@ -86,7 +93,7 @@ def test_vllm_judge_labels_through_the_agent(core_run, vllm_server, tmp_path: Pa
     for f in labelled:
         assert f.label.judge == f"vllm:{url}@{model}"
     agg = json.loads((run.dir / "aggregate.json").read_text())  # the agent writes it at its end too
-    assert len(agg["skipped"]) == len(_selected(run.dir)) - 6
+    assert len(agg["skipped"]) == len(_selected(run.dir, run.cfg)) - 6
     assert (run.dir / "judge_cache").exists()
 
 
