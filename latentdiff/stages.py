@@ -305,6 +305,18 @@ def reference_latents(cfg: RunConfig, table: list[Any], cc_name: str) -> list[in
     return sorted(int(j) for j in rng.choice(shared, size=n, replace=False))
 
 
+def label_plan(cfg: RunConfig, table: list[Any]) -> dict[str, list[Any]]:
+    """The latents the agent labels, key -> their LatentStats rows: every model-specific latent (base or
+    fine-tune side of some pair) and the reference sample of each crosscoder."""
+    reference = {f"{cc}:{j}" for cc in crosscoder_plan(cfg) for j in reference_latents(cfg, table, cc)}
+    stats: dict[str, list[Any]] = {}
+    for row in table:
+        key = f"{row.crosscoder}:{row.latent}"
+        if row.side in ("finetuned", "base") or key in reference:
+            stats.setdefault(key, []).append(row)
+    return stats
+
+
 def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     """Examples for every selected latent and for the reference sample of shared ones; the share of each
     latent's activation on special tokens (scaffolding) beside them."""
@@ -429,13 +441,7 @@ def _agent_context(cfg: RunConfig, run_dir: Path, store: Any, judge: Any = None)
     from latentdiff.core.examples import read_scaffold
     from latentdiff.core.select import read_table
 
-    stats: dict[str, list[Any]] = {}
-    table = read_table(run_dir / "latents.parquet")
-    reference = {f"{cc}:{j}" for cc in crosscoder_plan(cfg) for j in reference_latents(cfg, table, cc)}
-    for row in table:
-        key = f"{row.crosscoder}:{row.latent}"
-        if row.side in ("finetuned", "base") or key in reference:
-            stats.setdefault(key, []).append(row)
+    stats = label_plan(cfg, read_table(run_dir / "latents.parquet"))
     taxonomy = load_taxonomy(cfg.judge.taxonomy)
     judge = judge or make_judge(cfg.judge.spec, cfg.judge, cache_dir=run_dir / "judge_cache")
     return AgentContext(cfg=cfg, run_dir=run_dir, judge=judge, store=store, stats=stats, taxonomy=taxonomy,

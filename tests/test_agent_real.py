@@ -26,13 +26,12 @@ def _copy_run(core_run, dest: Path, **over) -> Run:
 
 def _selected(run_dir: Path, cfg=None) -> set[str]:  # noqa: ANN001
     """Every latent the agent labels: the model-specific ones and (with cfg) the reference sample."""
-    table = read_table(run_dir / "latents.parquet")
-    keys = {f"{r.crosscoder}:{r.latent}" for r in table if r.side in ("finetuned", "base")}
-    if cfg is not None:
-        from latentdiff.stages import reference_latents
+    from latentdiff.stages import label_plan
 
-        keys |= {f"{cc}:{j}" for cc in {r.crosscoder for r in table} for j in reference_latents(cfg, table, cc)}
-    return keys
+    table = read_table(run_dir / "latents.parquet")
+    if cfg is not None:
+        return set(label_plan(cfg, table))
+    return {f"{r.crosscoder}:{r.latent}" for r in table if r.side in ("finetuned", "base")}
 
 
 def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) -> None:
@@ -63,7 +62,9 @@ def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) ->
         assert {"id", "side", "name", "category", "delta_norm"} <= set(lat)
     assert report["planted"]["headline"]["a"] == "shift"  # organisms: ground truth beside the result
     page = (out / "report.html").read_text()
-    assert 'id="shift-table"' in page and "data:image/png;base64," in page and "<script" not in page
+    # the headline table, or (small sets) its "too few latents to compare" note instead of a finding
+    table_id = "id='shift-table'" if report["headline"]["status"] == "ok" else "id='shift-table-note'"
+    assert table_id in page and "data:image/png;base64," in page and "<script" not in page
     assert "## Headline: shift vs it" in (out / "report.md").read_text()
     assert "## Executive summary" in (out / "report.md").read_text() and "id='summary'" in page
     assert (out / "plots" / "shift.png").is_file() and (out / "plots" / "training_joint.png").is_file()

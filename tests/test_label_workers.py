@@ -21,7 +21,9 @@ import yaml
 
 from latentdiff.agent.nodes import worker_of
 from latentdiff.agent.state import needs_retry, read_findings
+from latentdiff.config import load_config
 from latentdiff.core.select import read_table
+from latentdiff.stages import label_plan
 from latentdiff.store.chroma import LatentStore
 from tests.conftest import small_run_config
 from tests.test_store import chroma_server  # noqa: F401 - the real `chroma run` fixture
@@ -107,8 +109,7 @@ def test_two_workers_one_store_two_endpoints(core_run, chroma_server: str,  # no
     # exit 3: some latents' judging failed (e.g. a timeout on the CPU server); the merge run judges them again
     assert all(w.returncode in (0, 3) for w in workers), "\n".join(x[-3000:] for x in logs)
 
-    plan = {f"{r.crosscoder}:{r.latent}" for r in read_table(dirs[0] / "latents.parquet")
-            if r.side in ("finetuned", "base")}
+    plan = set(label_plan(load_config(configs[0]), read_table(dirs[0] / "latents.parquet")))
     mine = [{f.ref.key for f in read_findings(d)} for d in dirs]
     assert mine[0].isdisjoint(mine[1]), "a latent was labelled by both workers"
     assert mine[0] | mine[1] == plan, "a latent was labelled by no worker"

@@ -36,7 +36,7 @@ def test_replicate_crosscoders_are_labelled_and_compared(core_run, tmp_path: Pat
     assert {f.ref.crosscoder for f in findings} == {"joint", "joint-seed1"}
     agg = run.aggregate_result()
     assert agg.n_replicates == 2 and agg.replicates
-    assert all(r.crosscoders == ["joint", "joint-seed1"] for r in agg.replicates)
+    assert all(r.crosscoders == ["primary", "seed1"] for r in agg.replicates)
     report = json.loads((d / "report" / "report.json").read_text())
     assert report["statistics"]["n_replicates"] == 2 and report["replicates"]
 
