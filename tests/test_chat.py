@@ -60,7 +60,8 @@ def test_four_questions_cite_latents_of_the_run(session: ChatSession) -> None:
         assert f"corrected p {fmt_p(hall['p_adjusted'])}" in why.text
         assert ("went down" in why.text) == (round(hall["diff_pp"], 1) < 0)
         assert ("went up" in why.text) == (round(hall["diff_pp"], 1) > 0)
-        assert ("not significant" in why.text) == (not hall["significant"])
+        lead = why.text.split("\n\n")[0]  # the headline's sentence (other comparisons follow in a table)
+        assert ("not significant" in lead) == (not hall["significant"]), lead
     else:  # an untested headline is its note, never a direction
         assert report["headline"]["note"] in why.text and "not tested" in why.text
         assert "went down" not in why.text and "went up" not in why.text
