@@ -33,8 +33,6 @@ class LatentPoint(BaseModel):
 
     key: str = Field(description="Latent key (crosscoder:id).")
     category: str = Field(description="Judge's category.")
-    freq: float = Field(default=0.0, description="Activation frequency.")
-    doc_ids: list[int] = Field(default_factory=list, description="Documents of its examples.")
     verification: float | None = Field(default=None, description="Detection score.")
     scaffold: bool = Field(default=False, description="Activation mostly on special / template tokens.")
 

@@ -105,8 +105,8 @@ def is_scaffold(f: Finding, cfg: RunConfig) -> bool:
 
 def _points(cfg: RunConfig, findings: list[Finding], pair: str, side: str,
             crosscoder: set[str] | None = None) -> list[LatentPoint]:
-    return [LatentPoint(key=f.ref.key, category=f.label.category, freq=f.freq, doc_ids=f.doc_ids,
-                        verification=f.verification, scaffold=is_scaffold(f, cfg))
+    return [LatentPoint(key=f.ref.key, category=f.label.category, verification=f.verification,
+                        scaffold=is_scaffold(f, cfg))
             for f in findings if f.pair == pair and f.side == side and f.label is not None
             and (crosscoder is None or f.ref.crosscoder in crosscoder)]
 

@@ -138,8 +138,9 @@ def check(report: dict[str, Any], planted: dict[str, Any] | None = None, flip: b
             failed.append(cid)
         lines.append(f"{'ok' if good else 'FAIL'}: [{cid}] {msg}")
 
+    recomputed = {id(comp): recompute(comp) for comp in comps}  # rows from the counts, and disagreements
     for comp in comps:  # every comparison's stored verdicts must follow from its counts
-        for problem in recompute(comp)[1]:
+        for problem in recomputed[id(comp)][1]:
             fail(f"report inconsistent: {problem}")
     flip_sign = (lambda s: FLIP.get(s, s)) if flip else (lambda s: s)
 
@@ -156,7 +157,7 @@ def check(report: dict[str, Any], planted: dict[str, Any] | None = None, flip: b
             fail(f"headline {head['a']} vs {head['b']}: not tested ({head.get('note')})")
         else:
             order_flip = (head["a"], head["b"]) != pair
-            rows = {r.name: r for r in recompute(head)[0]}
+            rows = {r.name: r for r in recomputed[id(head)][0]}
             for cat, sign in signs.items():
                 sign = FLIP[sign] if order_flip else sign
                 row = rows.get(cat)
@@ -180,7 +181,7 @@ def check(report: dict[str, Any], planted: dict[str, Any] | None = None, flip: b
             if comp.get("status") != "ok":
                 lines.append(f"ok: {model} vs reference: nothing to test ({comp.get('note')})")
                 continue
-            sig = [r for r in recompute(comp)[0] if r.significant]
+            sig = [r for r in recomputed[id(comp)][0] if r.significant]
             checked += 1
             record(not sig, f"{model}:nothing", f"{model} vs reference (planted nothing): "
                                                 f"{len(sig)} significant categories {[r.name for r in sig]}")
@@ -188,7 +189,7 @@ def check(report: dict[str, Any], planted: dict[str, Any] | None = None, flip: b
         if comp.get("status") != "ok":
             fail(f"{model} vs reference: not tested ({comp.get('note')}); planted streams {streams}")
             continue
-        rows = {r.name: r for r in recompute(comp)[0]}
+        rows = {r.name: r for r in recomputed[id(comp)][0]}
         for cat in streams:
             sign = flip_sign("+")
             row = rows.get(cat)

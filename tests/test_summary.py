@@ -62,7 +62,7 @@ PLANTED = {"headline": {"a": "shift", "b": "it", "signs": {"safety": "+", "multi
 
 
 def _points(pair: str, side: str) -> list[LatentPoint]:
-    return [LatentPoint(key=f"joint:{i}", category=c, freq=0.01, doc_ids=[i, i + 1000])
+    return [LatentPoint(key=f"joint:{i}", category=c)
             for i, p, s, c in LATENTS if p == pair and s == side]
 
 
