@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from latentdiff.agent.aggregate import TEST_NAME, Comparison, LatentPoint, compare
+from latentdiff.agent.confidence import is_low_confidence
 from latentdiff.agent.replicates import ReplicateRow, replicate_groups
 from latentdiff.agent.state import read_findings
 from latentdiff.config import RunConfig
@@ -51,6 +52,16 @@ def refinement_table(findings: list[Finding]) -> list[RefinementRow]:
     return rows
 
 
+class ConfidenceView(BaseModel):
+    """The comparisons redone the other way round with respect to low-confidence labels."""
+
+    threshold: float = Field(description="report.low_confidence: calibrated confidence below this is low.")
+    low_confidence: list[str] = Field(description="Latents whose label is low-confidence.")
+    excluded: bool = Field(description="True: these comparisons leave low-confidence labels out (the main ones "
+                           "keep them); False: these keep them (the main ones leave them out).")
+    comparisons: list[Comparison] = Field(description="Headline (both set definitions) and vs-reference comparisons.")
+
+
 class Aggregate(BaseModel):
     """Per-category comparisons of a run (aggregate.json)."""
 
@@ -91,6 +102,10 @@ class Aggregate(BaseModel):
     refinement: list[RefinementRow] = Field(
         default_factory=list, description="Per category: labels that needed refinement and their verification."
     )
+    confidence: ConfidenceView | None = Field(
+        default=None, description="The primary crosscoder's comparisons the other way round with respect to "
+        "low-confidence labels (report.low_confidence, agent/confidence.py)."
+    )
 
     def all_comparisons(self) -> list[Comparison]:
         """Headline (both set definitions), vs-reference and control comparisons, in that order."""
@@ -104,23 +119,33 @@ def is_scaffold(f: Finding, cfg: RunConfig) -> bool:
 
 
 def _points(cfg: RunConfig, findings: list[Finding], pair: str, side: str,
-            crosscoder: set[str] | None = None) -> list[LatentPoint]:
+            crosscoder: set[str] | None = None, confident: bool = False) -> list[LatentPoint]:
+    """The labelled latents of one pair's side (only those with a confident label when `confident`)."""
     return [LatentPoint(key=f.ref.key, category=f.label.category, verification=f.verification,
                         scaffold=is_scaffold(f, cfg))
             for f in findings if f.pair == pair and f.side == side and f.label is not None
-            and (crosscoder is None or f.ref.crosscoder in crosscoder)]
+            and (crosscoder is None or f.ref.crosscoder in crosscoder)
+            and not (confident and is_low_confidence(f, cfg.report.low_confidence))]
 
 
 def comparisons_for(cfg: RunConfig, findings: list[Finding], categories: list[str],
-                    crosscoder: set[str] | None = None) -> dict[str, Any]:
-    """Every comparison of one set of findings (of one replicate's crosscoders when `crosscoder` names them)."""
+                    crosscoder: set[str] | None = None, confident: bool | None = None) -> dict[str, Any]:
+    """Every comparison of one set of findings (of one replicate's crosscoders when `crosscoder` names them).
+
+    `confident`: leave low-confidence labels out (None = as `report.exclude_low_confidence` says).
+    """
     r = cfg.report
+    conf = r.exclude_low_confidence if confident is None else confident
+
+    def pts(pair: str, side: str) -> list[LatentPoint]:
+        return _points(cfg, findings, pair, side, crosscoder, conf)
+
     opts = {"alpha": r.alpha, "correction": r.correction, "min_set": r.min_set_size,
             "exclude_scaffold": r.exclude_scaffold}
     out: dict[str, Any] = {"headline": None, "headline_alt": None, "comparisons": [], "control": []}
     if cfg.headline is not None:
         a, b = cfg.headline
-        pa, pb = _points(cfg, findings, a, "finetuned", crosscoder), _points(cfg, findings, b, "finetuned", crosscoder)
+        pa, pb = pts(a, "finetuned"), pts(b, "finetuned")
         shared = {p.key for p in pa} & {p.key for p in pb}
         excl = ([p for p in pa if p.key not in shared], [p for p in pb if p.key not in shared])
         defs = {"exclusive": (excl, f"latents specific to {a} and not {b} vs latents specific to {b} and not {a} "
@@ -134,21 +159,21 @@ def comparisons_for(cfg: RunConfig, findings: list[Finding], categories: list[st
             out[kind] = compare(a, sa, b, sb, categories, text, kind=kind, sets=name, **opts)
     pairs = [m.name for m in cfg.models if m.role != "base"]
     for p in pairs:
-        ref = _points(cfg, findings, p, "shared", crosscoder)
+        ref = pts(p, "shared")
         out["comparisons"].append(compare(
-            p, _points(cfg, findings, p, "finetuned", crosscoder), "reference", ref, categories,
+            p, pts(p, "finetuned"), "reference", ref, categories,
             f"latents specific to {p} (vs base) vs the reference sample of shared latents",
             kind="vs_reference", sets="reference", pair=p, **opts))
         out["comparisons"].append(compare(
-            "base", _points(cfg, findings, p, "base", crosscoder), "reference", ref, categories,
+            "base", pts(p, "base"), "reference", ref, categories,
             f"latents specific to base (vs {p}) vs the reference sample of shared latents",
             kind="vs_reference", sets="reference", pair=p, **opts))
     control = cfg.control.name if cfg.control else None
     if control is not None:
-        ctrl = _points(cfg, findings, control, "finetuned", crosscoder)
+        ctrl = pts(control, "finetuned")
         ctrl_keys = {p.key for p in ctrl}
         for m in cfg.finetunes:
-            only = [x for x in _points(cfg, findings, m.name, "finetuned", crosscoder) if x.key not in ctrl_keys]
+            only = [x for x in pts(m.name, "finetuned") if x.key not in ctrl_keys]
             out["control"].append(compare(
                 m.name, only, control, ctrl, categories,
                 f"latents specific to {m.name} and not to {control} vs latents specific to {control} (each "
@@ -182,7 +207,20 @@ def build_aggregate(cfg: RunConfig, findings: list[Finding], categories: list[st
         skipped=skipped or [], stop_reason=stop_reason,
         verification={c: sum(v) / len(v) for c, v in verification.items()},
         refinement=refinement_table(findings),
+        confidence=confidence_view(cfg, findings, categories, next(iter(groups.values())) if groups else None),
     )
+
+
+def confidence_view(cfg: RunConfig, findings: list[Finding], categories: list[str],
+                    crosscoder: set[str] | None) -> ConfidenceView:
+    """The headline and vs-reference comparisons with low-confidence labels treated the other way round."""
+    r = cfg.report
+    low = sorted({f.ref.key for f in findings if (crosscoder is None or f.ref.crosscoder in crosscoder)
+                  and is_low_confidence(f, r.low_confidence)})
+    other = comparisons_for(cfg, findings, categories, crosscoder, confident=not r.exclude_low_confidence)
+    comps = [c for c in (other["headline"], other["headline_alt"], *other["comparisons"]) if c is not None]
+    return ConfidenceView(threshold=r.low_confidence, low_confidence=low, excluded=not r.exclude_low_confidence,
+                          comparisons=comps)
 
 
 def write_aggregate(cfg: RunConfig, run_dir: Path, taxonomy: Any, skipped: list[str] | None = None,

@@ -409,6 +409,14 @@ class ReportConfig(_Section):
     exclude_scaffold: bool = Field(
         default=True, description="Leave scaffolding latents out of category shares (they are counted apart)."
     )
+    low_confidence: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="A label whose calibrated confidence (agent/confidence.py) is "
+        "below this is marked low-confidence; every comparison is also reported without those labels.",
+    )
+    exclude_low_confidence: bool = Field(
+        default=False, description="Leave low-confidence labels out of the main comparisons (the other way "
+        "round is then the alternative view).",
+    )
     max_cards: int = Field(default=50, ge=0, description="Latent cards in the report.")
     seed: int = Field(default=0, description="Bootstrap seed.")
     summary_llm: str | None = Field(

@@ -13,7 +13,7 @@ from latentdiff.agent.oracle import JudgeAccuracy
 from latentdiff.agent.replicates import ReplicateRow, comparison_id
 from latentdiff.agent.report.summary import ExecutiveSummary
 from latentdiff.agent.state import read_findings
-from latentdiff.agent.summary import Aggregate, RefinementRow, is_scaffold
+from latentdiff.agent.summary import Aggregate, ConfidenceView, RefinementRow, is_scaffold
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json, atomic_write_text
 
@@ -131,6 +131,8 @@ class LatentCard(BaseModel):
     failure: str | None = Field(default=None, description="Why labelling failed.")
     scaffold: bool = Field(default=False, description="Activation mostly on special / template tokens.")
     scaffold_share: float | None = Field(default=None, description="Share of activation mass on special tokens.")
+    confidence: float | None = Field(default=None, description="Calibrated label confidence (agent/confidence.py).")
+    low_confidence: bool = Field(default=False, description="Confidence below report.low_confidence.")
     examples: list[str] = Field(default_factory=list, description="Top examples, activating tokens <<marked>>.")
 
 
@@ -171,6 +173,9 @@ class Report(BaseModel):
     oracle: OracleView | None = Field(
         default=None, description="Organisms: comparisons with majority-stream labels and the judge's accuracy."
     )
+    confidence: ConfidenceView | None = Field(
+        default=None, description="The comparisons redone the other way round with respect to low-confidence labels."
+    )
     summary: ExecutiveSummary | None = Field(
         default=None, description="Executive summary: LLM-drafted and checked, or templated (version >= 2)."
     )
@@ -193,6 +198,7 @@ def _final_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
+    from latentdiff.agent.confidence import calibrated_confidence, is_low_confidence
     from latentdiff.core.examples import read_examples
 
     findings = read_findings(run_dir)
@@ -208,6 +214,8 @@ def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
                        description=f.label.description if f.label else None, delta_norm=f.delta_norm,
                        nu_eps=f.nu_eps, nu_r=f.nu_r, freq=f.freq, verification=f.verification,
                        failure=f.failure, scaffold=is_scaffold(f, cfg), scaffold_share=f.scaffold_share,
+                       confidence=calibrated_confidence(f),
+                       low_confidence=is_low_confidence(f, cfg.report.low_confidence),
                        examples=tops.get(f.ref.key, []))
             for f in findings]
 
@@ -246,6 +254,7 @@ def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
         skipped=agg.skipped, stop_reason=agg.stop_reason, refinement=agg.refinement,
         latents=_cards(cfg, run_dir), planted=planted,
         oracle=oracle_view(cfg, run_dir, agg.categories, agg.headline) if planted else None,
+        confidence=agg.confidence,
     )
     report.summary = summarize(report, cfg.report, cfg.judge, summary_llm)
     return report

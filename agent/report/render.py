@@ -64,7 +64,7 @@ def _summary_markdown(report) -> list[str]:  # noqa: ANN001
     s = getattr(report, "summary", None)
     if s is None:
         return []
-    return ["## Executive summary", "", s.text, "", f"_{_summary_note(s)}_", ""]
+    return ["## Executive summary", "", html.escape(s.text, quote=False), "", f"_{_summary_note(s)}_", ""]
 
 
 def _fmt_ci(ci: tuple[float, float]) -> str:
@@ -321,6 +321,56 @@ def _headline_intro(report) -> tuple[str, str | None]:  # noqa: ANN001
     return text, note
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _md(text: object) -> str:
+    """Text from labels, examples or configs made inert in Markdown: no raw HTML, no table breaks."""
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("`", "'")
+
+
+def _confidence_intro(v) -> str:  # noqa: ANN001
+    way = "without" if v.excluded else "with"
+    return (f"{len(v.low_confidence)} labels have a calibrated confidence below {v.threshold:g} (for the embedding "
+            f"judge its margin between the first and second category; for an LLM judge its own number capped by "
+            f"the detection score and the agreement across example folds). The comparisons above "
+            f"{'keep' if v.excluded else 'leave out'} them; here they are redone {way} them, so a finding that "
+            f"rests on unsure labels shows as a change between the two.")
+
+
+def _confidence_md(report) -> list[str]:  # noqa: ANN001
+    v = getattr(report, "confidence", None)
+    if v is None:
+        return []
+    lines = ["## Low-confidence labels", "", _confidence_intro(v), ""]
+    if v.low_confidence:
+        lines += ["Low-confidence: " + ", ".join(f"`{k}`" for k in v.low_confidence[:60])
+                  + (f" and {len(v.low_confidence) - 60} more" if len(v.low_confidence) > 60 else "") + ".", ""]
+    for comp in v.comparisons:
+        lines += _comparison_md(report, comp, f"### {_title(comp)}", describe=False)
+    return lines
+
+
+def _confidence_html(report) -> str:  # noqa: ANN001
+    e = html.escape
+    v = getattr(report, "confidence", None)
+    if v is None:
+        return ""
+    ids = ", ".join(f"<a href='#latent-{e(k)}'>{e(k)}</a>" for k in v.low_confidence[:60])
+    return (f"<section id='low-confidence'><h2>Low-confidence labels</h2><p>{e(_confidence_intro(v))}</p>"
+            f"<p>{ids}</p>"
+            + "".join(_comparison_html(report, c, f"<h3>{e(_title(c))}</h3>", describe=False,
+                                       cls="comparison confidence") for c in v.comparisons) + "</section>")
+
+
+def _card_confidence(card) -> str:  # noqa: ANN001
+    c = getattr(card, "confidence", None)
+    if c is None:
+        return ""
+    return f"confidence {c:.2f}" + (" (low)" if getattr(card, "low_confidence", False) else "")
+
+
 def _card_scaffold(card) -> str:  # noqa: ANN001
     if not getattr(card, "scaffold", False):
         return ""
@@ -354,6 +404,7 @@ def render_markdown(report, plots: dict[str, Path], max_cards: int) -> str:  # n
     lines += _comparisons_md(report)
     lines += _replicates_md(report)
     lines += _oracle_md(report)
+    lines += _confidence_md(report)
     lines += ["## Scaffolding latents", "", _scaffold_text(report), ""]
     if getattr(report, "scaffold", []):
         lines += ["Flagged: " + ", ".join(f"`{k}`" for k in report.scaffold[:50]) + ".", ""]
@@ -361,17 +412,17 @@ def render_markdown(report, plots: dict[str, Path], max_cards: int) -> str:  # n
     lines += [f"- {c}: {v:.2f}" for c, v in sorted(report.verification.items())]
     lines += ["", f"Labels by judge `{report.judge}`. Failures: {len(report.failures)}; skipped: "
               f"{len(report.skipped)}.", ""]
-    lines += [f"- `{f['key']}`: {f['reason']}" for f in report.failures[:20]]
+    lines += [f"- `{f['key']}`: {_md(f['reason'])}" for f in report.failures[:20]]
     lines += [""] + _labelling_lines(report)
     lines += ["", "## Latents", ""]
     for card in report.latents[:max_cards]:
-        scaf = _card_scaffold(card)
-        lines += [f"### {card.id} ({card.pair}, {card.side}): {card.name or 'unlabelled'}", "",
-                  f"category **{card.category}**, Delta-norm {card.delta_norm:.2f}, nu_eps {card.nu_eps}, "
-                  f"nu_r {card.nu_r}, freq {card.freq:.4f}, verification {card.verification}"
-                  + (f"; **{scaf}**" if scaf else ""), "",
-                  card.description or card.failure or "", ""]
-        lines += [f"> {ex.replace(chr(10), ' ')}" for ex in card.examples] + [""]
+        scaf, conf = _card_scaffold(card), _card_confidence(card)
+        lines += [f"### {card.id} ({card.pair}, {card.side}): {_md(card.name or 'unlabelled')}", "",
+                  f"category **{_md(card.category)}**, {conf + ', ' if conf else ''}Delta-norm {card.delta_norm:.2f}, "
+                  f"nu_eps {_num(card.nu_eps)}, nu_r {_num(card.nu_r)}, freq {card.freq:.4f}, "
+                  f"verification {_num(card.verification)}" + (f"; **{scaf}**" if scaf else ""), "",
+                  _md(card.description or card.failure or ""), ""]
+        lines += [f"> {_md(ex.replace(chr(10), ' '))}" for ex in card.examples] + [""]
     return "\n".join(lines) + "\n"
 
 
@@ -391,7 +442,7 @@ td:first-child,th:first-child{text-align:left}.pos{color:#2b8a3e}.neg{color:#c92
 tr.sig td{font-weight:600}.too-few{color:#8a5a00}.scaffold-tag{color:#8a5a00;font-style:italic}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
 .ex{font-family:monospace;white-space:pre-wrap;background:#f8f9fa;padding:4px;margin:4px 0}
-mark{background:#ffe066}img{max-width:100%}
+mark{background:#ffe066}img{max-width:100%}.low-confidence{color:#c92a2a;font-weight:600}
 """
 
 
@@ -429,6 +480,8 @@ def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa:
         f"<b>{e(c.id)}</b> ({e(c.pair)}, {e(c.side)}): "
         f"<b>{e(c.name or 'unlabelled')}</b> &middot; {e(c.category or '-')} &middot; Delta-norm {c.delta_norm:.2f}"
         f" &middot; verification {c.verification if c.verification is None else round(c.verification, 2)}"
+        + (f" &middot; <span class='{'low-confidence' if getattr(c, 'low_confidence', False) else 'confidence'}'>"
+           f"{e(_card_confidence(c))}</span>" if _card_confidence(c) else "")
         + (f" &middot; <span class='scaffold-tag'>{e(_card_scaffold(c))}</span>" if _card_scaffold(c) else "")
         + f"<div>{e(c.description or c.failure or '')}</div>"
         + "".join(f"<div class='ex'>{_highlight(x)}</div>" for x in c.examples) + "</div>"
@@ -450,6 +503,7 @@ def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa:
 {_comparisons_html(report)}
 {_replicates_html(report)}
 {_oracle_html(report)}
+{_confidence_html(report)}
 <h2 id="scaffolding">Scaffolding latents</h2><p>{e(_scaffold_text(report))}</p><p>{scaffold_ids}</p>
 <h2>Verification</h2><ul>{ver}</ul>
 {_labelling_html(report)}
