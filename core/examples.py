@@ -153,6 +153,38 @@ def sample_windows(
     return chosen
 
 
+REPLACEMENT = "\ufffd"
+MAX_CHAR_PIECES = 4  # a UTF-8 character spans at most 4 bytes, so at most 4 byte-level tokens
+
+
+def decode_pieces(tokenizer: Any, ids: list[int]) -> list[str]:
+    """One text piece per token id, with characters split over byte-level tokens kept whole.
+
+    Decoding token by token turns a character whose UTF-8 bytes fall into two tokens (Cyrillic,
+    CJK, emoji in byte-level BPE) into two replacement characters. Where a token's own decode holds
+    one, the tokens are decoded together until the character is complete: the completing token
+    carries the whole character and the tokens before it an empty piece, so pieces stay aligned
+    with the ids (and their activations). A real U+FFFD in the text ends a group after 4 tokens.
+    """
+    pieces = [tokenizer.decode([t]) for t in ids]
+    if not any(REPLACEMENT in p for p in pieces):
+        return pieces
+    out: list[str] = []
+    start = 0  # first token of the group being completed
+    for i in range(len(ids)):
+        if start == i and REPLACEMENT not in pieces[i]:
+            out.append(pieces[i])
+            start = i + 1
+            continue
+        text = tokenizer.decode(ids[start : i + 1])
+        if text.endswith(REPLACEMENT) and i + 1 < len(ids) and i + 1 - start < MAX_CHAR_PIECES:
+            out.append("")  # incomplete character: wait for the next token
+            continue
+        out.append(text)
+        start = i + 1
+    return out
+
+
 def build_examples(
     cc: CrossCoder,
     cache_dir: Path,
@@ -194,7 +226,7 @@ def build_examples(
             ids = contexts[ctx, start : start + cfg.window]
             ids = ids[ids >= 0]
             if key not in cache:
-                cache[key] = [tokenizer.decode([int(t)]) for t in ids]
+                cache[key] = decode_pieces(tokenizer, [int(t) for t in ids])
             window_acts = acts.get(key, {}).get(j, np.zeros(cfg.window, dtype=np.float32))[: len(ids)]
             yield Example(
                 latent=j,

@@ -62,3 +62,21 @@ def test_top_quantile_negative_examples(tmp_path: Path) -> None:
     assert top[0].doc_id == 9 and top[0].category == "neutral"
     n = write_examples(iter(examples), tmp_path / "ex.jsonl.gz")
     assert n == len(examples) and list(read_examples(tmp_path / "ex.jsonl.gz")) == examples
+
+
+def test_byte_level_pieces_decode_to_whole_characters() -> None:
+    """Cyrillic, CJK and emoji split over byte-level tokens: decoded per token they were U+FFFD pairs."""
+    from transformers import AutoTokenizer
+
+    from latentdiff.core.examples import decode_pieces
+    from latentdiff.core.organisms import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("organism:base"))
+    for text in ["Привет, как дела? Это тест.", "日本語のテキストです 🙂 ok", "plain english text"]:
+        ids = tok.encode(text, add_special_tokens=False)
+        pieces = decode_pieces(tok, ids)
+        assert len(pieces) == len(ids) and "".join(pieces) == text and "\ufffd" not in "".join(pieces)
+    ids = tok.encode("Привет", add_special_tokens=False)
+    assert any("\ufffd" in tok.decode([i]) for i in ids)  # the case the function exists for
+    cut = decode_pieces(tok, ids[1:])  # a window that starts inside a character keeps one marker, not garbage
+    assert len(cut) == len(ids) - 1 and "".join(cut).count("\ufffd") <= 1
