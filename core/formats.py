@@ -262,7 +262,7 @@ def _load_dictionary_learning(weights: Path) -> CrossCoder:
     names = trainer.get("latentdiff_model_names") or []  # written by export_crosscoder
     spec = CrossCoderSpec(arch="batchtopk" if topk else "l1", n_models=L, d_model=D, dict_size=F, k=max(k, 1),
                           model_names=list(names) if len(names) == L else [])
-    cc = CrossCoder(spec)
+    cc = CrossCoder(spec, directions=W_enc[0])  # skips the seeded random init (large dictionaries)
     with torch.no_grad():
         cc.W_enc.copy_(W_enc)  # [L, D, F]
         cc.b_enc.copy_(state["encoder.bias"].float())
@@ -335,7 +335,7 @@ def _load_ckkissane(weights: Path, scales: Sequence[float] | Tensor | None, samp
     names = cfg.get("latentdiff_model_names") or []
     spec = CrossCoderSpec(arch="l1", n_models=M, d_model=D, dict_size=F, model_names=list(names)[:M] if
                           len(names) == M else [])
-    cc = CrossCoder(spec)
+    cc = CrossCoder(spec, directions=W_enc[0])
     with torch.no_grad():
         cc.W_enc.copy_(W_enc)
         cc.b_enc.copy_(state["b_enc"].float())
