@@ -10,13 +10,19 @@ Two answerers share the read-only `RunView` lookups (agent/chat_tools.py):
   - `LLMAnswerer` (agent/chat_llm.py): a LangGraph tool-calling agent over the same lookups, used
     when an OpenAI-compatible LLM is configured.
 `ChatSession.ask` returns an `Answer` whose citations are checked against the run: every id in it
-is a latent of the run, and every answer cites at least one.
+is a latent of the run, and every answer cites at least one. Labels and examples are untrusted text:
+`terminal_safe` strips escape sequences and control characters from every answer and note, so a label
+cannot move the cursor, retitle the terminal or hide text.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -37,6 +43,22 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "self_reference": ("self-ref", "self ref", "itself", "identity", "about themselves"),
     "hallucination": ("hallucinat", "fabricat", "factual", "made-up", "made up", "invent"),
 }
+
+
+# ESC sequences (CSI ... final byte, OSC/DCS/APC/PM/SOS strings up to BEL or ST, two-byte ESC X), then
+# lone C0/C1 controls and DEL (tab and newline kept), then bidi overrides/isolates that reorder what is shown
+_ESCAPE_SEQ = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]?|\x9b[0-?]*[ -/]*[@-~]?"
+    r"|[\x1b][\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|[\x90\x9d\x98\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """Text with terminal escape sequences and control characters (C0 but tab/newline, DEL, C1, bidi
+    overrides) removed: what a run's labels and examples contain is printed, never executed."""
+    return _CONTROL.sub("", _ESCAPE_SEQ.sub("", text))
 
 
 class ToolCall(BaseModel):
@@ -395,10 +417,30 @@ def checked_citations(view: RunView, text: str) -> tuple[list[str], list[str]]:
     return good, bad
 
 
+def read_only_store(view: RunView) -> None:
+    """Point the view's embedded Chroma store at a private temporary copy (once per view).
+
+    Chroma's embedded client writes into its files even when only queried (sqlite, HNSW segments), so the
+    chat and `serve` never open the run's own `chroma/`: a finished run is left byte for byte as it was.
+    The copy is removed when the view is garbage-collected or the process exits. A Chroma server
+    (store.url) is only read through its API.
+    """
+    if getattr(view, "_store_copy", None) is not None or view.cfg.store.url is not None or "store" in view.__dict__:
+        return
+    src = Path(view.cfg.store.path) if view.cfg.store.path else view.dir / "chroma"
+    tmp = Path(tempfile.mkdtemp(prefix="latentdiff-chat-store-"))
+    weakref.finalize(view, shutil.rmtree, tmp, True)
+    if src.is_dir():
+        shutil.copytree(src, tmp / "chroma")
+    view.cfg = view.cfg.model_copy(update={"store": view.cfg.store.model_copy(update={"path": str(tmp / "chroma")})})
+    view._store_copy = tmp  # type: ignore[attr-defined]
+
+
 class ChatSession:
     """A conversation with one run (retrieval-only, or an LLM agent over the same lookups)."""
 
     def __init__(self, view: RunView, llm: Answerer | None = None) -> None:
+        read_only_store(view)
         self.view = view
         self.retrieval = RetrievalAnswerer(view)
         self.llm = llm
@@ -449,7 +491,8 @@ class ChatSession:
             if related:
                 text += "\n\nRelated latents: " + ", ".join(f"[{b.id}] {b.name}" for b in related)
                 good = [b.id for b in related]
-        return Answer(text=text, citations=good, mode=mode, tool_calls=calls, note=note)
+        return Answer(text=terminal_safe(text), citations=good, mode=mode, tool_calls=calls,
+                      note=terminal_safe(note) if note is not None else None)
 
     def close(self) -> None:
         """Release the store."""

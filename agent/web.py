@@ -1,7 +1,12 @@
 """The web chat (`latentdiff serve RUN_DIR`): a FastAPI app serving the report and a chat page.
 
 Read-only by construction: the routes only call the `ChatSession`/`RunView` lookups, which never
-write. The page is self-contained (no CDN), so it works offline.
+write, and the session reads a private copy of the run's Chroma store (`chat.read_only_store`): the run's
+files are never touched. The page is self-contained (no CDN), so it works offline.
+
+Against DNS rebinding (a web page whose domain is pointed at 127.0.0.1 reading the run), every request's
+Host header must name this machine: localhost, 127.0.0.1, [::1], the bound host (and, when bound to all
+interfaces, this machine's name); any other Host is refused with 400 before a route runs.
 
 Routes: `GET /` chat page · `GET /report` the run's report.html · `POST /api/chat` {question,
 client} -> Answer · `GET /api/latent/{id}` latent card · `GET /latent/{id}` the card as HTML ·
@@ -13,12 +18,15 @@ percentage points with its 95% CI, the paper's percent form, corrected p, signif
 from __future__ import annotations
 
 import html
+import ipaddress
 import re
+import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from latentdiff.agent.chat import Answer, ChatSession
@@ -59,9 +67,51 @@ def answer_html(text: str, citations: list[str]) -> str:
     return _CITE.sub(link, out)
 
 
-def make_app(session: ChatSession) -> FastAPI:
-    """The app over one opened run; each browser conversation gets its own history."""
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_WILDCARD = frozenset({"0.0.0.0", "::", ""})
+
+
+def check_port(port: int) -> int:
+    """A TCP port to listen on (1..65535), else a one-line error."""
+    if not 1 <= port <= 65535:
+        raise LatentDiffError(f"--port must be 1..65535, got {port}")
+    return port
+
+
+def allowed_hosts(bound: str) -> frozenset[str]:
+    """Host header names accepted when serving on `bound` (lower case, no port, IPv6 without brackets)."""
+    names = set(LOCAL_HOSTS) | {bound.lower().strip("[]")}
+    if bound.strip("[]") in _WILDCARD:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(names)
+
+
+def host_of(header: str) -> str:
+    """'example.com:8765' -> 'example.com', '[::1]:80' -> '::1' (lower case; '' when malformed)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        return header[1:end] if end > 0 else ""
+    name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    if ":" in name:  # a bare IPv6 address is not a valid Host header
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return ""
+    return name.rstrip(".")
+
+
+def make_app(session: ChatSession, host: str = "127.0.0.1") -> FastAPI:
+    """The app over one opened run (served on `host`); each browser conversation gets its own history."""
     app = FastAPI(title=f"latentdiff · {session.view.cfg.name}", docs_url=None, redoc_url=None, openapi_url=None)
+    hosts = allowed_hosts(host)
+
+    @app.middleware("http")
+    async def check_host(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if host_of(request.headers.get("host", "")) not in hosts:
+            return PlainTextResponse("bad Host header: this server answers only to its own address", 400)
+        return await call_next(request)
+
     lock = threading.Lock()  # Chroma's embedded client and the answerers are used one request at a time
     sessions: OrderedDict[str, ChatSession] = OrderedDict({"default": session})
 
@@ -84,7 +134,7 @@ def make_app(session: ChatSession) -> FastAPI:
 
     @app.get("/report")
     def report() -> FileResponse:
-        path = session.view.dir / "report" / "report.html"
+        path = session.view.rundir.report_html
         if not path.is_file():
             raise HTTPException(404, "this run has no report.html")
         return FileResponse(path, media_type="text/html")
@@ -129,6 +179,13 @@ def make_app(session: ChatSession) -> FastAPI:
         return {"status": "ok", "run": session.view.cfg.name, "mode": session.mode}
 
     return app
+
+
+def serve(session: ChatSession, host: str, port: int) -> None:
+    """Serve the app with uvicorn on host:port (checked first: a bad port is a one-line error)."""
+    import uvicorn
+
+    uvicorn.run(make_app(session, host), host=host, port=check_port(port), log_level="warning")
 
 
 def _marks(text: str) -> str:

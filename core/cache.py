@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
-from safetensors import safe_open
+from pydantic import BaseModel, Field, computed_field
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from latentdiff.errors import NotEnoughData
-from latentdiff.io import atomic_write, atomic_write_json
+from latentdiff.errors import CorruptFile, NotEnoughData
+from latentdiff.io import atomic_write, atomic_write_json, read_model
 
 
 class ShardInfo(BaseModel):
@@ -46,7 +46,14 @@ class Manifest(BaseModel):
     excluded: dict[str, int] = Field(default_factory=dict, description="Excluded positions by reason.")
     config_hash: str = Field(default="", description="Hash of the settings that produced the cache.")
     complete: bool = Field(default=False, description="All planned contexts harvested.")
+    requested_tokens: int | None = Field(
+        default=None, description="Token rows asked for (data.n_tokens / n_heldout_tokens); None in older caches."
+    )
+    corpus_exhausted: bool = Field(
+        default=False, description="The corpus ran out before requested_tokens (n_tokens says how many came)."
+    )
 
+    @computed_field(description="Token rows over all shards (what the cache really holds).")  # type: ignore[prop-decorator]
     @property
     def n_tokens(self) -> int:
         """Token rows over all shards."""
@@ -61,7 +68,7 @@ class Manifest(BaseModel):
 def read_manifest(directory: Path) -> Manifest | None:
     """The manifest of a cache dir, or None if there is none."""
     path = Path(directory) / "manifest.json"
-    return Manifest.model_validate_json(path.read_text()) if path.is_file() else None
+    return read_model(path, Manifest, "cache manifest") if path.is_file() else None
 
 
 class ShardWriter:
@@ -121,9 +128,19 @@ class ShardWriter:
 
 
 def load_shard(directory: Path, info: ShardInfo, keys: tuple[str, ...] = ("acts",)) -> dict[str, Tensor]:
-    """Load some tensors of one shard."""
-    with safe_open(str(Path(directory) / info.file), framework="pt") as fh:
-        return {k: fh.get_tensor(k) for k in keys}
+    """Load some tensors of one shard (a missing, truncated or foreign shard: `CorruptFile` naming it)."""
+    return _read_tensors(Path(directory) / info.file, keys, "activation cache shard")
+
+
+def _read_tensors(path: Path, keys: tuple[str, ...], what: str) -> dict[str, Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: fh.get_tensor(k) for k in keys}
+    except FileNotFoundError:
+        raise CorruptFile(f"{path}: missing {what}; harvest again (e.g. `--from harvest`)") from None
+    except (SafetensorError, OSError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CorruptFile(f"{path}: unreadable {what} ({first}); harvest again (e.g. `--from harvest`)") from None
 
 
 def iter_shards(directory: Path, keys: tuple[str, ...] = ("acts",)) -> Iterator[dict[str, Tensor]]:
@@ -198,5 +215,5 @@ def save_stats(directory: Path, mean: Tensor, scale: Tensor) -> None:
 
 def load_stats(directory: Path) -> tuple[Tensor, Tensor]:
     """(mean [M, D], scale [M]) saved by `save_stats`."""
-    with safe_open(str(Path(directory) / "stats.safetensors"), framework="pt") as fh:
-        return fh.get_tensor("mean"), fh.get_tensor("scale")
+    t = _read_tensors(Path(directory) / "stats.safetensors", ("mean", "scale"), "normalisation statistics file")
+    return t["mean"], t["scale"]

@@ -18,7 +18,6 @@ holds the plain dense implementation that tests compare against.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -26,10 +25,12 @@ from typing import Literal, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from latentdiff.io import atomic_write, atomic_write_json
+from latentdiff.errors import CorruptFile
+from latentdiff.io import atomic_write, atomic_write_json, read_model
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -297,11 +298,19 @@ class CrossCoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> CrossCoder:
-        """Load a crosscoder saved by `save`."""
+        """Load a crosscoder saved by `save`; a missing, corrupt or mismatched file is a `CorruptFile` naming it."""
         directory = Path(directory)
-        spec = CrossCoderSpec(**json.loads((directory / "cfg.json").read_text()))
+        spec = read_model(directory / "cfg.json", CrossCoderSpec, "crosscoder config")
         model = cls(spec)
-        model.load_state_dict(load_file(str(directory / "crosscoder.safetensors")))
+        weights = directory / "crosscoder.safetensors"
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except FileNotFoundError:
+            raise CorruptFile(f"{weights}: missing crosscoder weights; train again (`--from train`)") from None
+        except (SafetensorError, OSError, RuntimeError) as err:  # RuntimeError: shapes or keys differ from cfg.json
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CorruptFile(f"{weights}: unreadable crosscoder weights ({first[:200]}); train again "
+                              "(`--from train`)") from None
         return model.to(device)
 
 

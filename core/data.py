@@ -2,6 +2,10 @@
 
 One document per context (truncated to ctx_len, right-padded), chat documents formatted with the
 model's chat template. Train and held-out splits never share a document.
+
+A document is cut to a character budget before it is tokenized (`doc_char_budget`: data.max_doc_chars,
+by default CHARS_PER_TOKEN * ctx_len), so a 20 MB single line costs what its first context costs. A corpus
+file that cannot be read (not UTF-8, broken JSONL, not parquet) is a one-line `CorruptFile` naming it.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from pydantic import BaseModel, Field
 from torch import Tensor
 
 from latentdiff.config import DataConfig
-from latentdiff.errors import ConfigError
+from latentdiff.errors import ConfigError, CorruptFile
 
 Split = Literal["train", "heldout"]
 _SPLIT_SEED = {"train": 10_000, "heldout": 20_000}  # disjoint from the organism build's seeds
 HELDOUT_EVERY = 10  # files: every 10th document is held out
+# Characters kept per context token before tokenizing: real tokenizers average 3-5 characters a token, so
+# 16 x ctx_len characters still fill a context while bounding the work on a huge document.
+CHARS_PER_TOKEN = 16
 
 
 class DocMeta(BaseModel):
@@ -49,8 +56,6 @@ def _organism_docs(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, di
 
 
 def _file_docs(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, dict[str, Any]]]:
-    from datasets import load_dataset
-
     files = sorted(itertools.chain.from_iterable(glob.glob(p) or [p] for p in data.paths))
     for f in files:
         if not Path(f).is_file():
@@ -63,19 +68,42 @@ def _file_docs(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, dict[s
             raise ConfigError(
                 f"data.paths: unsupported file type {suffix!r} ({f}); use jsonl, parquet or txt"
             )
-        ds = load_dataset(fmt, data_files=f, split="train", streaming=True)
-        for i, row in enumerate(ds):
+        for i, row in enumerate(_rows(f, fmt)):
             held = (i % HELDOUT_EVERY) == HELDOUT_EVERY - 1
             if held != (split == "heldout"):
                 continue
             if row.get(data.messages_field) is not None:
                 payload = {"messages": row[data.messages_field]}
+                if not isinstance(payload["messages"], list):
+                    raise CorruptFile(f"{f}: row {i}: {data.messages_field!r} must be a list of {{role, content}}")
             elif row.get(data.text_field) is not None:
                 payload = {"text": row[data.text_field]}
+                if not isinstance(payload["text"], str):
+                    got = type(payload["text"]).__name__
+                    raise CorruptFile(f"{f}: row {i}: {data.text_field!r} must be a string, got {got}")
             else:
                 raise ConfigError(f"{f}: row {i} has neither {data.text_field!r} nor {data.messages_field!r}")
             yield DocMeta(doc_id=kept, source=Path(f).name, category=None), payload
             kept += 1
+
+
+def _rows(f: str, fmt: str) -> Iterator[dict[str, Any]]:
+    """Rows of one corpus file; a file datasets cannot read is a `CorruptFile` naming it (and the row)."""
+    from datasets import load_dataset
+
+    what = {"json": "JSON lines", "parquet": "parquet", "text": "UTF-8 text"}[fmt]
+    i = 0
+    try:
+        for row in load_dataset(fmt, data_files=f, split="train", streaming=True):
+            yield row
+            i += 1
+    # UnicodeDecodeError (Latin-1, binary), pyarrow's ArrowInvalid (broken JSON) are ValueErrors;
+    # an empty file ends datasets' generator with StopIteration / RuntimeError
+    except (ValueError, OSError, RuntimeError, StopIteration) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        if i == 0 and not first.strip(" .'\"") or isinstance(err, StopIteration):
+            raise CorruptFile(f"{f}: no documents in the file (data.paths)") from None
+        raise CorruptFile(f"{f}: not readable as {what} near row {i} ({first}); data.paths") from None
 
 
 def iter_documents(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, dict[str, Any]]]:
@@ -84,13 +112,40 @@ def iter_documents(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, di
     return itertools.islice(docs, data.max_docs) if data.max_docs else docs
 
 
-def tokenize_document(tokenizer: Any, payload: dict[str, Any], ctx_len: int) -> list[int]:
-    """Token ids of one document (chat template for chats; BOS as the tokenizer adds it)."""
+def doc_char_budget(data: DataConfig) -> int:
+    """Characters of a document kept before tokenizing: data.max_doc_chars, else CHARS_PER_TOKEN * ctx_len."""
+    return data.max_doc_chars or CHARS_PER_TOKEN * data.ctx_len
+
+
+def _cut_messages(messages: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """The first messages of a chat whose contents fit `budget` characters (the last one cut to fit)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str) and len(content) > budget:
+            m = {**m, "content": content[:budget]}
+            content = m["content"]
+        out.append(m)
+        budget -= len(content) if isinstance(content, str) else 0
+        if budget <= 0:
+            break
+    return out
+
+
+def tokenize_document(
+    tokenizer: Any, payload: dict[str, Any], ctx_len: int, max_chars: int | None = None
+) -> list[int]:
+    """Token ids of one document (chat template for chats; BOS as the tokenizer adds it).
+
+    The text (each chat's messages, in order) is first cut to `max_chars` characters (default
+    CHARS_PER_TOKEN * ctx_len): a huge document is never tokenized whole.
+    """
+    budget = max_chars or CHARS_PER_TOKEN * ctx_len
     if "messages" in payload:
-        text = tokenizer.apply_chat_template(payload["messages"], tokenize=False)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]  # the template adds BOS
+        text = tokenizer.apply_chat_template(_cut_messages(payload["messages"], budget), tokenize=False)
+        ids = tokenizer(text[: 2 * budget], add_special_tokens=False)["input_ids"]  # the template adds BOS
     else:
-        ids = tokenizer(payload["text"], add_special_tokens=True)["input_ids"]
+        ids = tokenizer(payload["text"][:budget], add_special_tokens=True)["input_ids"]
     return ids[:ctx_len]
 
 
@@ -130,7 +185,7 @@ def iter_context_batches(
     for meta, payload in iter_documents(data, split):
         if total >= n_tokens:
             break
-        ids = tokenize_document(tokenizer, payload, data.ctx_len)
+        ids = tokenize_document(tokenizer, payload, data.ctx_len, doc_char_budget(data))
         if len(ids) < 2:
             continue
         total += len(ids)

@@ -4,6 +4,11 @@ Two modes:
 - cache: `harvest_to_cache` writes bf16 shards + manifest (resumable at shard granularity);
 - stream: `stream_batches` feeds an in-memory shuffle buffer straight to training (no disk).
 Peak memory is bounded by one shard (or the shuffle buffer), never by the corpus size.
+
+A corpus that runs out before the tokens asked for is never a silent "complete" cache: below
+MIN_TOKEN_FRACTION of them the harvest fails (`NotEnoughData`, one line naming the setting and the data);
+above it logs a warning with the count. Either way the manifest records requested_tokens, the real
+n_tokens and corpus_exhausted.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from latentdiff.core import distributed as dist
 from latentdiff.core.cache import Manifest, ShardWriter, iter_shards, read_manifest, save_stats
 from latentdiff.core.data import ContextBatch, Split, iter_context_batches, valid_positions
 from latentdiff.core.models import LoadedModel, forward_to_layer
+from latentdiff.errors import ConfigError, NotEnoughData
 
 log = logging.getLogger(__name__)
+
+MIN_TOKEN_FRACTION = 0.5  # a corpus that gives fewer than this share of the tokens asked for is an error
 
 
 def paired_activations(
@@ -71,7 +79,7 @@ def harvest_to_cache(
     """Harvest a split into a sharded cache at `out` (skips if complete, resumes if partial)."""
     manifest = read_manifest(out)
     if manifest is not None and manifest.config_hash != config_hash:
-        raise RuntimeError(f"{out} holds a cache made with other settings; remove it or use another run dir")
+        raise ConfigError(f"{out} holds a cache made with other settings; remove it or use another run dir")
     if manifest is not None and manifest.complete:
         return manifest
     if manifest is None:
@@ -84,6 +92,7 @@ def harvest_to_cache(
             ctx_len=data.ctx_len,
             config_hash=config_hash,
         )
+    manifest.requested_tokens = n_tokens
     if dist.is_distributed():
         return _harvest_ranks(models, layer, data, harvest, split, n_tokens, out, manifest, show)
     writer = ShardWriter(out, manifest, harvest.shard_tokens)
@@ -110,6 +119,7 @@ def harvest_to_cache(
             rate = seen / (time.perf_counter() - t0)
             progress.update(task, completed=min(done, n_tokens), rate=f"{rate:,.0f} tok/s")
         writer.flush(ctx_end=ctx_end)  # the last partial shard (no-op when empty)
+    _check_enough(manifest, n_tokens, data, split, writer)
     manifest.n_contexts = manifest.next_context
     manifest.complete = True
     writer.write_manifest()
@@ -179,6 +189,7 @@ def _harvest_ranks(
                 commit_start = round_end
             rate = seen / (time.perf_counter() - t0)
             progress.update(task, completed=min(done, n_tokens), rate=f"{rate:,.0f} tok/s")
+    _check_enough(manifest, n_tokens, data, split, writer if dist.is_main() else None)
     manifest.n_contexts = manifest.next_context
     manifest.complete = True
     if dist.is_main():
@@ -194,6 +205,29 @@ def _harvest_ranks(
         seen / (time.perf_counter() - t0),
     )
     return manifest
+
+
+def _check_enough(
+    manifest: Manifest, n_tokens: int, data: DataConfig, split: Split, writer: ShardWriter | None
+) -> None:
+    """Record a corpus that ran out in the manifest; fail below MIN_TOKEN_FRACTION, else warn with the count."""
+    got = manifest.n_tokens
+    if got >= n_tokens:
+        return
+    manifest.corpus_exhausted = True
+    key = "data.n_tokens" if split == "train" else "data.n_heldout_tokens"
+    where = "the organism corpus" if data.source == "organism" else f"data.paths {data.paths}"
+    if data.max_docs:
+        where += f" (data.max_docs={data.max_docs})"
+    if got < MIN_TOKEN_FRACTION * n_tokens:
+        if writer is not None:
+            writer.write_manifest()  # left incomplete: the cache is not usable
+        raise NotEnoughData(
+            f"{key}={n_tokens}: {where} gave only {got} {split} tokens (< {MIN_TOKEN_FRACTION:.0%} of what was "
+            f"asked); add documents or lower {key}"
+        )
+    log.warning("%s=%d: %s ran out after %d %s tokens (%.0f%% of what was asked); the cache holds %d",
+                key, n_tokens, where, got, split, 100 * got / n_tokens, got)
 
 
 def _commit(writer: ShardWriter, pending: list[int], ctx_start: int, ctx_end: int) -> None:

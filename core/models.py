@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from latentdiff.config import ModelSpec
 from latentdiff.core.organisms import resolve_model_path
-from latentdiff.errors import ModelLoadError
+from latentdiff.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,22 @@ _LAYER_PATHS = (
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda if available else cpu."""
+    """'auto' -> cuda if available else cpu; a device this machine lacks is a one-line ConfigError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"harvest.device: not a device: {device!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"harvest.device={device}: no CUDA device on this machine (use cpu or auto)")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"harvest.device={device}: no such device, this machine has {n} (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"harvest.device={device}: MPS is not available on this machine (use cpu or auto)")
+    return dev
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -102,7 +115,8 @@ def load_model(
             if offload_folder:
                 kwargs["offload_folder"] = offload_folder
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, ImportError) as err:  # ImportError: device_map without accelerate
+    except (OSError, ValueError, ImportError, SafetensorError, RuntimeError) as err:
+        # ImportError: device_map without accelerate; SafetensorError/RuntimeError: truncated or corrupt weights
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"model {spec.name!r}: cannot load {path!r}: {first}") from None
     if not device_map:

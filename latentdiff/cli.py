@@ -481,15 +481,14 @@ def serve_cmd(
     offline: Annotated[bool, typer.Option(help="Retrieval answers only, no LLM.")] = False,
 ) -> None:
     """Serve the report and a web chat over a run (read-only) at http://HOST:PORT/."""
-    import uvicorn
+    from latentdiff.agent.web import check_port, serve
 
-    from latentdiff.agent.web import make_app
-
+    check_port(port)
     session = _chat_session(run_dir, llm, offline)
     console.print(f"serving run [bold]{session.view.cfg.name}[/]: chat http://{host}:{port}/ · "
                   f"report http://{host}:{port}/report", highlight=False)
     try:
-        uvicorn.run(make_app(session), host=host, port=port, log_level="warning")
+        serve(session, host, port)
     finally:
         session.close()
 

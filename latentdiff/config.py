@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,9 @@ CATEGORY_NAMES: tuple[str, ...] = (
     "hallucination",
     "other",
 )
+
+
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 RESULT_NEUTRAL = {"result_neutral": True}  # json_schema_extra of a field that changes how, not what: not hashed
@@ -48,7 +52,8 @@ def _neutral_fields(model: BaseModel) -> dict[str, Any]:
 class _Section(BaseModel):
     """Base for every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` or `timeout_s: .nan` is an error naming the key, never a silent inf
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Section):
@@ -96,6 +101,12 @@ class DataConfig(_Section):
     n_heldout_tokens: int = Field(
         default=100_000, ge=0, description="Held-out tokens for selection statistics and examples."
     )
+    max_doc_chars: int | None = Field(
+        default=None, gt=0,
+        description="Characters of a document kept before tokenizing (a huge document is never tokenized "
+        "whole); None = 16 x ctx_len, enough to fill a context with any real tokenizer.",
+        json_schema_extra=HASH_OMIT_NONE,
+    )
     exclude_bos: bool = Field(default=True, description="Drop BOS positions from training data.")
     exclude_special: bool = Field(
         default=False,
@@ -137,7 +148,11 @@ class HarvestConfig(_Section):
     cache_dtype: Literal["bfloat16", "float16", "float32"] = Field(
         default="bfloat16", description="Storage dtype of cached activations."
     )
-    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    device: str = Field(
+        default="auto",
+        description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'; whether the device exists is checked when the "
+        "harvest starts.",
+    )
     device_map: str | None = Field(
         default=None,
         description="HF `device_map` for models larger than one GPU ('auto', 'balanced', ...; needs the "
@@ -155,6 +170,13 @@ class HarvestConfig(_Section):
         description="With device_map: where weights offloaded to disk are kept.",
         json_schema_extra=RESULT_NEUTRAL,
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        if not _DEVICE_RE.fullmatch(v):
+            raise ValueError(f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> HarvestConfig:
@@ -439,7 +461,11 @@ class ReportConfig(_Section):
 class RunConfig(_Section):
     """A whole latentdiff run: models, data, and every stage's settings."""
 
-    name: str = Field(default="run", description="Run name (the run directory's default name).")
+    name: str = Field(
+        default="run",
+        description="Run name (the run directory's default name, runs/NAME): letters, digits, -_. only, so "
+        "it can never point outside runs/ ('..', '/', '\\' are refused).",
+    )
     run_dir: str | None = Field(default=None, description="Run directory; None = runs/NAME.")
     models: list[ModelSpec] = Field(
         default_factory=lambda: [
@@ -475,6 +501,13 @@ class RunConfig(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Agent.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v) or v.strip(".") == "" or ".." in v:
+            raise ValueError(f"must be a plain name (letters, digits, -_.; no '/', '\\' or '..'), got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _check_models(self) -> RunConfig:
@@ -603,7 +636,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
+        except OSError as err:
+            raise ConfigError(f"{p}: cannot read the config: {err.strerror or err}") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""

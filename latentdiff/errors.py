@@ -40,3 +40,13 @@ class LabelIncomplete(LatentDiffError):
     stage is not done, and running it again retries exactly those latents. Exit code 3 (retry later)."""
 
     exit_code = 3
+
+
+class CorruptFile(LatentDiffError):
+    """A file of a run or an input (cache shard, manifest, crosscoder, finding, report, corpus) that cannot
+    be read or parsed; the message names the file."""
+
+
+class WriteFailed(LatentDiffError):
+    """A write that failed for a reason outside latentdiff (disk full, read-only file system, permissions);
+    the message names the file. An atomic write leaves the old file in place."""

@@ -100,3 +100,42 @@ def test_benchmark_demo_config_is_the_demo() -> None:
     a = load_config(root / "benchmarks" / "configs" / "demo.yaml")
     assert a.model_dump(exclude={"run_dir"}) == demo_config(Path("x")).model_dump(exclude={"run_dir"})
     assert load_config(root / "benchmarks" / "configs" / "null_pair.yaml").headline == ("null2", "null")
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("crosscoder.lr=.inf", "crosscoder.lr"),
+    ("judge.timeout_s=.inf", "judge.timeout_s"),
+    ("judge.timeout_s=.nan", "judge.timeout_s"),
+    ("crosscoder.grad_clip=-.inf", "crosscoder.grad_clip"),
+    ("report.alpha=.nan", "report.alpha"),
+    ("name=../../etc", "name"),
+    ("name=a/b", "name"),
+    ("name=a\\b", "name"),
+    ("name=..", "name"),
+    ("name=.", "name"),
+    ("harvest.device=banana", "harvest.device"),
+    ("harvest.device=cuda:x", "harvest.device"),
+])
+def test_infinite_floats_path_like_names_and_bad_devices_are_refused(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({}, [override])
+    assert str(info.value).startswith(f"{key}:") and "\n" not in str(info.value)
+
+
+def test_cuda_device_that_does_not_exist_is_one_line() -> None:
+    import torch
+
+    from latentdiff.core.models import resolve_device
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=r"harvest\.device=cuda:\d+: no"):
+        resolve_device(f"cuda:{n}")
+    assert build_config({}, ["harvest.device=cuda:3"]).harvest.device == "cuda:3"  # checked at harvest time
+
+
+def test_non_utf8_config_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text") as info:
+        load_config(path)
+    assert "\n" not in str(info.value)

@@ -48,3 +48,50 @@ def test_bad_files_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text(json.dumps({"other": 1}) + "\n")
     with pytest.raises(ConfigError, match="neither 'text' nor 'messages'"):
         list(iter_documents(DataConfig(source="files", paths=[str(tmp_path / "bad.jsonl")]), "train"))
+
+
+@pytest.mark.parametrize(("name", "content", "match"), [
+    ("latin1.txt", "café au lait\n".encode("latin-1"), r"latin1\.txt: not readable as UTF-8 text"),
+    ("binary.txt", bytes(range(128, 256)) * 8, r"binary\.txt: not readable as UTF-8 text"),
+    ("broken.jsonl", b'{"text": "fine"}\n{"text": "cut\n', r"broken\.jsonl: not readable as JSON lines"),
+    ("empty.jsonl", b"", r"empty\.jsonl: no documents"),
+    ("number.jsonl", b'{"text": 12}\n', r"number\.jsonl: row 0: 'text' must be a string"),
+])
+def test_unreadable_corpus_files_name_the_file(tmp_path: Path, name: str, content: bytes, match: str) -> None:
+    from latentdiff.errors import CorruptFile
+
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(CorruptFile, match=match) as info:
+        list(iter_documents(DataConfig(source="files", paths=[str(tmp_path / name)]), "train"))
+    assert "\n" not in str(info.value)
+
+
+def test_documents_are_cut_to_a_character_budget_before_tokenizing(tmp_path: Path) -> None:
+    from latentdiff.core.data import CHARS_PER_TOKEN, tokenize_document
+
+    tok = AutoTokenizer.from_pretrained(organism_dir("base"))
+    seen: list[int] = []
+
+    class Spy:
+        """The tokenizer, recording how many characters it was given."""
+
+        pad_token_id = tok.pad_token_id
+
+        def __call__(self, text: str, **kw: object) -> dict[str, list[int]]:
+            seen.append(len(text))
+            return tok(text, **kw)
+
+        def apply_chat_template(self, messages: list[dict[str, str]], **kw: object) -> str:
+            return tok.apply_chat_template(messages, **kw)
+
+    huge = "word " * 4_000_000  # 20 MB on one line
+    ids = tokenize_document(Spy(), {"text": huge}, 64)
+    assert len(ids) == 64 and seen[-1] == CHARS_PER_TOKEN * 64
+    chat = {"messages": [{"role": "user", "content": huge}, {"role": "assistant", "content": huge}]}
+    assert len(tokenize_document(Spy(), chat, 64)) == 64 and seen[-1] <= 2 * CHARS_PER_TOKEN * 64
+    ids = tokenize_document(Spy(), {"text": huge}, 64, max_chars=100)
+    assert seen[-1] == 100 and len(ids) < 64
+    (tmp_path / "one.txt").write_text(huge)
+    data = DataConfig(source="files", paths=[str(tmp_path / "one.txt")], ctx_len=32, max_doc_chars=400)
+    batch = next(iter_context_batches(Spy(), data, "train", 4, 10_000))  # type: ignore[arg-type]
+    assert batch.input_ids.shape == (1, 32) and seen[-1] == 400

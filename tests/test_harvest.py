@@ -15,7 +15,7 @@ from latentdiff.core.data import iter_context_batches, valid_positions
 from latentdiff.core.harvest import harvest_to_cache
 from latentdiff.core.models import check_compatible, forward_to_layer, load_model
 from latentdiff.core.organisms import organism_dir
-from latentdiff.errors import ModelLoadError
+from latentdiff.errors import ConfigError, ModelLoadError
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_cache_resumes_after_interruption(models, tmp_path: Path, monkeypatch) -
                     iter_shards(tmp_path / "part", ("acts", "ctx", "pos"))):
         for k in a:
             torch.testing.assert_close(a[k], b[k])
-    with pytest.raises(RuntimeError, match="other settings"):
+    with pytest.raises(ConfigError, match="other settings"):
         harvest_to_cache(models, layer, data, harvest, "train", 4000, tmp_path / "part", "other", show=False)
 
 
@@ -108,3 +108,53 @@ def test_shuffled_stream_resume_is_a_suffix(models, tmp_path: Path) -> None:
     for a, b in zip(first[5:], later):
         torch.testing.assert_close(a, b)
     assert first[0].shape == (64, 2, models[0].d_model)
+
+
+def test_corpus_that_runs_out_is_an_error_below_the_floor_and_a_warning_above(
+    models, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from latentdiff.core.harvest import MIN_TOKEN_FRACTION
+    from latentdiff.errors import NotEnoughData
+
+    layer = check_compatible(models, None)
+    corpus = tmp_path / "small.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"Short document number {i} about rivers."}) + "\n"
+                              for i in range(20)))
+    data = DataConfig(source="files", paths=[str(corpus)], ctx_len=32)
+    harvest = HarvestConfig(batch_size=8, shard_tokens=10_000, cache_dtype="float32")
+    with pytest.raises(NotEnoughData, match=r"data\.n_tokens=2000: data\.paths .*small\.jsonl.* gave only \d+ train") \
+            as info:
+        harvest_to_cache(models, layer, data, harvest, "train", 2000, tmp_path / "a", "h", show=False)
+    assert "\n" not in str(info.value)
+    stuck = read_manifest(tmp_path / "a")
+    assert stuck is not None and not stuck.complete and stuck.corpus_exhausted
+    got = stuck.n_tokens
+    asked = int(got / (MIN_TOKEN_FRACTION + 0.1))  # the corpus gives ~60% of it: enough, with a warning
+    with caplog.at_level("WARNING"):
+        m = harvest_to_cache(models, layer, data, harvest, "train", asked, tmp_path / "b", "h", show=False)
+    assert m.complete and m.corpus_exhausted and m.n_tokens == got and m.requested_tokens == asked
+    assert any(f"ran out after {got} train tokens" in r.getMessage() for r in caplog.records)
+    on_disk = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert on_disk["n_tokens"] == got and on_disk["requested_tokens"] == asked and on_disk["corpus_exhausted"]
+    full = harvest_to_cache(models, layer, data, harvest, "train", got, tmp_path / "c", "h", show=False)
+    assert not full.corpus_exhausted
+
+
+def test_unreadable_cache_files_name_the_file(models, tmp_path: Path) -> None:
+    from latentdiff.core.cache import load_stats
+    from latentdiff.errors import CorruptFile
+
+    layer = check_compatible(models, None)
+    harvest_to_cache(models, layer, DataConfig(ctx_len=64), HarvestConfig(batch_size=8, shard_tokens=300),
+                     "train", 600, tmp_path / "c", "h", show=False)
+    shard = tmp_path / "c" / "shard_00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:200])
+    with pytest.raises(CorruptFile, match=r"shard_00000\.safetensors: unreadable activation cache shard"):
+        next(iter_shards(tmp_path / "c"))
+    with pytest.raises(CorruptFile, match=r"stats\.safetensors: missing"):
+        load_stats(tmp_path / "c")
+    (tmp_path / "c" / "manifest.json").write_text('{"models": ["a"], "layer": "x"')
+    with pytest.raises(CorruptFile, match=r"manifest\.json: not a valid cache manifest"):
+        read_manifest(tmp_path / "c")

@@ -27,25 +27,82 @@ MAX_EXAMPLE_CHARS = 2000
 _TAG_RE = re.compile(
     r"[<\uff1c\u2039\u27e8]\s*(/?)\s*(examples?|explanation|system|user|assistant)\b", re.IGNORECASE
 )
-_SPECIAL_RE = re.compile(r"<\|([^|<>\n]{0,40})\|>")  # chat special tokens such as <|end|>
+# chat special tokens such as <|end|>, <|im_start|>, <|eot_id|>, DeepSeek's <｜begin▁of▁sentence｜>
+_SPECIAL_RE = re.compile(r"<[|\uff5c]([^|\uff5c<>\n]{0,40})[|\uff5c]>")
+# bare tag-like template tokens: <start_of_turn>, </s>, <s>, <bos>, <eos>, <think> ... (with the brackets
+# around them: exactly `<<word>>` is an activation mark, `<<<s>>>` a marked `<s>`)
+_ANGLE_TOKEN_RE = re.compile(r"(<*)<(/?[A-Za-z_][\w.\-]{0,40})>(>*)")
+# bracketed upper-case control tokens (Mistral, Llama 2): [INST], [/INST], [SYSTEM_PROMPT], [TOOL_CALLS] ...
+_BRACKET_TOKEN_RE = re.compile(r"\[(/?[A-Z][A-Z_]{1,30})\]")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _MARK_RE = re.compile(r"<<(.+?)>>", re.DOTALL)
+_LITERAL_MARKS = re.compile(r"<{2,}|>{2,}")
+MARK_OPEN, MARK_CLOSE = "<<", ">>"
 
 
 # --------------------------------------------------------------------------- containment
 
 
-def contain(text: str, limit: int = MAX_EXAMPLE_CHARS) -> str:
-    """Make untrusted text safe to place inside an `<example>` block.
-
-    `<example`, `</example>`, `<system>`... become `&lt;example`, ... (so the only real delimiters
-    in a prompt are ours); chat special tokens `<|x|>` become `‹|x|›` (readable, but no tokenizer
-    parses them as control tokens); control characters other than tab/newline are dropped; the
-    text is cut at `limit` characters.
-    """
+def _defuse(text: str) -> str:
+    """Control characters dropped, our delimiters escaped, chat-template tokens given look-alike brackets."""
     text = _CONTROL_RE.sub("", text)
     text = _SPECIAL_RE.sub(lambda m: f"\u2039|{m.group(1)}|\u203a", text)
     text = _TAG_RE.sub(lambda m: f"&lt;{m.group(1)}{m.group(2)}", text)
+    text = _ANGLE_TOKEN_RE.sub(
+        lambda m: m.group(0) if (m.group(1), m.group(3)) == ("<", ">")
+        else f"{m.group(1)}\u2039{m.group(2)}\u203a{m.group(3)}",
+        text,
+    )
+    return _BRACKET_TOKEN_RE.sub(lambda m: f"\uff3b{m.group(1)}\uff3d", text)
+
+
+def _literal_marks(text: str) -> str:
+    """`<<` / `>>` that are not ours (corpus text) as `‹‹` / `››`, so they cannot pass for a highlight."""
+    return _LITERAL_MARKS.sub(lambda m: ("\u2039" if m.group(0)[0] == "<" else "\u203a") * len(m.group(0)), text)
+
+
+def _split_marks(text: str, plain: str) -> list[tuple[bool, str]] | None:
+    """`text` (= `plain` with `<<`/`>>` activation marks inserted) as [(is_mark, piece)], or None if it is not.
+
+    Greedy: a character that continues `plain` is plain text, otherwise `<<`/`>>` must be a mark. Runs of
+    `<`/`>` are all alike, so taking plain characters first still finds the right number of marks."""
+    out: list[tuple[bool, str]] = []
+    i = j = 0
+    lit: list[str] = []
+    while i < len(text):
+        if j < len(plain) and text[i] == plain[j]:
+            lit.append(text[i])
+            i, j = i + 1, j + 1
+        elif text.startswith(MARK_OPEN, i) or text.startswith(MARK_CLOSE, i):
+            out.append((False, "".join(lit)))
+            out.append((True, text[i : i + 2]))
+            lit, i = [], i + 2
+        else:
+            return None
+    if j != len(plain):
+        return None
+    out.append((False, "".join(lit)))
+    return out
+
+
+def contain(text: str, limit: int = MAX_EXAMPLE_CHARS, plain: str | None = None) -> str:
+    """Make untrusted text safe to place inside an `<example>` block.
+
+    `<example`, `</example>`, `<system>`... become `&lt;example`, ... (so the only real delimiters
+    in a prompt are ours); chat special and template tokens (`<|x|>`, `<start_of_turn>`, `</s>`,
+    `<<SYS>>`, `[INST]`, ...) get look-alike brackets (`‹|x|›`, `‹start_of_turn›`, `［INST］`: readable, but
+    no tokenizer parses them as control tokens); control characters other than tab/newline are dropped;
+    the text is cut at `limit` characters.
+
+    `plain`: the text without activation marks. Then only the marks latentdiff inserted stay `<<`/`>>`;
+    a literal `<<` or `>>` of the corpus becomes `‹‹`/`››`, so it cannot fake a highlight (pass the plain
+    text itself for an unmarked example). Without `plain`, every `<<`/`>>` is taken as a mark.
+    """
+    text = _defuse(text)
+    if plain is not None:
+        pieces = _split_marks(text, _defuse(plain))
+        if pieces is not None:  # else not plain + marks: every << >> is kept as a mark
+            text = "".join(p if is_mark else _literal_marks(p) for is_mark, p in pieces)
     if len(text) > limit:
         text = text[:limit] + " [...]"
     return text
@@ -61,11 +118,21 @@ def marked_spans(text: str) -> list[str]:
     return [m.strip() for m in _MARK_RE.findall(text) if m.strip()]
 
 
-def example_blocks(texts: list[str], start: int = 1) -> str:
-    """Number and wrap texts as `<example id=N>` blocks; '(none)' when empty."""
+def example_blocks(texts: list[str], start: int = 1, plains: list[str] | None = None) -> str:
+    """Number and wrap texts as `<example id=N>` blocks; '(none)' when empty.
+
+    `plains`: each text without marks (see `contain`); literal `<<`/`>>` in the corpus are then neutralised."""
     if not texts:
         return "(none)"
-    return "\n".join(f"<example id={i}>\n{contain(t)}\n</example>" for i, t in enumerate(texts, start))
+    plain = plains or [None] * len(texts)
+    return "\n".join(
+        f"<example id={i}>\n{contain(t, plain=p)}\n</example>" for i, (t, p) in enumerate(zip(texts, plain), start)
+    )
+
+
+def _unmarked(e: ExampleText) -> str:
+    """An example's text without activation marks (its `plain` text when known)."""
+    return e.plain or unmark(e.text)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -111,10 +178,10 @@ def label_messages(
     n_top, n_q = len(top), len(quantile)
     user = render(
         "label_user.md",
-        top=example_blocks([e.text for e in top], 1),
-        quantile=example_blocks([e.text for e in quantile], n_top + 1),
-        # negatives never fire: show them unmarked
-        negative=example_blocks([unmark(e.plain or e.text) for e in negative], n_top + n_q + 1),
+        top=example_blocks([e.text for e in top], 1, [_unmarked(e) for e in top]),
+        quantile=example_blocks([e.text for e in quantile], n_top + 1, [_unmarked(e) for e in quantile]),
+        # negatives never fire: show them unmarked (every << >> in them is the corpus's own)
+        negative=example_blocks([_unmarked(e) for e in negative], n_top + n_q + 1, [_unmarked(e) for e in negative]),
     )
     if hard_negatives:
         user += "\n\n" + render("label_hard_negatives.md")
@@ -135,7 +202,7 @@ def detect_messages(label: LatentLabel, examples: list[ExampleText]) -> list[dic
     user = render(
         "detect_user.md",
         explanation=explanation_text(label),
-        examples=example_blocks([unmark(e.plain or e.text) for e in examples]),
+        examples=example_blocks([_unmarked(e) for e in examples], 1, [_unmarked(e) for e in examples]),
         n=n,
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
