@@ -129,3 +129,43 @@ def test_web_api_is_read_only(server: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{server}/api/latent/joint:99999999", timeout=10)
     assert err.value.code == 404
+
+
+@pytest.mark.parametrize("width", [1400, 400])
+def test_report_latents_are_reachable_and_the_page_fits(browser, chat_run, width: int, tmp_path: Path) -> None:
+    """Issue 16: every latent has a row and a card; filters and search work without a server; every id the
+    summary cites resolves to a card; share and effect charts present; no horizontal overflow at 400 px."""
+    import json
+
+    report = json.loads((chat_run.dir / "report" / "report.json").read_text())
+    ids = {c["id"] for c in report["latents"]}
+    page = browser.new_page(viewport={"width": width, "height": 1200})
+    page.goto((chat_run.dir / "report" / "report.html").resolve().as_uri())
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing overflows the viewport
+    rows = page.locator("#latent-table tbody tr")
+    assert rows.count() == len(ids) and page.locator(".card").count() == len(ids)
+    assert {page.locator(".card").nth(i).get_attribute("id") for i in range(len(ids))} == {f"latent-{k}" for k in ids}
+    assert page.inner_text("#latent-count") == f"{len(ids)} of {len(ids)} shown"
+    cats = [c["category"] for c in report["latents"] if c["category"]]
+    cat = max(set(cats), key=cats.count)
+    n_cat = len({c["id"] for c in report["latents"] if c["category"] == cat})
+    page.select_option("#latent-filter-category", cat)
+    assert page.inner_text("#latent-count") == f"{n_cat} of {len(ids)} shown"
+    assert page.locator("#latent-table tbody tr:visible").count() == n_cat
+    some = sorted(ids)[0]
+    page.select_option("#latent-filter-category", "")
+    page.fill("#latent-search", some)
+    visible = page.locator("#latent-table tbody tr:visible")
+    assert visible.count() >= 1 and some in visible.first.inner_text()
+    for cited in (report.get("summary") or {}).get("citations", []):
+        assert page.locator(f"[id='latent-{cited}']").count() == 1, cited
+    for link in page.locator("#summary ~ p.summary a").all():
+        target = link.get_attribute("href")
+        assert target and page.locator(f"[id='{target[1:]}']").count() == 1
+    if report["headline"] and report["headline"].get("status", "ok") == "ok":
+        assert page.locator("#plot-shift").evaluate("img => img.complete && img.naturalWidth > 300")
+    assert page.locator("#plot-shares").evaluate("img => img.complete && img.naturalWidth > 300")
+    assert page.locator("#plot-shares").evaluate("img => img.getBoundingClientRect().width") <= width
+    assert page.locator("#how-to-read").count() == 1
+    page.screenshot(path=str(tmp_path / f"report_{width}.png"))
+    page.close()

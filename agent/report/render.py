@@ -31,23 +31,6 @@ def _acc(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _labelling_html(report) -> str:  # noqa: ANN001
-    """The same as `_labelling_lines`, as HTML."""
-    e = html.escape
-    out = ""
-    if getattr(report, "stop_reason", None):
-        out += (f"<p id='stop-reason'>Labelling stopped: {e(report.stop_reason)}; {len(report.skipped)} candidate "
-                "latents left unlabelled.</p>")
-    rows = getattr(report, "refinement", [])
-    if rows:
-        out += ("<table id='refinement'><tr><th>category</th><th>labelled</th><th>refined</th><th>label changed</th>"
-                "<th>verification before</th><th>after</th></tr>"
-                + "".join(f"<tr><td>{e(r.category)}</td><td>{r.n_labelled}</td><td>{r.n_refined}</td>"
-                          f"<td>{r.n_changed}</td><td>{_acc(r.verification_before)}</td>"
-                          f"<td>{_acc(r.verification_after)}</td></tr>" for r in rows) + "</table>")
-    return out
-
-
 def _summary_note(summary) -> str:  # noqa: ANN001
     """Who wrote the summary and what the checker did, in one line."""
     c = summary.checker
@@ -144,18 +127,6 @@ def _table_md(a: str, b: str, rows: list[_Cells]) -> list[str]:
     return out
 
 
-def _table_html(a: str, b: str, rows: list[_Cells], table_id: str | None = None, cls: str = "comparison") -> str:
-    e = html.escape
-    ident = f" id='{table_id}'" if table_id else ""
-    head = "".join(f"<th>{e(h)}</th>" for h in _headers(a, b))
-    body = "".join(
-        f"<tr class='{'sig' if c.significant else 'ns'}'><td>{e(c.name)}</td><td>{e(c.n_a)}</td><td>{e(c.n_b)}</td>"
-        f"<td class='{'pos' if c.diff_sign > 0 else 'neg' if c.diff_sign < 0 else 'zero'}'>{e(c.diff)}</td>"
-        f"<td>{e(c.shift)}</td><td>{e(c.p)}</td><td>{'<b>yes</b>' if c.significant else 'no'}</td>"
-        f"<td>{e(c.truth)}</td></tr>" for c in rows)
-    return f"<table{ident} class='{cls}'><tr>{head}</tr>{body}</table>"
-
-
 def _title(comp) -> str:  # noqa: ANN001
     """Section title of a comparison."""
     if comp.kind == "headline_alt":
@@ -188,22 +159,8 @@ def _comparison_md(report, comp, heading: str, describe: bool = True) -> list[st
     return lines + _table_md(comp.a, comp.b, _comparison_cells(report, comp)) + [""]
 
 
-def _comparison_html(report, comp, heading: str, describe: bool = True, cls: str = "comparison") -> str:  # noqa: ANN001
-    """The same as `_comparison_md`, as an HTML section (heading given as HTML)."""
-    e = html.escape
-    out = (f"<section class='{cls}' data-kind='{e(comp.kind)}'>{heading}"
-           + (f"<p>{e(comp.description)}</p>" if describe else "") + f"<p>{e(_counts_text(comp))}</p>")
-    if not comp.tested:
-        return out + f"<p class='too-few'><b>{e(summary.too_few_text(comp))}</b>: not tested.</p></section>"
-    return out + _table_html(comp.a, comp.b, _comparison_cells(report, comp), cls=cls) + "</section>"
-
-
 def _comparisons_md(report) -> list[str]:  # noqa: ANN001
     return [line for comp in _others(report) for line in _comparison_md(report, comp, f"## {_title(comp)}")]
-
-
-def _comparisons_html(report) -> str:  # noqa: ANN001
-    return "".join(_comparison_html(report, comp, f"<h2>{html.escape(_title(comp))}</h2>") for comp in _others(report))
 
 
 def _oracle_intro(o) -> str:  # noqa: ANN001
@@ -227,22 +184,6 @@ def _oracle_md(report) -> list[str]:  # noqa: ANN001
     for comp in o.comparisons:
         lines += _comparison_md(report, comp, f"### Oracle labels: {_title(comp)}", describe=False)
     return lines
-
-
-def _oracle_html(report) -> str:  # noqa: ANN001
-    e = html.escape
-    o = getattr(report, "oracle", None)
-    if o is None:
-        return ""
-    out = (f"<section id='oracle'><h2>Ground truth for labels (organisms)</h2><p>{e(_oracle_intro(o))}</p>"
-           "<table class='oracle-accuracy'><tr><th>oracle category</th><th>latents</th><th>judge agrees</th>"
-           "<th>accuracy</th></tr>"
-           + "".join(f"<tr><td>{e(r.category)}</td><td>{r.n}</td><td>{r.correct}</td><td>{_acc(r.accuracy)}</td></tr>"
-                     for r in o.accuracy) + "</table>")
-    for comp in o.comparisons:
-        out += _comparison_html(report, comp, f"<h3>Oracle labels: {e(_title(comp))}</h3>", describe=False,
-                                cls="comparison oracle")
-    return out + "</section>"
 
 
 def _replicate_groups(report) -> dict[str, list]:  # noqa: ANN001
@@ -276,25 +217,6 @@ def _replicates_md(report) -> list[str]:  # noqa: ANN001
         lines += [f"| {r.category} | {_per_seed(r)} | {100 * r.sign_agreement:.0f}% | {r.pooled_diff_pp:+.1f} | "
                   f"{r.n_significant_same_sign} of {len(r.crosscoders)} |" for r in rows] + [""]
     return lines
-
-
-def _replicates_html(report) -> str:  # noqa: ANN001
-    e = html.escape
-    groups = _replicate_groups(report)
-    if _n_replicates(report) <= 1 or not groups:
-        return (f"<h2 id='replicates'>Replicates</h2><p>{_n_replicates(report)} crosscoder seed: "
-                "no replicates.</p>")
-    out = ("<h2 id='replicates'>Replicates (crosscoder seeds)</h2><p>Share difference (pp) per replicate "
-           "(* significant after correction), sign agreement and pooled (mean) difference. Replicates share "
-           "the data: agreement shows robustness to the seed, not to the data.</p>")
-    for cid, rows in groups.items():
-        out += (f"<h3>{e(cid)}</h3><p>Replicates: {e(', '.join(rows[0].crosscoders))}.</p><table class='replicates'>"
-                "<tr><th>category</th><th>difference per replicate (pp)</th><th>sign agreement</th>"
-                "<th>pooled difference (pp)</th><th>significant in the pooled direction</th></tr>"
-                + "".join(f"<tr><td>{e(r.category)}</td><td>{e(_per_seed(r))}</td><td>{100 * r.sign_agreement:.0f}%"
-                          f"</td><td>{r.pooled_diff_pp:+.1f}</td><td>{r.n_significant_same_sign} of "
-                          f"{len(r.crosscoders)}</td></tr>" for r in rows) + "</table>")
-    return out
 
 
 def _scaffold_text(report) -> str:  # noqa: ANN001
@@ -352,25 +274,6 @@ def _confidence_md(report) -> list[str]:  # noqa: ANN001
     return lines
 
 
-def _confidence_html(report) -> str:  # noqa: ANN001
-    e = html.escape
-    v = getattr(report, "confidence", None)
-    if v is None:
-        return ""
-    ids = ", ".join(f"<a href='#latent-{e(k)}'>{e(k)}</a>" for k in v.low_confidence[:60])
-    return (f"<section id='low-confidence'><h2>Low-confidence labels</h2><p>{e(_confidence_intro(v))}</p>"
-            f"<p>{ids}</p>"
-            + "".join(_comparison_html(report, c, f"<h3>{e(_title(c))}</h3>", describe=False,
-                                       cls="comparison confidence") for c in v.comparisons) + "</section>")
-
-
-def _card_confidence(card) -> str:  # noqa: ANN001
-    c = getattr(card, "confidence", None)
-    if c is None:
-        return ""
-    return f"confidence {c:.2f}" + (" (low)" if getattr(card, "low_confidence", False) else "")
-
-
 def _card_scaffold(card) -> str:  # noqa: ANN001
     if not getattr(card, "scaffold", False):
         return ""
@@ -414,15 +317,27 @@ def render_markdown(report, plots: dict[str, Path], max_cards: int) -> str:  # n
               f"{len(report.skipped)}.", ""]
     lines += [f"- `{f['key']}`: {_md(f['reason'])}" for f in report.failures[:20]]
     lines += [""] + _labelling_lines(report)
-    lines += ["", "## Latents", ""]
-    for card in report.latents[:max_cards]:
-        scaf, conf = _card_scaffold(card), _card_confidence(card)
-        lines += [f"### {card.id} ({card.pair}, {card.side}): {_md(card.name or 'unlabelled')}", "",
-                  f"category **{_md(card.category)}**, {conf + ', ' if conf else ''}Delta-norm {card.delta_norm:.2f}, "
-                  f"nu_eps {_num(card.nu_eps)}, nu_r {_num(card.nu_r)}, freq {card.freq:.4f}, "
-                  f"verification {_num(card.verification)}" + (f"; **{scaf}**" if scaf else ""), "",
-                  _md(card.description or card.failure or ""), ""]
-        lines += [f"> {_md(ex.replace(chr(10), ' '))}" for ex in card.examples] + [""]
+    views = latent_views(report)
+    lines += ["", "## Latents", "", f"All {len(views)} labelled latents, ordered by category then Delta-norm "
+              "(most specific first); report.html has the same table with filters, and a card for each.", "",
+              "| latent | name | category | sets | Delta-norm | nu_eps | nu_r | verification | confidence | flags |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {v.id} | {_md(v.name or 'unlabelled')} | {_md(v.category or '-')} | {', '.join(v.set_names)} | "
+              f"{v.delta_norm:.2f} | {_num(v.nu_eps)} | {_num(v.nu_r)} | {_num(v.verification)} | "
+              f"{_num(v.confidence)} | {', '.join(v.flags)} |" for v in views]
+    shown = views[:max_cards]
+    lines += ["", f"### Latent cards ({len(shown)} of {len(views)} shown; report.html has all)", ""]
+    for v in shown:
+        conf = "" if v.confidence is None else f"confidence {v.confidence:.2f}" + (" (low)" if v.low_confidence else "")
+        lines += [f"#### {v.id}: {_md(v.name or 'unlabelled')}", "",
+                  f"category **{_md(v.category or '-')}**, {conf + ', ' if conf else ''}"
+                  f"sets: {', '.join(v.set_names)}; "
+                  f"Delta-norm {v.delta_text}, nu_eps {_num(v.nu_eps)}, nu_r {_num(v.nu_r)}, freq {v.freq:.4f}, "
+                  f"verification {_num(v.verification)}" + (f"; **{v.scaffold_text}**" if v.scaffold else "")
+                  + (f"; the judge's name was only punctuation or special tokens: {_md(v.raw_name)}"
+                     if v.name_flagged else ""), "",
+                  _md(v.description or v.failure or ""), ""]
+        lines += [f"> {_md(ex.replace(chr(10), ' '))}" for ex in v.examples] + [""]
     return "\n".join(lines) + "\n"
 
 
@@ -442,72 +357,146 @@ td:first-child,th:first-child{text-align:left}.pos{color:#2b8a3e}.neg{color:#c92
 tr.sig td{font-weight:600}.too-few{color:#8a5a00}.scaffold-tag{color:#8a5a00;font-style:italic}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
 .ex{font-family:monospace;white-space:pre-wrap;background:#f8f9fa;padding:4px;margin:4px 0}
-mark{background:#ffe066}img{max-width:100%}.low-confidence{color:#c92a2a;font-weight:600}
+mark{background:#ffe066}img{max-width:100%;height:auto}.low-confidence{color:#c92a2a;font-weight:600}
+.table-wrap{max-width:100%;overflow-x:auto}.toc{font-size:90%;margin-bottom:1em}.flag{color:#8a5a00}
+.filters{display:flex;flex-wrap:wrap;gap:12px;align-items:center;margin:8px 0}
+#latent-table th{cursor:pointer;user-select:none}#latent-table td{text-align:left}
+.card .stats{color:#555;font-size:90%}.card .top{font-size:85%}.card.low{border-color:#f1a7a7}
+@media (max-width:600px){body{margin:0.5em auto;padding:0 0.5em;font-size:15px}td,th{padding:3px 5px}
+ .ex{font-size:12px}h1{font-size:1.4em}}
 """
 
 
 _CITE_HTML_RE = re.compile(r"\[([A-Za-z_][\w.-]*:\d+)\]")
 
 
-def _summary_html(report) -> str:  # noqa: ANN001
-    """The summary section; cited ids link to their latent cards."""
+def _set_name(pair: str, side: str) -> str:
+    """Readable name of the set a latent belongs to for one pair."""
+    return {"finetuned": f"{pair}-specific", "base": f"base-specific (vs {pair})",
+            "shared": f"reference (pair {pair})"}.get(side, f"{side} ({pair})")
+
+
+@dataclass
+class _LatentView:
+    """One latent of the report (all its pair rows merged): the table row and the card."""
+
+    id: str
+    name: str | None
+    raw_name: str | None
+    name_flagged: bool
+    category: str | None
+    description: str | None
+    failure: str | None
+    set_names: list[str]
+    delta_norm: float
+    delta_text: str
+    nu_eps: float | None
+    nu_r: float | None
+    freq: float
+    verification: float | None
+    confidence: float | None
+    low_confidence: bool
+    scaffold: bool
+    scaffold_text: str
+    examples: list[str]
+    flags: list[str]
+
+
+def latent_views(report) -> list[_LatentView]:  # noqa: ANN001
+    """Every labelled latent once, ordered by category (the report's order) then by Delta-norm, descending."""
+    groups: dict[str, list] = {}
+    for c in report.latents:
+        groups.setdefault(c.id, []).append(c)
+    order = [row.name for row in report.categories] or []
+    views = []
+    for lid, cards in groups.items():
+        top = max(cards, key=lambda c: c.delta_norm)
+        first = cards[0]
+        flags = ([] if first.name else ["unlabelled"]) + (["low confidence"] if getattr(first, "low_confidence", False)
+                                                           else []) \
+            + (["scaffolding"] if getattr(first, "scaffold", False) else []) \
+            + (["name replaced"] if getattr(first, "name_flagged", False) else [])
+        views.append(_LatentView(
+            id=lid, name=first.name, raw_name=getattr(first, "raw_name", None),
+            name_flagged=getattr(first, "name_flagged", False), category=first.category,
+            description=first.description, failure=first.failure,
+            set_names=[_set_name(c.pair, c.side) for c in cards], delta_norm=top.delta_norm,
+            delta_text=", ".join(f"{c.delta_norm:.2f} ({c.pair})" for c in cards), nu_eps=top.nu_eps, nu_r=top.nu_r,
+            freq=top.freq, verification=first.verification, confidence=getattr(first, "confidence", None),
+            low_confidence=getattr(first, "low_confidence", False), scaffold=getattr(first, "scaffold", False),
+            scaffold_text=_card_scaffold(first), examples=list(first.examples), flags=flags))
+
+    def rank(v: _LatentView) -> tuple[int, float]:
+        cat = v.category or "~"
+        return (order.index(cat) if cat in order else len(order), -v.delta_norm)
+
+    return sorted(views, key=rank)
+
+
+def _sections(report, comps, cls: str = "comparison", prefix: str = "") -> list[dict]:  # noqa: ANN001
+    """Template data of each comparison section."""
+    from latentdiff.agent.replicates import comparison_id
+
+    out = []
+    for comp in comps:
+        title = _title(comp)
+        out.append({"kind": comp.kind, "title": prefix + title, "description": comp.description,
+                    "describe": not prefix and cls == "comparison", "counts": _counts_text(comp),
+                    "tested": comp.tested, "too_few": summary.too_few_text(comp) if not comp.tested else "",
+                    "rows": _comparison_cells(report, comp) if comp.tested else [], "a": comp.a, "b": comp.b,
+                    "anchor": re.sub(r"[^A-Za-z0-9_-]+", "-", f"{cls.split()[-1]}-{comparison_id(comp)}")})
+    return out
+
+
+def _paragraphs(report) -> list:  # noqa: ANN001
+    """The executive summary as short paragraphs (at most 3 sentences), cited ids linked to their cards."""
+    from markupsafe import Markup
+
     s = getattr(report, "summary", None)
     if s is None:
-        return ""
-    text = _CITE_HTML_RE.sub(lambda m: f"[<a href='#latent-{m.group(1)}'>{m.group(1)}</a>]", html.escape(s.text))
-    return (f"<h2 id='summary'>Executive summary</h2><p class='summary'>{text}</p>"
-            f"<p class='summary-note'><i>{html.escape(_summary_note(s)).replace('`', '')}</i></p>")
+        return []
+    texts = [x.text for x in s.sentences] or [s.text]
+    paras = [" ".join(texts[i:i + 3]) for i in range(0, len(texts), 3)]
+    return [Markup(_CITE_HTML_RE.sub(lambda m: f"[<a href='#latent-{m.group(1)}'>{m.group(1)}</a>]",
+                                     html.escape(p))) for p in paras]
 
 
-def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa: ANN001
-    """A single self-contained HTML page."""
-    e = html.escape
+def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa: ANN001, ARG001
+    """A single self-contained HTML page (agent/report/templates/report.html.j2). Every latent has a row in
+    the filterable latent table and a card; `max_cards` only cuts report.md."""
+    import jinja2
+    from markupsafe import Markup
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, trim_blocks=False, lstrip_blocks=False)
     head = report.headline or {}
     a, b = str(head.get("a")), str(head.get("b"))
     intro, note = _headline_intro(report)
-    if note is not None:
-        table = f"<p id='shift-table-note' class='too-few'><b>{e(note)}</b>: not tested.</p>"
-        imgs = ""
-    else:
-        table = _table_html(a, b, [_cells(r, a, _verdict(r)) for r in report.categories], table_id="shift-table")
-        imgs = "".join(f"<figure><img id='plot-{e(k)}' alt='{e(k)}' src='{_png(p)}'></figure>"
-                       for k, p in plots.items())
-    cc = "".join(f"<li><b>{e(n)}</b>: " + ", ".join(f"{e(k)} {v:.3f}" for k, v in m.items()
-                                                     if k.startswith("fvu_") or k in ("l0", "dead_frac")) + "</li>"
-                 for n, m in report.crosscoders.items())
-    cards = "".join(
-        f"<div class='card{' scaffold' if getattr(c, 'scaffold', False) else ''}' id='latent-{e(c.id)}'>"
-        f"<b>{e(c.id)}</b> ({e(c.pair)}, {e(c.side)}): "
-        f"<b>{e(c.name or 'unlabelled')}</b> &middot; {e(c.category or '-')} &middot; Delta-norm {c.delta_norm:.2f}"
-        f" &middot; verification {c.verification if c.verification is None else round(c.verification, 2)}"
-        + (f" &middot; <span class='{'low-confidence' if getattr(c, 'low_confidence', False) else 'confidence'}'>"
-           f"{e(_card_confidence(c))}</span>" if _card_confidence(c) else "")
-        + (f" &middot; <span class='scaffold-tag'>{e(_card_scaffold(c))}</span>" if _card_scaffold(c) else "")
-        + f"<div>{e(c.description or c.failure or '')}</div>"
-        + "".join(f"<div class='ex'>{_highlight(x)}</div>" for x in c.examples) + "</div>"
-        for c in report.latents[:max_cards])
-    ver = "".join(f"<li>{e(c)}: {v:.2f}</li>" for c, v in sorted(report.verification.items()))
-    scaffold_ids = ", ".join(f"<a href='#latent-{e(k)}'>{e(k)}</a>" for k in getattr(report, "scaffold", [])[:50])
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>latentdiff report: {e(report.run)}</title>
-<style>{_CSS}</style></head><body>
-<h1>latentdiff report: {e(report.run)}</h1>
-{_summary_html(report)}
-<h2>Models</h2><ul>{''.join(f"<li>{e(m['name'])} ({e(m['role'])}): <code>{e(m['path'])}</code></li>"
-                             for m in report.models)}</ul>
-<h2>Crosscoder quality</h2><ul>{cc}</ul>
-<h2 id="headline">Headline: {e(a)} vs {e(b)}</h2>
-<p>{e(head.get('description', ''))}</p>
-<p id="statistics">{e(intro)}</p>
-{table}
-{imgs}
-{_comparisons_html(report)}
-{_replicates_html(report)}
-{_oracle_html(report)}
-{_confidence_html(report)}
-<h2 id="scaffolding">Scaffolding latents</h2><p>{e(_scaffold_text(report))}</p><p>{scaffold_ids}</p>
-<h2>Verification</h2><ul>{ver}</ul>
-{_labelling_html(report)}
-<p>Labels by judge <code>{e(report.judge)}</code>. Failures: {len(report.failures)}; skipped: {len(report.skipped)}.</p>
-<h2>Latents</h2>{cards}
-</body></html>
-"""
+    s = getattr(report, "summary", None)
+    o, v = getattr(report, "oracle", None), getattr(report, "confidence", None)
+    views = latent_views(report)
+    order = ["shift", "shares", "selection"]
+    ranked = sorted(plots.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
+    ctx = {
+        "r": report, "css": Markup(_CSS), "a": a, "b": b, "head_description": head.get("description", ""),
+        "intro": intro, "note": note,
+        "head_rows": [] if note is not None else [_cells(r, a, _verdict(r)) for r in report.categories],
+        "plots": [(k, _png(p)) for k, p in ranked],
+        "summary": {"paragraphs": _paragraphs(report), "note": _summary_note(s).replace("`", "")} if s else None,
+        "crosscoders": [(n, ", ".join(f"{k} {val:.3f}" for k, val in m.items()
+                                      if k.startswith("fvu_") or k in ("l0", "dead_frac")))
+                        for n, m in report.crosscoders.items()],
+        "comparisons": _sections(report, _others(report)),
+        "replicates": list(_replicate_groups(report).items()) if _n_replicates(report) > 1 else [],
+        "n_replicates": _n_replicates(report), "per_seed": _per_seed,
+        "oracle_intro": _oracle_intro(o) if o else "",
+        "oracle_comparisons": _sections(report, o.comparisons, "comparison oracle", "Oracle labels: ") if o else [],
+        "confidence_intro": _confidence_intro(v) if v else "",
+        "confidence_comparisons": _sections(report, v.comparisons, "comparison confidence", "") if v else [],
+        "scaffold_text": _scaffold_text(report), "verification": sorted(report.verification.items()),
+        "acc": _acc, "fmt": lambda x: "-" if x is None else f"{x:.2f}", "num": lambda x: "" if x is None else x,
+        "headers": _headers, "highlight": lambda t: Markup(_highlight(t)),
+        "categories": [r.name for r in report.categories] or sorted({x.category for x in views if x.category}),
+        "sets": sorted({n for x in views for n in x.set_names}), "latents": views,
+    }
+    return env.get_template("report.html.j2").render(**ctx)
