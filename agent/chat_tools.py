@@ -21,6 +21,7 @@ from latentdiff.agent.summary import Aggregate
 from latentdiff.config import RunConfig
 from latentdiff.errors import LatentDiffError
 from latentdiff.records import Finding
+from latentdiff.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ class RunView:
         from latentdiff.config import load_config
 
         self.dir = Path(run_dir).resolve()
-        cfg_path, report_path = self.dir / "config.yaml", self.dir / "report" / "report.json"
+        self.rundir = RunDir(self.dir)
+        cfg_path, report_path = self.rundir.config, self.rundir.report_json
         if not cfg_path.is_file():
             raise ChatError(f"{self.dir} is not a latentdiff run directory (no config.yaml)")
         if not report_path.is_file():
@@ -140,8 +142,8 @@ class RunView:
         # The directory may have moved since the run: it, not the recorded path, is the run.
         self.cfg: RunConfig = load_config(cfg_path, [f"run_dir={self.dir}"])
         self.report = Report.model_validate_json(report_path.read_text())
-        self.aggregate = Aggregate.model_validate_json((self.dir / "aggregate.json").read_text())
-        self.findings: list[Finding] = read_findings(self.dir)
+        self.aggregate = Aggregate.model_validate_json(self.rundir.aggregate.read_text())
+        self.findings: list[Finding] = read_findings(self.rundir)
         self.by_key: dict[str, list[Finding]] = {}
         for f in self.findings:
             self.by_key.setdefault(f.ref.key, []).append(f)

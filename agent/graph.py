@@ -9,7 +9,7 @@ which sets' shift CIs are widest; stops at the budget or when every CI is narrow
 A label verifying below agent.refine_below is refined with evidence not shown before (agent/refine.py)
 for up to agent.refine_rounds rounds; the best-verified label is kept and every attempt recorded.
 
-Durable: a SQLite checkpointer in the run directory (`agent.sqlite`); a run killed at any point and
+Durable: a SQLite checkpointer in the run directory (`RunDir.agent_db`); a run killed at any point and
 restarted continues the same thread, so finished latents are never judged again (their findings
 are recorded, and completed branches are restored from the checkpoint). A finished thread run again
 judges exactly its latents whose judging failed (`state.needs_retry`: judge down, errors, junk), once.
@@ -25,6 +25,8 @@ from langgraph.graph import END, START, StateGraph
 
 from latentdiff.agent import nodes
 from latentdiff.agent.state import AgentContext, AgentState, Budget, LatentTask
+from latentdiff.records import Finding
+from latentdiff.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,12 @@ def build_graph(checkpointer: Any = None) -> Any:
 graph = build_graph()  # for `langgraph.json` / LangGraph Studio
 
 
-async def run_agent(ctx: AgentContext, thread_id: str, db_name: str = "agent.sqlite") -> dict[str, Any]:
+async def run_agent(ctx: AgentContext, thread_id: str, worker: str | None = None) -> dict[str, Any]:
     """Run (or resume) the agent on ctx with a SQLite checkpointer in the run directory (one file
-    per labelling worker, so workers sharing a directory never contend for one database)."""
+    per labelling worker, tag `worker`, so workers sharing a directory never contend for one database)."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    db = Path(ctx.run_dir) / db_name
+    db = ctx.run_dir.agent_db(worker)
     async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
         app = build_graph(saver)
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 10_000,
@@ -93,7 +95,37 @@ async def run_agent(ctx: AgentContext, thread_id: str, db_name: str = "agent.sql
         return dict(result)
 
 
-def new_budget(limit: int | None, run_dir: Path) -> Budget:
+def worker_tag(index: int, count: int) -> str:
+    """The name of labelling worker `index` of `count` ('w0of2'): its checkpoint file and marker carry it."""
+    return f"w{index}of{count}"
+
+
+async def label_share(ctx: AgentContext, thread_id: str, index: int, count: int) -> list[Finding]:
+    """Label worker `index`'s share of `count` (its own thread and checkpoint file); return its findings."""
+    from latentdiff.agent.nodes import worker_of
+    from latentdiff.agent.state import read_findings
+
+    ctx.worker = (index, count)
+    tag = worker_tag(index, count)
+    await run_agent(ctx, thread_id=f"{thread_id}-{tag}", worker=tag)
+    return [f for f in read_findings(ctx.run_dir) if worker_of(f.ref.key, count) == index]
+
+
+def import_store_findings(ctx: AgentContext) -> int:
+    """Copy findings that other labelling workers put in the (shared) store into this run's
+    findings table: every latent whose findings for all its pairs are there. Returns how many."""
+    by_key: dict[str, list[Any]] = {}
+    for f in ctx.store.iter_findings():
+        by_key.setdefault(f.ref.key, []).append(f)
+    n = 0
+    for key, found in by_key.items():
+        if key in ctx.stats and not ctx.is_finished(key) and len(found) == len(ctx.stats[key]):
+            ctx.write_findings(key, sorted(found, key=lambda f: f.pair))
+            n += 1
+    return n
+
+
+def new_budget(limit: int | None, run_dir: Path | RunDir) -> Budget:
     """A judge-call budget that counts the calls already spent by recorded findings."""
     from latentdiff.agent.state import read_findings
 

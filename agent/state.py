@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypedDict
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json
 from latentdiff.records import Finding, LatentRef
+from latentdiff.rundir import RunDir
 
 
 class AgentState(TypedDict, total=False):
@@ -71,7 +72,7 @@ class AgentContext:
     """Runtime dependencies of the agent (not checkpointed): judge, store, stats, budget."""
 
     cfg: RunConfig
-    run_dir: Path
+    run_dir: RunDir  # a Path is turned into one (a staged RunDir writes beside the old findings)
     judge: Any  # latentdiff.agent.judges.base.Judge
     store: Any  # latentdiff.store.chroma.LatentStore
     stats: dict[str, list[Any]]  # key -> LatentStats rows (one per pair the latent was selected for)
@@ -81,6 +82,9 @@ class AgentContext:
     scaffold: dict[str, float] = field(default_factory=dict)  # key -> share of activation on special tokens
     _examples: OrderedDict[str, list[Any]] = field(default_factory=OrderedDict, repr=False)
     _finished: set[str] = field(default_factory=set, repr=False)  # keys known finished (never un-finish)
+
+    def __post_init__(self) -> None:
+        self.run_dir = RunDir.of(self.run_dir)
 
     def examples(self, key: str) -> list[Any]:
         """A latent's stored examples (read from the store once per latent; a small LRU)."""
@@ -97,18 +101,17 @@ class AgentContext:
     @property
     def findings_dir(self) -> Path:
         """One JSON file per labelled latent (the findings table), written atomically."""
-        return self.run_dir / "findings"
+        return self.run_dir.findings
 
     def finding_path(self, key: str) -> Path:
         """Where a latent's findings live."""
-        return self.findings_dir / f"{key.replace(':', '_')}.json"
+        return self.run_dir.finding(key)
 
     def label_path(self, key: str, round_: int = 0) -> Path:
         """A label (of refinement round `round_`) is saved here the moment the judge returns it, and
         its detection score when verified, so a run killed before the latent is recorded reuses them
         instead of judging the latent again."""
-        suffix = "" if round_ == 0 else f".r{round_}"
-        return self.findings_dir / "labels" / f"{key.replace(':', '_')}{suffix}.json"
+        return self.run_dir.label(key, round_)
 
     def is_finished(self, key: str) -> bool:
         """True if the latent has recorded findings that are final: labelled, or failed for a reason a
@@ -151,9 +154,9 @@ def parse_key(key: str) -> LatentRef:
     return LatentRef(crosscoder=crosscoder, latent=int(latent))
 
 
-def read_findings(run_dir: Path) -> list[Finding]:
+def read_findings(run_dir: Path | RunDir) -> list[Finding]:
     """Every recorded finding of a run."""
     out: list[Finding] = []
-    for path in sorted((run_dir / "findings").glob("*.json")):
+    for path in RunDir.of(run_dir).finding_files():
         out.extend(Finding(**f) for f in json.loads(path.read_text()))
     return out

@@ -14,6 +14,7 @@ from latentdiff.agent.state import read_findings
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json
 from latentdiff.records import Finding
+from latentdiff.rundir import RunDir
 
 AGGREGATE_VERSION = 2  # 2: exact tests with a correction, reference sets, control contrast, replicates
 
@@ -228,6 +229,6 @@ def write_aggregate(cfg: RunConfig, run_dir: Path, taxonomy: Any, skipped: list[
     """Build the aggregate from the run's findings and write aggregate.json."""
     categories = [c.name for c in taxonomy.categories]
     agg = build_aggregate(cfg, read_findings(run_dir), categories, skipped, stop_reason)
-    path = Path(run_dir) / "aggregate.json"
+    path = RunDir.of(run_dir).aggregate
     atomic_write_json(path, agg.model_dump(mode="json"))
     return path

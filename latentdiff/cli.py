@@ -264,7 +264,7 @@ def run_cmd(
         str | None, typer.Option("--from", help="Recompute from this stage on (earlier ones are reused).")
     ] = None,
 ) -> None:
-    """Run the whole pipeline: harvest, train, select, sample, index, label, aggregate, report."""
+    """Run the whole pipeline: every stage in order (see `latentdiff --help`, Stages)."""
     from latentdiff.config import load_config
     from latentdiff.run import Run
 
@@ -272,7 +272,7 @@ def run_cmd(
     run = Run(cfg)
     if not run.run_all(from_stage):
         return  # a torchrun rank other than 0: rank 0 finishes the pipeline and reports
-    console.print(f"report: [bold]{run.dir / 'report' / 'report.html'}[/] (also report.md, report.json)")
+    console.print(f"report: [bold]{run.rundir.report_html}[/] (also report.md, report.json)")
     console.print(f"ask about it: [bold]latentdiff chat {run.dir}[/]  ·  web: [bold]latentdiff serve {run.dir}[/]")
 
 
@@ -290,13 +290,7 @@ def _stage_command(stage: str) -> None:
     app.command(stage, rich_help_panel="Stages")(user_errors(command))
 
 
-for _stage in ("harvest", "train", "select", "sample", "index"):
-    _stage_command(_stage)
-
-
-@app.command("label", rich_help_panel="Stages")
-@user_errors
-def label_cmd(
+def _label_command(
     config: Annotated[Path, typer.Argument(help="Run config YAML.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.")] = None,
     worker: Annotated[str | None, typer.Option(
@@ -319,11 +313,24 @@ def label_cmd(
         raise LatentDiffError(f"--worker {worker}: need 0 <= I < N")
     from latentdiff import stages
 
-    stages.label_worker(run.cfg, run.dir, index, count)
+    stages.label_worker(run.cfg, run.rundir, index, count)
 
 
-for _stage in ("aggregate", "report"):  # after `label`, so the help lists the stages in order
-    _stage_command(_stage)
+_SPECIAL_COMMANDS: dict[str, Callable[..., None]] = {"label": _label_command}  # stages with their own options
+
+
+def _register_stage_commands() -> None:
+    """One subcommand per entry of `stages.STAGES`, in pipeline order."""
+    from latentdiff.stages import STAGE_NAMES
+
+    for stage in STAGE_NAMES:
+        if stage in _SPECIAL_COMMANDS:
+            app.command(stage, rich_help_panel="Stages")(user_errors(_SPECIAL_COMMANDS[stage]))
+        else:
+            _stage_command(stage)
+
+
+_register_stage_commands()
 
 
 judges_app = typer.Typer(help="Compare and test judges.", no_args_is_help=True)
@@ -371,9 +378,10 @@ def truth_cmd(
     """Check a finished organism run against the planted truth (exit 1 if any sign is missed).
 
     Every verdict is recomputed from the report's counts (exact permutation tests, the correction)."""
+    from latentdiff.rundir import RunDir
     from latentdiff.truth import check_report
 
-    path = run_dir / "report" / "report.json"
+    path = RunDir(run_dir).report_json
     if not path.is_file():
         raise LatentDiffError(f"{path}: no report; run the pipeline (or `latentdiff demo --out {run_dir}`) first")
     for given in (planted, known_failures):
@@ -503,7 +511,7 @@ def demo_cmd(
 
     run = Run(demo_config(out))
     run.run_all()
-    console.print(f"report: [bold]{run.dir / 'report' / 'report.html'}[/] (also report.md, report.json)")
+    console.print(f"report: [bold]{run.rundir.report_html}[/] (also report.md, report.json)")
     console.print(f"ask about it: [bold]latentdiff chat {run.dir}[/]  ·  web: [bold]latentdiff serve {run.dir}[/]")
 
 

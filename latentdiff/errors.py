@@ -50,3 +50,7 @@ class CorruptFile(LatentDiffError):
 class WriteFailed(LatentDiffError):
     """A write that failed for a reason outside latentdiff (disk full, read-only file system, permissions);
     the message names the file. An atomic write leaves the old file in place."""
+
+
+class RunDirLocked(LatentDiffError):
+    """Another process is writing the run directory (it holds the run's lock)."""

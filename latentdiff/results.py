@@ -1,11 +1,10 @@
 """Typed results of the stages, read back from a run directory (small summaries, never tensors).
 
-Each stage writes its outputs and a done-marker (RUN/stages/STAGE.json); `read_result` turns them
-into the stage's record: `HarvestResult`, `TrainResult`, `SelectResult`, `SampleResult`,
-`IndexResult`, `LabelResult`, then the existing `Aggregate` (aggregate.json) and `Report`
-(report/report.json). Reading a stage that is not done with the run's settings raises
-`StageNotDone` naming the stage to run. Nothing here imports torch.
-"""
+Each stage writes its outputs and a done-marker (see latentdiff.rundir); `read_result` turns them,
+through the reader beside the stage's runner in `stages.STAGES`, into the stage's record:
+`HarvestResult`, `TrainResult`, `SelectResult`, `SampleResult`, `IndexResult`, `LabelResult`, then
+`Aggregate` (aggregate.json) and `Report` (report.json). Reading a stage that is not done with the
+run's settings raises `StageNotDone` naming the stage to run. Nothing here imports torch."""
 
 from __future__ import annotations
 
@@ -16,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from latentdiff.config import RunConfig
-from latentdiff.errors import StageNotAvailable, StageNotDone
+from latentdiff.errors import StageNotDone
+from latentdiff.rundir import RunDir
 
 if TYPE_CHECKING:
     from latentdiff.agent.report.build import Report
@@ -99,21 +99,16 @@ class LabelResult(BaseModel):
 StageResult = HarvestResult | TrainResult | SelectResult | SampleResult | IndexResult | LabelResult
 
 
-def require_done(cfg: RunConfig, run_dir: Path, stage: str) -> dict[str, Any]:
+def require_done(cfg: RunConfig, run_dir: Path | RunDir, stage: str) -> dict[str, Any]:
     """The stage's done-marker info; StageNotDone (one line) if it is not done with these settings."""
     from latentdiff import stages
 
-    if stage not in stages.STAGE_SECTIONS:
-        raise StageNotAvailable(f"unknown stage {stage!r}; stages: {', '.join(stages.STAGE_SECTIONS)}")
-    if not stages.is_done(cfg, run_dir, stage):
-        raise StageNotDone(
-            f"stage '{stage}' is not done with these settings in {run_dir}: "
-            f"run it first (run.{stage}(), or `latentdiff {stage} CONFIG`)"
-        )
-    return json.loads((run_dir / "stages" / f"{stage}.json").read_text())
+    stages.stage_named(stage)  # StageNotAvailable for an unknown name
+    return stages.require_done(cfg, run_dir, stage)
 
 
-def _cache_info(path: Path) -> CacheInfo:
+def cache_info(path: Path) -> CacheInfo:
+    """One split's activation cache, from its manifest (StageNotDone when there is none)."""
     from latentdiff.core.cache import read_manifest
 
     manifest = read_manifest(path)
@@ -132,12 +127,6 @@ def _cache_info(path: Path) -> CacheInfo:
     )
 
 
-def _harvest(cfg: RunConfig, run_dir: Path, info: dict[str, Any]) -> HarvestResult:
-    acts = run_dir / "activations"
-    train = _cache_info(acts / "train") if cfg.harvest.mode == "cache" else None
-    return HarvestResult(layer=info["layer"], mode=cfg.harvest.mode, train=train, heldout=_cache_info(acts / "heldout"))
-
-
 def final_metrics(path: Path) -> dict[str, float]:
     """The last line of a metrics.jsonl ({} if empty)."""
     last = ""
@@ -147,55 +136,25 @@ def final_metrics(path: Path) -> dict[str, float]:
     return json.loads(last) if last else {}
 
 
-def _train(cfg: RunConfig, run_dir: Path, info: dict[str, Any]) -> TrainResult:
-    out = {}
-    for name in info["crosscoders"]:
-        d = run_dir / "crosscoders" / name
-        spec = json.loads((d / "cfg.json").read_text())
-        out[name] = CrosscoderInfo(
-            name=name,
-            path=str(d),
-            models=spec["model_names"],
-            arch=spec["arch"],
-            dict_size=spec["dict_size"],
-            k=spec["k"],
-            d_model=spec["d_model"],
-            final_metrics=final_metrics(d / "metrics.jsonl"),
-        )
-    return TrainResult(crosscoders=out)
+def crosscoder_info(name: str, directory: Path, spec: dict[str, Any], metrics: Path) -> CrosscoderInfo:
+    """One trained crosscoder, from its saved spec (cfg.json) and its metrics file."""
+    return CrosscoderInfo(
+        name=name,
+        path=str(directory),
+        models=spec["model_names"],
+        arch=spec["arch"],
+        dict_size=spec["dict_size"],
+        k=spec["k"],
+        d_model=spec["d_model"],
+        final_metrics=final_metrics(metrics),
+    )
 
 
-def _sample(cfg: RunConfig, run_dir: Path, info: dict[str, Any]) -> SampleResult:
-    counts = info["examples"]
-    return SampleResult(examples=counts, paths={n: str(run_dir / "examples" / f"{n}.jsonl.gz") for n in counts})
+def read_result(cfg: RunConfig, run_dir: Path | RunDir, stage: str) -> StageResult | Aggregate | Report:
+    """The typed result of a done stage, from the reader beside its runner in `STAGES` (StageNotDone
+    otherwise; StageNotAvailable for an unknown name)."""
+    from latentdiff import stages
 
-
-def read_result(cfg: RunConfig, run_dir: Path, stage: str) -> StageResult | Aggregate | Report:
-    """The typed result of a done stage (StageNotDone otherwise; StageNotAvailable for an unknown name)."""
-    info = require_done(cfg, run_dir, stage)
-    if stage == "harvest":
-        return _harvest(cfg, run_dir, info)
-    if stage == "train":
-        return _train(cfg, run_dir, info)
-    if stage == "select":
-        return SelectResult(path=str(run_dir / "latents.parquet"), method=cfg.selection.method, sides=info["sides"])
-    if stage == "sample":
-        return _sample(cfg, run_dir, info)
-    if stage == "index":
-        store = cfg.store.url or cfg.store.path or str(run_dir / "chroma")
-        return IndexResult(examples=info["examples"], store=store)
-    if stage == "label":
-        return LabelResult(
-            latents=info["latents"],
-            failed=info["failed"],
-            judge_calls=info["judge_calls"],
-            skipped=info.get("skipped", []),
-        )
-    if stage == "aggregate":
-        from latentdiff.agent.summary import Aggregate
-
-        return Aggregate.model_validate_json((run_dir / "aggregate.json").read_text())
-    from latentdiff.agent.report.build import Report, build_report
-
-    path = run_dir / "report" / "report.json"
-    return Report.model_validate_json(path.read_text()) if path.is_file() else build_report(cfg, run_dir)
+    spec = stages.stage_named(stage)
+    info = stages.require_done(cfg, run_dir, stage)
+    return spec.read(cfg, RunDir.of(run_dir), info)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from latentdiff import stages
 from latentdiff.config import ModelSpec, RunConfig, dump_config
 from latentdiff.errors import LatentDiffError, NotARunDirectory, StageNotAvailable
 from latentdiff.results import (
@@ -33,6 +33,7 @@ from latentdiff.results import (
     read_result,
     require_done,
 )
+from latentdiff.rundir import RunDir
 
 if TYPE_CHECKING:
     from latentdiff.agent.report.build import Report
@@ -44,18 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGES: tuple[str, ...] = (
-    "harvest",
-    "train",
-    "select",
-    "sample",
-    "index",
-    "label",
-    "aggregate",
-    "report",
-)
 StageStatus = Literal["done", "started", "pending"]
-DISTRIBUTED_STAGES = frozenset({"harvest", "train"})  # the stages that use every torchrun rank
 
 
 def _alone_from_here(stage: str) -> bool:
@@ -84,19 +74,8 @@ class Run:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.dir = cfg.resolved_run_dir()
+        self.rundir = RunDir(self.dir)
         self.show_progress = True
-        from latentdiff import stages
-
-        self._impl: dict[str, Callable[[], None]] = {
-            "harvest": lambda: stages.run_harvest(cfg, self.dir, self.show_progress),
-            "train": lambda: stages.run_train(cfg, self.dir, self.show_progress),
-            "select": lambda: stages.run_select(cfg, self.dir, self.show_progress),
-            "sample": lambda: stages.run_sample(cfg, self.dir, self.show_progress),
-            "index": lambda: stages.run_index(cfg, self.dir, self.show_progress),
-            "label": lambda: stages.run_label(cfg, self.dir, self.show_progress),
-            "aggregate": lambda: stages.run_aggregate(cfg, self.dir, self.show_progress),
-            "report": lambda: stages.run_report(cfg, self.dir, self.show_progress),
-        }
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> Run:
@@ -116,44 +95,44 @@ class Run:
         d = Path(run_dir)
         if not d.is_dir():
             raise NotARunDirectory(f"{d}: no such run directory")
-        if not (d / "config.yaml").is_file():
+        if not RunDir(d).config.is_file():
             raise NotARunDirectory(
                 f"{d} is not a latentdiff run directory (no config.yaml); "
                 "start one with Run.from_config(...) or `latentdiff run CONFIG`"
             )
-        cfg = load_config(d / "config.yaml", overrides)
+        cfg = load_config(RunDir(d).config, overrides)
         return cls(cfg.model_copy(update={"run_dir": str(d)}))
 
     def __repr__(self) -> str:
         done = [s for s, v in self.status().items() if v == "done"]
         return f"Run({self.cfg.name!r}, dir={str(self.dir)!r}, done={done})"
 
-    def stage(self, name: str) -> None:
-        """Run one stage."""
-        if name not in STAGES:
-            raise StageNotAvailable(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-        if self._is_done(name):
+    def stage(self, name: str, fresh: bool = False) -> None:
+        """Run one stage (skipped when up to date, unless `fresh`: recompute it with the same settings).
+
+        The new settings are checked first; the run directory's lock is held while the stage runs; a stage
+        whose settings changed builds its outputs beside the old ones and swaps them in when done."""
+        spec = stages.stage_named(name)
+        if not fresh and self._is_done(name):
             log.info("stage %s: up to date, skipped", name)
             return
-        prev = STAGES[STAGES.index(name) - 1] if STAGES.index(name) > 0 else None
+        i = stages.STAGE_NAMES.index(name)
+        prev = stages.STAGE_NAMES[i - 1] if i > 0 else None
         if prev is not None and not self._is_done(prev):
             raise StageNotAvailable(
                 f"stage '{name}' needs stage '{prev}' done with these settings first "
                 f"(run `latentdiff {prev} CONFIG`, or `latentdiff run CONFIG` for everything)"
             )
-        if name not in DISTRIBUTED_STAGES and not _alone_from_here(name):
+        if not spec.distributed and not _alone_from_here(name):
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        from latentdiff import stages
-
-        dump_config(self.cfg, self.dir / "config.yaml")  # the settings in use, for Run.open
-        stages.begin(self.cfg, self.dir, name)
-        self._impl[name]()
+        stages.validate(self.cfg, [name])  # before anything in the run directory changes
+        with self.rundir.lock():
+            dump_config(self.cfg, self.rundir.config)  # the settings in use, for Run.open
+            rd = stages.begin(self.cfg, self.rundir, name, fresh=fresh)
+            spec.run(self.cfg, rd, self.show_progress)
 
     def _is_done(self, name: str) -> bool:
-        from latentdiff import stages
-
-        return stages.is_done(self.cfg, self.dir, name)
+        return stages.is_done(self.cfg, self.rundir, name)
 
     def run_all(self, from_stage: str | None = None) -> bool:
         """Run every stage in order; finished stages are skipped unless at or after `from_stage`.
@@ -161,31 +140,24 @@ class Run:
         Under torchrun, harvest and train use every rank and rank 0 alone runs the rest: returns
         False on the other ranks (they stop after training), True where the pipeline was finished.
         """
-        from latentdiff import stages
-        from latentdiff.core import distributed as dist
-
-        if from_stage is not None:
-            if from_stage not in STAGES:
-                raise StageNotAvailable(f"unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
-            dist.init_from_env()
-            if dist.is_main():  # one rank removes, the others wait for it
-                for name in STAGES[STAGES.index(from_stage) :]:
-                    stages.invalidate(self.dir, name)
-            dist.barrier()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        dump_config(self.cfg, self.dir / "config.yaml")
-        for name in STAGES:
-            if name not in DISTRIBUTED_STAGES and not _alone_from_here(name):
-                return False  # under torchrun: rank 0 runs the rest
-            log.info("stage %s", name)
-            self.stage(name)
+        names = stages.STAGE_NAMES
+        fresh = set(names[names.index(stages.stage_named(from_stage).name):]) if from_stage is not None else set()
+        # every stage that will run is checked before anything in the run directory changes
+        stages.validate(self.cfg, [n for n in names if n in fresh or not self._is_done(n)])
+        with self.rundir.lock():
+            dump_config(self.cfg, self.rundir.config)
+            for spec in stages.STAGES:
+                if not spec.distributed and not _alone_from_here(spec.name):
+                    return False  # under torchrun: rank 0 runs the rest
+                log.info("stage %s", spec.name)
+                self.stage(spec.name, fresh=spec.name in fresh)
         return True
 
     def status(self) -> dict[str, StageStatus]:
         """Stage -> 'done' (with these settings), 'started' (partial output kept) or 'pending'."""
         out: dict[str, StageStatus] = {}
-        for name in STAGES:
-            started = (self.dir / "stages" / f"{name}.started.json").is_file()
+        for name in stages.STAGE_NAMES:
+            started = self.rundir.started_marker(name).is_file()
             out[name] = "done" if self._is_done(name) else "started" if started else "pending"
         return out
 
@@ -235,15 +207,15 @@ class Run:
 
     def result(self, name: str) -> Any:
         """The typed result of a done stage, without running anything (StageNotDone otherwise)."""
-        return read_result(self.cfg, self.dir, name)
+        return read_result(self.cfg, self.rundir, name)
 
     def aggregate_result(self) -> Aggregate:
         """aggregate.json as the typed `Aggregate` (per-category shifts with CIs)."""
-        return read_result(self.cfg, self.dir, "aggregate")  # type: ignore[return-value]
+        return read_result(self.cfg, self.rundir, "aggregate")  # type: ignore[return-value]
 
     def report_result(self) -> Report:
         """report.json as the typed `Report`."""
-        return read_result(self.cfg, self.dir, "report")  # type: ignore[return-value]
+        return read_result(self.cfg, self.rundir, "report")  # type: ignore[return-value]
 
     def latent_stats(
         self, crosscoder: str | None = None, pair: str | None = None, side: str | None = None
@@ -251,10 +223,10 @@ class Run:
         """Rows of latents.parquet (one per latent and pair), optionally filtered."""
         from latentdiff.core.select import read_table
 
-        require_done(self.cfg, self.dir, "select")
+        require_done(self.cfg, self.rundir, "select")
         return [
             r
-            for r in read_table(self.dir / "latents.parquet")
+            for r in read_table(self.rundir.latents)
             if (crosscoder is None or r.crosscoder == crosscoder)
             and (pair is None or r.pair == pair)
             and (side is None or r.side == side)
@@ -265,41 +237,38 @@ class Run:
         from latentdiff.core.examples import read_examples
 
         ref = self._ref(key)
-        require_done(self.cfg, self.dir, "sample")
-        path = self.dir / "examples" / f"{ref.crosscoder}.jsonl.gz"
+        require_done(self.cfg, self.rundir, "sample")
+        path = self.rundir.examples(ref.crosscoder)
         return [e for e in read_examples(path) if e.latent == ref.latent and (kind is None or e.kind == kind)]
 
     def findings(self, pair: str | None = None) -> list[Finding]:
         """The labelled latents (one `Finding` per latent and pair it is specific to)."""
         from latentdiff.agent.state import read_findings
 
-        require_done(self.cfg, self.dir, "label")
-        return [f for f in read_findings(self.dir) if pair is None or f.pair == pair]
+        require_done(self.cfg, self.rundir, "label")
+        return [f for f in read_findings(self.rundir) if pair is None or f.pair == pair]
 
     def crosscoder(self, name: str | None = None, device: str = "cpu") -> CrossCoder:
         """A trained crosscoder module (name may be omitted when the run has only one)."""
         from latentdiff.core.crosscoder import CrossCoder
 
-        return CrossCoder.from_pretrained(self._crosscoder_dir(name), device=device)
+        return CrossCoder.from_pretrained(self.rundir.crosscoder(self._crosscoder_name(name)), device=device)
 
     def training_metrics(self, name: str | None = None) -> list[dict[str, float]]:
         """A crosscoder's training curve: the rows of metrics.jsonl (step, loss, FVU per model, L0, ...)."""
-        path = self._crosscoder_dir(name) / "metrics.jsonl"
+        path = self.rundir.training_metrics(self._crosscoder_name(name))
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
-    def _crosscoder_dir(self, name: str | None) -> Path:
-        from latentdiff import stages
-
-        require_done(self.cfg, self.dir, "train")
+    def _crosscoder_name(self, name: str | None) -> str:
+        require_done(self.cfg, self.rundir, "train")
         names = list(stages.crosscoder_plan(self.cfg))
         if name is None and len(names) == 1:
             name = names[0]
         if name not in names:
             raise LatentDiffError(f"crosscoder {name!r} is not part of this run; crosscoders: {', '.join(names)}")
-        return self.dir / "crosscoders" / name
+        return name
 
     def _ref(self, key: str | LatentRef) -> LatentRef:
-        from latentdiff import stages
         from latentdiff.records import LatentRef
 
         if isinstance(key, LatentRef):

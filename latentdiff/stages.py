@@ -1,108 +1,153 @@
-"""The core stages of a run: harvest -> train -> select -> sample, each over the run directory.
+"""The stages of a run, in one table: `STAGES` (name, settings it depends on, outputs, runner, reader,
+whether it runs under torchrun). `Run`, the CLI and the results API iterate it; adding a stage is one
+entry here plus its runner and reader (docs/design.md, "Adding a stage").
 
-Run directory layout:
-    config.yaml                        the resolved RunConfig
-    stages/STAGE.json                  done-marker with the hash of the settings the stage used
-    activations/{train,heldout}/       sharded caches (manifest.json, shard_*.safetensors)
-    activations/heldout/contexts.npy   held-out token ids [n_ctx, ctx_len] (-1 = padding)
-    activations/heldout/docs.jsonl     one DocMeta per held-out context
-    crosscoders/NAME/                  cfg.json, crosscoder.safetensors, metrics.jsonl
-    latents.parquet                    LatentStats rows (every latent x pair)
-    examples/NAME.jsonl.gz             Example records of the selected latents
-A stage is skipped when its marker holds the same hash; otherwise it (re)computes, resuming from
-whatever partial, atomically-written output is there.
+Every path comes from `RunDir` (latentdiff/rundir.py). A stage is skipped when its done-marker holds
+the hash of the settings it depends on. Otherwise it (re)computes: with the same settings as a begun,
+unfinished run it resumes from the partial, atomically written outputs; with changed settings it first
+checks the new settings (`validate`), then builds its outputs in a staging directory beside the old
+ones and swaps them in when done (`begin` / `mark_done`), so a failure never destroys finished work.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latentdiff.config import RunConfig
-from latentdiff.errors import LabelIncomplete, StageNotAvailable
+from latentdiff.errors import ConfigError, LabelIncomplete, StageNotAvailable, StageNotDone
 from latentdiff.io import atomic_write, atomic_write_json
+from latentdiff.results import (
+    HarvestResult,
+    IndexResult,
+    LabelResult,
+    SampleResult,
+    SelectResult,
+    TrainResult,
+    cache_info,
+    crosscoder_info,
+)
+from latentdiff.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "harvest": ("models", "data", "harvest"),
-    "train": ("models", "data", "harvest", "design", "crosscoder"),
-    "select": ("models", "data", "harvest", "design", "crosscoder", "selection"),
-    "sample": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling"),
-    "index": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store"),
-    "label": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store",
-              "judge", "agent"),
-    "aggregate": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store",
-                  "judge", "agent", "headline", "headline_exclusive", "report"),
-    "report": ("models", "data", "harvest", "design", "crosscoder", "selection", "sampling", "store",
-               "judge", "agent", "headline", "headline_exclusive", "report"),
-}
+RunPath = Path | RunDir  # a run directory given as a path or as a (possibly staged) RunDir
 
 
-STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "harvest": ("activations",),
-    "train": ("crosscoders",),
-    "select": ("latents.parquet",),
-    "sample": ("examples",),
-    "index": (),  # upserts are idempotent: nothing to remove
-    "label": ("findings", "agent.sqlite"),
-    "aggregate": ("aggregate.json",),
-    "report": ("report",),
-}
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline."""
+
+    name: str
+    sections: tuple[str, ...]  # the config sections its results depend on (their hash is in its marker)
+    outputs: tuple[str, ...]  # RunDir top-level entries it writes (rebuilt in staging, swapped in)
+    run: Callable[[RunConfig, RunDir, bool], None]  # runner(cfg, run_dir, show_progress); writes the marker
+    read: Callable[[RunConfig, RunDir, dict[str, Any]], Any]  # reader(cfg, run_dir, marker) -> typed result
+    distributed: bool = False  # runs on every torchrun rank (else rank 0 alone)
+    checks: tuple[Callable[[RunConfig], None], ...] = ()  # validators of its settings, run before anything
 
 
-def begin(cfg: RunConfig, run_dir: Path, stage: str) -> None:
-    """Before (re)computing a stage: outputs made under other settings are removed, partial
-    outputs made under the same settings are kept so the stage resumes from them."""
-    from latentdiff.core import distributed as dist
-
-    dist.init_from_env()  # under torchrun: join the process group (no-op in a single process)
-    started = run_dir / "stages" / f"{stage}.started.json"
-    h = stage_hash(cfg, stage)
-    if dist.is_main():
-        if started.is_file() and json.loads(started.read_text()).get("hash") != h:
-            log.info("stage %s: settings changed, recomputing from scratch", stage)
-            invalidate(run_dir, stage)
-        atomic_write_json(started, {"hash": h})
-    dist.barrier()
-
-
-def invalidate(run_dir: Path, stage: str) -> None:
-    """Forget a stage: remove its outputs and markers so the next run recomputes it from scratch."""
-    import shutil
-
-    for name in STAGE_OUTPUTS[stage]:
-        path = run_dir / name
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    if stage == "label":  # labelling workers' checkpoints and markers
-        for path in [*run_dir.glob("agent-w*.sqlite"), *(run_dir / "stages").glob("label-w*.json")]:
-            path.unlink(missing_ok=True)
-    for marker in (f"{stage}.json", f"{stage}.started.json"):
-        (run_dir / "stages" / marker).unlink(missing_ok=True)
+def stage_named(name: str) -> Stage:
+    """The stage called `name` (StageNotAvailable, one line, for an unknown name)."""
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise StageNotAvailable(f"unknown stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
 
 
 def stage_hash(cfg: RunConfig, stage: str) -> str:
     """Hash of the config sections a stage depends on."""
-    return cfg.section_hash(*STAGE_SECTIONS[stage])
+    return cfg.section_hash(*stage_named(stage).sections)
 
 
-def is_done(cfg: RunConfig, run_dir: Path, stage: str) -> bool:
+def is_done(cfg: RunConfig, run_dir: RunPath, stage: str) -> bool:
     """True if the stage's marker matches the current settings."""
-    marker = run_dir / "stages" / f"{stage}.json"
-    return marker.is_file() and json.loads(marker.read_text()).get("hash") == stage_hash(cfg, stage)
+    return RunDir.of(run_dir).marker_hash(stage) == stage_hash(cfg, stage)
 
 
-def mark_done(cfg: RunConfig, run_dir: Path, stage: str, info: dict[str, Any]) -> None:
-    """Write the stage's done-marker (atomically; rank 0 only under torchrun, then every rank waits)."""
+def require_done(cfg: RunConfig, run_dir: RunPath, stage: str) -> dict[str, Any]:
+    """The stage's done-marker info; StageNotDone (one line) if it is not done with these settings."""
+    rd = RunDir.of(run_dir)
+    if not is_done(cfg, rd, stage):
+        raise StageNotDone(
+            f"stage '{stage}' is not done with these settings in {rd.root}: "
+            f"run it first (run.{stage}(), or `latentdiff {stage} CONFIG`)"
+        )
+    return rd.read_marker(stage) or {}
+
+
+def validate(cfg: RunConfig, names: list[str]) -> None:
+    """Check the settings of the stages about to run (judge spec, taxonomy, model paths, devices) before
+    anything in the run directory is touched; one line (a LatentDiffError) naming the problem."""
+    seen: set[Callable[[RunConfig], None]] = set()
+    for name in names:
+        for check in stage_named(name).checks:
+            if check not in seen:
+                seen.add(check)
+                check(cfg)
+
+
+def begin(cfg: RunConfig, run_dir: RunPath, stage: str, fresh: bool = False) -> RunDir:
+    """Before (re)computing a stage; returns the RunDir its runner writes through.
+
+    Same settings as a begun, unfinished run: resume from its partial outputs (in place or staged, as it
+    began). Changed settings (or `fresh`, to recompute with the same ones) while earlier outputs exist:
+    the outputs are built in the stage's staging dir and swapped in by `mark_done`, so the old ones
+    stay whole until the new ones are complete. Rank 0 decides under torchrun; every rank follows.
+    """
     from latentdiff.core import distributed as dist
 
+    rd = RunDir.of(run_dir)
+    spec = stage_named(stage)
+    dist.init_from_env()  # under torchrun: join the process group (no-op in a single process)
+    h = stage_hash(cfg, stage)
     if dist.is_main():
-        atomic_write_json(run_dir / "stages" / f"{stage}.json", {"hash": stage_hash(cfg, stage), **info})
+        started = rd.read_started(stage)
+        if fresh or started is None or started.get("hash") != h:
+            earlier = started is not None or rd.read_marker(stage) is not None
+            staged = bool(spec.outputs) and (fresh or earlier) and rd.exists(spec.outputs)
+            if earlier:
+                log.info("stage %s: %s, recomputing from scratch%s", stage,
+                         "recompute asked" if fresh else "settings changed",
+                         " beside the old outputs" if staged else "")
+            rd.clear_staging(stage)
+            if earlier and not staged:
+                rd.remove(spec.outputs)
+            rd.write_started(stage, {"hash": h, "staged": staged})
     dist.barrier()
+    return rd.staged(stage, spec.outputs) if (rd.read_started(stage) or {}).get("staged") else rd
+
+
+def mark_done(cfg: RunConfig, run_dir: RunPath, stage: str, info: dict[str, Any]) -> None:
+    """Finish a stage: swap staged outputs in, then write its done-marker (atomically; rank 0 only
+    under torchrun, then every rank waits)."""
+    from latentdiff.core import distributed as dist
+
+    rd = RunDir.of(run_dir)
+    if dist.is_main():
+        h = stage_hash(cfg, stage)
+        if rd.is_staged:
+            rd.swap_in()
+            rd.write_started(stage, {"hash": h, "staged": False})
+        RunDir(rd.root).write_marker(stage, {"hash": h, **info})
+    dist.barrier()
+
+
+def invalidate(run_dir: RunPath, stage: str) -> None:
+    """Forget a stage: remove its outputs and markers so the next run recomputes it from scratch."""
+    rd = RunDir(RunDir.of(run_dir).root)
+    rd.remove(stage_named(stage).outputs)
+    if stage == "label":  # labelling workers' checkpoints and markers
+        for path in [*rd.worker_dbs(), *rd.worker_markers()]:
+            path.unlink(missing_ok=True)
+    rd.clear_staging(stage)
+    rd.forget(stage)
 
 
 def crosscoder_plan(cfg: RunConfig) -> dict[str, list[str]]:
@@ -127,6 +172,53 @@ def crosscoder_seed(cfg: RunConfig, name: str) -> int:
     return int(m.group(1)) if m else cfg.crosscoder.replicate_seeds[0]
 
 
+# --------------------------------------------------------------------------- checks of new settings
+
+
+def check_models(cfg: RunConfig) -> None:
+    """Every model path resolves: organisms are built, local-looking paths exist."""
+    from latentdiff.core.organisms import resolve_model_path
+    from latentdiff.errors import ModelLoadError
+
+    for m in cfg.models:
+        path = resolve_model_path(m.path)
+        if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+            raise ModelLoadError(f"models.{m.name}.path: {path}: no such directory")
+
+
+def check_device(cfg: RunConfig) -> None:
+    """harvest.device names a device this machine has."""
+    import torch
+
+    from latentdiff.core.models import resolve_device
+
+    spec = cfg.harvest.device
+    try:
+        device = resolve_device(spec)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"harvest.device={spec!r}: not a device ({' '.join(str(err).split())[:120]})") from None
+    if device.type == "cuda":
+        n = torch.cuda.device_count()
+        if n == 0 or (device.index is not None and device.index >= n):
+            raise ConfigError(f"harvest.device={spec!r}: this machine has {n} CUDA device(s)")
+
+
+def check_judge(cfg: RunConfig) -> None:
+    """The judge spec names a judge, and the taxonomy loads."""
+    from latentdiff.agent.judges.registry import make_judge
+    from latentdiff.agent.judges.taxonomy import load_taxonomy
+
+    make_judge(cfg.judge.spec, cfg.judge)
+    load_taxonomy(cfg.judge.taxonomy)
+
+
+def check_taxonomy(cfg: RunConfig) -> None:
+    """The taxonomy loads (aggregate and report count its categories)."""
+    from latentdiff.agent.judges.taxonomy import load_taxonomy
+
+    load_taxonomy(cfg.judge.taxonomy)
+
+
 def _load_models(cfg: RunConfig) -> tuple[list[Any], int]:
     from latentdiff.core.distributed import local_device
     from latentdiff.core.models import check_compatible, load_model, resolve_device
@@ -140,28 +232,28 @@ def _load_models(cfg: RunConfig) -> tuple[list[Any], int]:
 # --------------------------------------------------------------------------- harvest
 
 
-def run_harvest(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+def run_harvest(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     """Paired activations of every model on the train and held-out splits."""
     from latentdiff.core import distributed as dist
     from latentdiff.core.data import iter_context_batches
     from latentdiff.core.harvest import compute_stats, harvest_to_cache
 
+    rd = RunDir.of(run_dir)
     if cfg.harvest.mode == "stream":
         log.info("harvest mode 'stream': training harvests on the fly; caching held-out split only")
     models, layer = _load_models(cfg)
     h = stage_hash(cfg, "harvest")
-    acts = run_dir / "activations"
     if cfg.harvest.mode == "cache":
         harvest_to_cache(
-            models, layer, cfg.data, cfg.harvest, "train", cfg.data.n_tokens, acts / "train", h, show
+            models, layer, cfg.data, cfg.harvest, "train", cfg.data.n_tokens, rd.cache("train"), h, show
         )
         if dist.is_main():
-            compute_stats(acts / "train", cfg.crosscoder.target_rms)
+            compute_stats(rd.cache("train"), cfg.crosscoder.target_rms)
     manifest = harvest_to_cache(
-        models, layer, cfg.data, cfg.harvest, "heldout", cfg.data.n_heldout_tokens, acts / "heldout", h, show
+        models, layer, cfg.data, cfg.harvest, "heldout", cfg.data.n_heldout_tokens, rd.cache("heldout"), h, show
     )
     if not dist.is_main():  # the rest is small and written once, by rank 0
-        mark_done(cfg, run_dir, "harvest", {})
+        mark_done(cfg, rd, "harvest", {})
         return
     # held-out token ids and document metadata, for the example sampler
     ids = np.full((manifest.n_contexts, cfg.data.ctx_len), -1, dtype=np.int32)
@@ -175,20 +267,23 @@ def run_harvest(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
             docs.append(batch.docs[row].model_dump_json())
         if batch.ctx_index[-1] >= manifest.n_contexts - 1:
             break
-    atomic_write(acts / "heldout" / "contexts.npy", lambda p: np.save(p.open("wb"), ids))
-    atomic_write(acts / "heldout" / "docs.jsonl", lambda p: p.write_text("\n".join(docs) + "\n"))
-    mark_done(
-        cfg,
-        run_dir,
-        "harvest",
-        {"layer": layer, "heldout_tokens": manifest.n_tokens, "excluded": manifest.excluded},
-    )
+    atomic_write(rd.contexts, lambda p: np.save(p.open("wb"), ids))
+    atomic_write(rd.docs, lambda p: p.write_text("\n".join(docs) + "\n"))
+    mark_done(cfg, rd, "harvest", {"layer": layer, "heldout_tokens": manifest.n_tokens,
+                                   "excluded": manifest.excluded})
+
+
+def read_harvest(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> HarvestResult:
+    """The activation caches the harvest wrote."""
+    train = cache_info(rd.cache("train")) if cfg.harvest.mode == "cache" else None
+    return HarvestResult(layer=info["layer"], mode=cfg.harvest.mode, train=train,
+                         heldout=cache_info(rd.cache("heldout")))
 
 
 # --------------------------------------------------------------------------- train
 
 
-def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+def run_train(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     """Train every planned crosscoder (resumable)."""
     from latentdiff.core.cache import ShuffledStream, load_stats, read_manifest
     from latentdiff.core.crosscoder import CrossCoderSpec
@@ -196,8 +291,9 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     from latentdiff.core.models import resolve_device
     from latentdiff.core.train import Trainer
 
+    rd = RunDir.of(run_dir)
     names = [m.name for m in cfg.models]
-    acts = run_dir / "activations" / "train"
+    acts = rd.cache("train")
     c = cfg.crosscoder
     if cfg.harvest.mode == "stream":
         source, d_model = _stream_source(cfg, acts)
@@ -210,8 +306,7 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     mean, scale = load_stats(acts)  # [M_all, D], [M_all]
     device = local_device(resolve_device(cfg.harvest.device))  # under torchrun: this rank's GPU
     for cc_name, members in crosscoder_plan(cfg).items():
-        out = run_dir / "crosscoders" / cc_name
-        if (out / "crosscoder.safetensors").is_file() and not (out / "checkpoint.pt").is_file():
+        if rd.crosscoder_weights(cc_name).is_file() and not rd.crosscoder_checkpoint(cc_name).is_file():
             continue
         cols = [names.index(m) for m in members]
         spec = CrossCoderSpec(arch=c.arch, n_models=len(cols), d_model=d_model, dict_size=c.dict_size, k=c.k,
@@ -219,14 +314,15 @@ def run_train(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
         seed = crosscoder_seed(cfg, cc_name)
         # a replicate has its own data order as well as its own init (stream mode: one shared stream)
         src = ShuffledStream(acts, c.batch_size, seed=seed).batches if cfg.harvest.mode == "cache" else source
-        trainer = Trainer(c.model_copy(update={"seed": seed}), spec, mean[cols], scale[cols], out, device)
+        trainer = Trainer(c.model_copy(update={"seed": seed}), spec, mean[cols], scale[cols],
+                          rd.crosscoder(cc_name), device)
 
         def batches(start: int, cols: list[int] = cols, src: Any = src):
             for b in src(start):
                 yield b[:, cols]
 
         trainer.fit(batches, show=show)
-    mark_done(cfg, run_dir, "train", {"crosscoders": list(crosscoder_plan(cfg))})
+    mark_done(cfg, rd, "train", {"crosscoders": list(crosscoder_plan(cfg))})
 
 
 def _stream_source(cfg: RunConfig, acts: Path) -> tuple[Any, int]:
@@ -257,37 +353,49 @@ def _stream_source(cfg: RunConfig, acts: Path) -> tuple[Any, int]:
     return source, models[0].d_model
 
 
+def read_train(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> TrainResult:
+    """Every planned crosscoder with its final metrics."""
+    out = {}
+    for name in info["crosscoders"]:
+        spec = json.loads(rd.crosscoder_spec(name).read_text())
+        out[name] = crosscoder_info(name, rd.crosscoder(name), spec, rd.training_metrics(name))
+    return TrainResult(crosscoders=out)
+
+
 # --------------------------------------------------------------------------- select
 
 
-def run_select(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+def run_select(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     """Latent statistics and sides for every pair, written to latents.parquet."""
     from latentdiff.core.cache import iter_shards
     from latentdiff.core.crosscoder import CrossCoder
     from latentdiff.core.select import latent_statistics, latents_table, write_table
 
+    rd = RunDir.of(run_dir)
     names = [m.name for m in cfg.models]
-    heldout = run_dir / "activations" / "heldout"
     rows = []
     for cc_name, members in crosscoder_plan(cfg).items():
-        cc = CrossCoder.from_pretrained(run_dir / "crosscoders" / cc_name)
+        cc = CrossCoder.from_pretrained(rd.crosscoder(cc_name))
         cols = [names.index(m) for m in members]
-        batches = (s["acts"][:, cols] for s in iter_shards(heldout))
+        batches = (s["acts"][:, cols] for s in iter_shards(rd.cache("heldout")))
         stats = latent_statistics(cc, batches, base=0, fts={m: i for i, m in enumerate(members) if i > 0})
         for row in latents_table(stats, cfg.selection):
             rows.append(row.model_copy(update={"crosscoder": cc_name}))
-    write_table(rows, run_dir / "latents.parquet")
+    write_table(rows, rd.latents)
     counts: dict[str, dict[str, int]] = {}
     for r in rows:
         counts.setdefault(r.pair, {}).setdefault(r.side, 0)
         counts[r.pair][r.side] += 1
     log.info("sides per pair: %s", counts)
-    mark_done(cfg, run_dir, "select", {"sides": counts})
+    mark_done(cfg, rd, "select", {"sides": counts})
+
+
+def read_select(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> SelectResult:
+    """The side counts per pair (rows: `Run.latent_stats`)."""
+    return SelectResult(path=str(rd.latents), method=cfg.selection.method, sides=info["sides"])
 
 
 # --------------------------------------------------------------------------- sample
-
-
 def reference_latents(cfg: RunConfig, table: list[Any], cc_name: str) -> list[int]:
     """The reference sample of a crosscoder: `selection.reference_n` latents that are shared in every pair
     (never specific to any model), drawn at random with a seed fixed by the run seed and the crosscoder."""
@@ -317,7 +425,7 @@ def label_plan(cfg: RunConfig, table: list[Any]) -> dict[str, list[Any]]:
     return stats
 
 
-def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+def run_sample(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     """Examples for every selected latent and for the reference sample of shared ones; the share of each
     latent's activation on special tokens (scaffolding) beside them."""
     from transformers import AutoTokenizer
@@ -333,18 +441,19 @@ def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
     from latentdiff.core.organisms import resolve_model_path
     from latentdiff.core.select import read_table
 
-    heldout = run_dir / "activations" / "heldout"
-    contexts = np.load(heldout / "contexts.npy")
-    docs = [json.loads(ln) for ln in (heldout / "docs.jsonl").read_text().splitlines() if ln]
+    rd = RunDir.of(run_dir)
+    heldout = rd.cache("heldout")
+    contexts = np.load(rd.contexts)
+    docs = [json.loads(ln) for ln in rd.docs.read_text().splitlines() if ln]
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.base.path), revision=cfg.base.revision)
     special = special_token_strings(tokenizer)
-    table = read_table(run_dir / "latents.parquet")
+    table = read_table(rd.latents)
     counts = {}
     for cc_name, members in crosscoder_plan(cfg).items():
         rows = [r for r in table if r.crosscoder == cc_name]
         chosen = sorted({r.latent for r in rows if r.side in ("finetuned", "base")} |
                         set(reference_latents(cfg, table, cc_name)))
-        cc = CrossCoder.from_pretrained(run_dir / "crosscoders" / cc_name)
+        cc = CrossCoder.from_pretrained(rd.crosscoder(cc_name))
         cols = [[m.name for m in cfg.models].index(name) for name in members]
         examples = build_examples(
             cc,
@@ -358,13 +467,19 @@ def run_sample(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
             cols=cols,
         )
         tally = ScaffoldTally(special)
-        path = run_dir / "examples" / f"{cc_name}.jsonl.gz"
+        path = rd.examples(cc_name)
         counts[cc_name] = write_examples((tally.add(ex) for ex in examples), path)
         atomic_write_json(scaffold_path(path), {str(j): round(v, 6) for j, v in sorted(tally.shares().items())})
-    mark_done(cfg, run_dir, "sample", {"examples": counts})
+    mark_done(cfg, rd, "sample", {"examples": counts})
 
 
-# --------------------------------------------------------------------------- index / label / aggregate
+def read_sample(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> SampleResult:
+    """The example counts and files (records: `Run.examples`)."""
+    counts = info["examples"]
+    return SampleResult(examples=counts, paths={n: str(rd.examples(n)) for n in counts})
+
+
+# --------------------------------------------------------------------------- index
 
 
 FINGERPRINT_CHARS = 16
@@ -380,17 +495,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def crosscoder_fingerprints(cfg: RunConfig, run_dir: Path) -> dict[str, dict[str, Any]]:
+def crosscoder_fingerprints(cfg: RunConfig, run_dir: RunPath) -> dict[str, dict[str, Any]]:
     """Crosscoder name -> {"sha256": 16-hex prefix of crosscoder.safetensors, "size", "mtime_ns"}: which
     weights the store's rows belong to. The index marker's record is reused while the file's size and
     mtime match it (no rehash); it also stands for weights deleted after indexing."""
-    marker = run_dir / "stages" / "index.json"
+    rd = RunDir.of(run_dir)
     recorded: dict[str, Any] = {}
-    if is_done(cfg, run_dir, "index"):
-        recorded = json.loads(marker.read_text()).get("fingerprints") or {}
+    if is_done(cfg, rd, "index"):
+        recorded = (rd.read_marker("index") or {}).get("fingerprints") or {}
     out: dict[str, dict[str, Any]] = {}
     for name in crosscoder_plan(cfg):
-        path = run_dir / "crosscoders" / name / "crosscoder.safetensors"
+        path = rd.crosscoder_weights(name)
         rec = recorded.get(name) if isinstance(recorded.get(name), dict) else None
         if path.is_file():
             st = path.stat()
@@ -404,7 +519,7 @@ def crosscoder_fingerprints(cfg: RunConfig, run_dir: Path) -> dict[str, dict[str
     return out
 
 
-def store_scope(cfg: RunConfig, run_dir: Path, fingerprints: dict[str, dict[str, Any]] | None = None) -> Any:
+def store_scope(cfg: RunConfig, run_dir: RunPath, fingerprints: dict[str, dict[str, Any]] | None = None) -> Any:
     """The `StoreScope` of a run: its crosscoders' weight fingerprints and its label settings' hash."""
     from latentdiff.store.chroma import StoreScope
 
@@ -412,28 +527,38 @@ def store_scope(cfg: RunConfig, run_dir: Path, fingerprints: dict[str, dict[str,
     return StoreScope({name: rec["sha256"] for name, rec in fps.items()}, label=stage_hash(cfg, "label"))
 
 
-def open_store(cfg: RunConfig, run_dir: Path, fingerprints: dict[str, dict[str, Any]] | None = None) -> Any:
+def open_store(cfg: RunConfig, run_dir: RunPath, fingerprints: dict[str, dict[str, Any]] | None = None) -> Any:
     """The run's `LatentStore`, scoped to its crosscoder weights and label settings."""
     from latentdiff.store.chroma import LatentStore
 
-    return LatentStore(cfg.store, cfg.name, run_dir / "chroma", scope=store_scope(cfg, run_dir, fingerprints))
+    rd = RunDir.of(run_dir)
+    return LatentStore(cfg.store, cfg.name, rd.chroma, scope=store_scope(cfg, rd, fingerprints))
 
 
-def run_index(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+def run_index(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     """Upsert every example into the Chroma store under its crosscoder's weight fingerprint
     (deterministic ids: reruns do not duplicate); rows of other weights or label settings are removed."""
     from latentdiff.core.examples import read_examples
 
+    rd = RunDir.of(run_dir)
     counts = {}
-    fingerprints = crosscoder_fingerprints(cfg, run_dir)
-    with open_store(cfg, run_dir, fingerprints) as store:
+    fingerprints = crosscoder_fingerprints(cfg, rd)
+    with open_store(cfg, rd, fingerprints) as store:
         store.prune()
         for cc_name in crosscoder_plan(cfg):
-            counts[cc_name] = store.add_examples(cc_name, read_examples(run_dir / "examples" / f"{cc_name}.jsonl.gz"))
-    mark_done(cfg, run_dir, "index", {"examples": counts, "fingerprints": fingerprints})
+            counts[cc_name] = store.add_examples(cc_name, read_examples(rd.examples(cc_name)))
+    mark_done(cfg, rd, "index", {"examples": counts, "fingerprints": fingerprints})
 
 
-def _agent_context(cfg: RunConfig, run_dir: Path, store: Any, judge: Any = None) -> Any:
+def read_index(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> IndexResult:
+    """What went into the store."""
+    return IndexResult(examples=info["examples"], store=cfg.store.url or cfg.store.path or str(rd.chroma))
+
+
+# --------------------------------------------------------------------------- label
+
+
+def _agent_context(cfg: RunConfig, rd: RunDir, store: Any, judge: Any = None) -> Any:
     from latentdiff.agent.graph import new_budget
     from latentdiff.agent.judges.registry import make_judge
     from latentdiff.agent.judges.taxonomy import load_taxonomy
@@ -441,49 +566,34 @@ def _agent_context(cfg: RunConfig, run_dir: Path, store: Any, judge: Any = None)
     from latentdiff.core.examples import read_scaffold
     from latentdiff.core.select import read_table
 
-    stats = label_plan(cfg, read_table(run_dir / "latents.parquet"))
+    stats = label_plan(cfg, read_table(rd.latents))
     taxonomy = load_taxonomy(cfg.judge.taxonomy)
-    judge = judge or make_judge(cfg.judge.spec, cfg.judge, cache_dir=run_dir / "judge_cache")
-    return AgentContext(cfg=cfg, run_dir=run_dir, judge=judge, store=store, stats=stats, taxonomy=taxonomy,
-                        budget=new_budget(cfg.agent.max_judge_calls, run_dir),
-                        scaffold=read_scaffold(run_dir / "examples"))
+    judge = judge or make_judge(cfg.judge.spec, cfg.judge, cache_dir=rd.judge_cache)
+    return AgentContext(cfg=cfg, run_dir=rd, judge=judge, store=store, stats=stats, taxonomy=taxonomy,
+                        budget=new_budget(cfg.agent.max_judge_calls, rd), scaffold=read_scaffold(rd.examples_dir))
 
 
-def import_store_findings(ctx: Any) -> int:
-    """Copy findings that other labelling workers put in the (shared) store into this run's
-    findings/ table: every latent whose findings for all its pairs are there. Returns how many."""
-    by_key: dict[str, list[Any]] = {}
-    for f in ctx.store.iter_findings():
-        by_key.setdefault(f.ref.key, []).append(f)
-    n = 0
-    for key, found in by_key.items():
-        if key in ctx.stats and not ctx.is_finished(key) and len(found) == len(ctx.stats[key]):
-            ctx.write_findings(key, sorted(found, key=lambda f: f.pair))
-            n += 1
-    return n
-
-
-def label_worker(cfg: RunConfig, run_dir: Path, index: int, count: int, judge: Any = None) -> None:
+def label_worker(cfg: RunConfig, run_dir: RunPath, index: int, count: int, judge: Any = None) -> None:
     """One labelling worker of `count` (see `run_label`); needs the index stage done here."""
-    from latentdiff.errors import StageNotAvailable
-
-    if is_done(cfg, run_dir, "label"):
+    rd = RunDir.of(run_dir)
+    if is_done(cfg, rd, "label"):
         log.info("stage label: up to date, nothing for a worker to do")
         return
-    if not is_done(cfg, run_dir, "index"):
-        # Another machine may have indexed into the shared store: then this one needs only `sample`.
-        if not is_done(cfg, run_dir, "sample"):
-            raise StageNotAvailable("a labelling worker needs stage 'sample' done with these settings first")
-        with open_store(cfg, run_dir) as store:  # counts only examples of this run's crosscoder weights
-            indexed = cfg.store.url is not None and store.examples.count() > 0 and store.count_examples() > 0
-        if not indexed:
-            raise StageNotAvailable("a labelling worker needs the examples indexed: run `latentdiff index CONFIG` "
-                                    "here, or once on any machine against the shared store (store.url)")
-    begin(cfg, run_dir, "label")
-    run_label(cfg, run_dir, judge=judge, worker=(index, count))
+    validate(cfg, ["label"])
+    with rd.lock():
+        if not is_done(cfg, rd, "index"):
+            # Another machine may have indexed into the shared store: then this one needs only `sample`.
+            if not is_done(cfg, rd, "sample"):
+                raise StageNotAvailable("a labelling worker needs stage 'sample' done with these settings first")
+            with open_store(cfg, rd) as store:  # counts only examples of this run's crosscoder weights
+                indexed = cfg.store.url is not None and store.examples.count() > 0 and store.count_examples() > 0
+            if not indexed:
+                raise StageNotAvailable("a labelling worker needs the examples indexed: run `latentdiff index "
+                                        "CONFIG` here, or once on any machine against the shared store (store.url)")
+        run_label(cfg, begin(cfg, rd, "label"), judge=judge, worker=(index, count))
 
 
-def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = None,
+def run_label(cfg: RunConfig, run_dir: RunPath, show: bool = True, judge: Any = None,
               worker: tuple[int, int] | None = None) -> None:
     """The LangGraph agent labels every model-specific latent (resumable via agent.sqlite).
 
@@ -496,21 +606,18 @@ def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = Non
     `LabelIncomplete` says how many, and running the stage again judges exactly those latents."""
     import asyncio
 
-    from latentdiff.agent.graph import run_agent
-    from latentdiff.agent.nodes import worker_of
+    from latentdiff.agent.graph import import_store_findings, label_share, run_agent, worker_tag
     from latentdiff.agent.state import read_findings
 
-    thread = f"label-{stage_hash(cfg, 'label')}"
-    with open_store(cfg, run_dir) as store:
-        ctx = _agent_context(cfg, run_dir, store, judge)
+    rd = RunDir.of(run_dir)
+    h = stage_hash(cfg, "label")
+    thread = f"label-{h}"
+    with open_store(cfg, rd) as store:
+        ctx = _agent_context(cfg, rd, store, judge)
         if worker is not None:
             index, count = worker
-            ctx.worker = worker
-            tag = f"w{index}of{count}"
-            asyncio.run(run_agent(ctx, thread_id=f"{thread}-{tag}", db_name=f"agent-{tag}.sqlite"))
-            atomic_write_json(run_dir / "stages" / f"label-{tag}.json",
-                              {"hash": stage_hash(cfg, "label"), "judge_calls": ctx.budget.used})
-            mine = [f for f in read_findings(run_dir) if worker_of(f.ref.key, count) == index]
+            mine = asyncio.run(label_share(ctx, thread, index, count))
+            atomic_write_json(rd.worker_marker(worker_tag(index, count)), {"hash": h, "judge_calls": ctx.budget.used})
             _raise_if_judging_failed(mine, f"worker {index}/{count}", "run it again (or the merge run, "
                                      "`label` without --worker) to judge them again")
             log.info("worker %d/%d done (%d judge calls); run `label` without --worker to merge",
@@ -519,20 +626,19 @@ def run_label(cfg: RunConfig, run_dir: Path, show: bool = True, judge: Any = Non
         store.prune()  # findings of other label settings or crosscoder weights (served by nothing)
         # only findings of workers that labelled under these settings (the store may still hold
         # findings of an earlier label run with other settings, e.g. another judge or agent config)
-        h = stage_hash(cfg, "label")
-        workers = [json.loads(m.read_text()) for m in (run_dir / "stages").glob("label-w*.json")]
+        workers = [json.loads(m.read_text()) for m in rd.worker_markers()]
         imported = import_store_findings(ctx) if any(w.get("hash") == h for w in workers) else 0
         if imported:
             log.info("collected the findings of %d latents labelled by other workers", imported)
         state = asyncio.run(run_agent(ctx, thread_id=thread))
-    recorded = read_findings(run_dir)
+    recorded = read_findings(rd)
     _raise_if_judging_failed(recorded, "stage label", "run the same command again to judge them again")
     findings = {f.ref.key: f for f in recorded}
     failed = sum(f.label is None for f in findings.values())
     log.info("labelled %d latents, %d failed", len(findings) - failed, failed)
-    mark_done(cfg, run_dir, "label", {"latents": len(findings), "failed": failed,
-                                      "judge_calls": ctx.budget.used, "skipped": state.get("skipped", []),
-                                      "stop_reason": state.get("stop_reason")})
+    mark_done(cfg, rd, "label", {"latents": len(findings), "failed": failed,
+                                 "judge_calls": ctx.budget.used, "skipped": state.get("skipped", []),
+                                 "stop_reason": state.get("stop_reason")})
 
 
 def _raise_if_judging_failed(findings: list[Any], who: str, how: str) -> None:
@@ -550,22 +656,72 @@ def _raise_if_judging_failed(findings: list[Any], who: str, how: str) -> None:
                           f"not done: {how} (latents labelled OK are kept)")
 
 
-def run_aggregate(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+def read_label(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> LabelResult:
+    """The agent's counts (records: `Run.findings`)."""
+    return LabelResult(latents=info["latents"], failed=info["failed"], judge_calls=info["judge_calls"],
+                       skipped=info.get("skipped", []))
+
+
+# --------------------------------------------------------------------------- aggregate / report
+
+
+def run_aggregate(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     """Recompute aggregate.json from the recorded findings (e.g. after changing report settings)."""
     from latentdiff.agent.judges.taxonomy import load_taxonomy
     from latentdiff.agent.summary import write_aggregate
 
-    marker = run_dir / "stages" / "label.json"
-    info = json.loads(marker.read_text()) if marker.is_file() else {}
-    path = write_aggregate(cfg, run_dir, load_taxonomy(cfg.judge.taxonomy), info.get("skipped", []),
+    rd = RunDir.of(run_dir)
+    info = RunDir(rd.root).read_marker("label") or {}
+    path = write_aggregate(cfg, rd, load_taxonomy(cfg.judge.taxonomy), info.get("skipped", []),
                            info.get("stop_reason"))
-    mark_done(cfg, run_dir, "aggregate", {"path": str(path)})
+    mark_done(cfg, rd, "aggregate", {"path": str(RunDir(rd.root).aggregate if rd.is_staged else path)})
 
 
-def run_report(cfg: RunConfig, run_dir: Path, show: bool = True) -> None:
+def read_aggregate(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> Any:
+    """aggregate.json as the typed `Aggregate`."""
+    from latentdiff.agent.summary import Aggregate
+
+    return Aggregate.model_validate_json(rd.aggregate.read_text())
+
+
+def run_report(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     """report/report.{json,md,html} with embedded plots."""
     from latentdiff.agent.report import write_report
 
-    out = write_report(cfg, run_dir)
+    rd = RunDir.of(run_dir)
+    write_report(cfg, rd)
+    out = RunDir(rd.root).report_dir
+    mark_done(cfg, rd, "report", {"path": str(out)})
     log.info("report written to %s", out)
-    mark_done(cfg, run_dir, "report", {"path": str(out)})
+
+
+def read_report(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> Any:
+    """report.json as the typed `Report` (assembled afresh when the report has no JSON format)."""
+    from latentdiff.agent.report.build import Report, build_report
+
+    path = rd.report_json
+    return Report.model_validate_json(path.read_text()) if path.is_file() else build_report(cfg, rd)
+
+
+# --------------------------------------------------------------------------- the table
+
+_CORE = ("models", "data", "harvest")
+_LABEL = (*_CORE, "design", "crosscoder", "selection", "sampling", "store", "judge", "agent")
+_REPORT = (*_LABEL, "headline", "headline_exclusive", "report")
+
+STAGES: tuple[Stage, ...] = (
+    Stage("harvest", _CORE, (RunDir.ACTIVATIONS,), run_harvest, read_harvest, distributed=True,
+          checks=(check_models, check_device)),
+    Stage("train", (*_CORE, "design", "crosscoder"), (RunDir.CROSSCODERS,), run_train, read_train,
+          distributed=True, checks=(check_device,)),
+    Stage("select", (*_CORE, "design", "crosscoder", "selection"), (RunDir.LATENTS,), run_select, read_select),
+    Stage("sample", (*_CORE, "design", "crosscoder", "selection", "sampling"), (RunDir.EXAMPLES,), run_sample,
+          read_sample, checks=(check_models,)),
+    Stage("index", (*_CORE, "design", "crosscoder", "selection", "sampling", "store"), (), run_index, read_index),
+    # the agent writes aggregate.json when it finishes: rebuilt (and swapped in) with the findings
+    Stage("label", _LABEL, (RunDir.FINDINGS, RunDir.AGENT_DB, RunDir.AGGREGATE), run_label, read_label,
+          checks=(check_judge,)),
+    Stage("aggregate", _REPORT, (RunDir.AGGREGATE,), run_aggregate, read_aggregate, checks=(check_taxonomy,)),
+    Stage("report", _REPORT, (RunDir.REPORT,), run_report, read_report, checks=(check_taxonomy,)),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

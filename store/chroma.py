@@ -132,10 +132,11 @@ class LatentStore:
     def for_run(cls, cfg: RunConfig) -> LatentStore:
         """The store of a run: cfg.store, named after the run, embedded in RUN_DIR/chroma by default,
         scoped to the run's crosscoder weights and label settings."""
+        from latentdiff.rundir import RunDir
         from latentdiff.stages import store_scope
 
         run_dir = cfg.resolved_run_dir()
-        return cls(cfg.store, cfg.name, run_dir / "chroma", scope=store_scope(cfg, run_dir))
+        return cls(cfg.store, cfg.name, RunDir(run_dir).chroma, scope=store_scope(cfg, run_dir))
 
     @staticmethod
     def _connect(cfg: StoreConfig, default_path: str | Path | None) -> ClientAPI:

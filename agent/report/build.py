@@ -16,6 +16,7 @@ from latentdiff.agent.state import read_findings
 from latentdiff.agent.summary import Aggregate, ConfidenceView, RefinementRow, is_scaffold
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json, atomic_write_text
+from latentdiff.rundir import RunDir
 
 if TYPE_CHECKING:
     from latentdiff.agent.report.summary_llm import SummaryLLM
@@ -90,7 +91,7 @@ def oracle_view(cfg: RunConfig, run_dir: Path, categories: list[str], head: Comp
     from latentdiff.agent.replicates import replicate_groups
     from latentdiff.agent.summary import comparisons_for
 
-    oracle = oracle_labels(run_dir / "examples", categories)
+    oracle = oracle_labels(RunDir.of(run_dir).examples_dir, categories)
     findings = read_findings(run_dir)
     if not oracle or not findings:
         return None
@@ -191,7 +192,7 @@ def _planted(cfg: RunConfig) -> dict[str, Any] | None:
 
 def _final_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for path in sorted((run_dir / "crosscoders").glob("*/metrics.jsonl")):
+    for path in RunDir.of(run_dir).training_metrics_files():
         lines = [json.loads(x) for x in path.read_text().splitlines() if x]
         out[path.parent.name] = lines[-1] if lines else {}
     return out
@@ -204,7 +205,7 @@ def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
     findings = read_findings(run_dir)
     keys = {f.ref.key for f in findings}
     tops: dict[str, list[str]] = {}
-    for path in sorted((run_dir / "examples").glob("*.jsonl.gz")):
+    for path in RunDir.of(run_dir).example_files():
         for ex in read_examples(path):
             key = f"{path.name.split('.')[0]}:{ex.latent}"
             if key in keys and ex.kind == "top" and len(tops.setdefault(key, [])) < 3:
@@ -225,7 +226,7 @@ def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
     (drafted by `summary_llm`, else by the configured summary LLM, else templated)."""
     from latentdiff.agent.report.summary_llm import summarize
 
-    agg = Aggregate(**json.loads((run_dir / "aggregate.json").read_text()))
+    agg = Aggregate(**json.loads(RunDir.of(run_dir).aggregate.read_text()))
     planted = _planted(cfg)
     head = agg.headline or (agg.comparisons[0] if agg.comparisons else None)
     signs = planted_for(planted, head) if head is not None else {}
@@ -235,9 +236,8 @@ def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
             for c in (head.categories if head else [])]
     comparisons = agg.all_comparisons()
     planted_signs = {comparison_id(c): s for c in comparisons if (s := planted_for(planted, c))}
-    stages = run_dir / "stages"
-    select = json.loads((stages / "select.json").read_text()) if (stages / "select.json").is_file() else {}
-    harvest = json.loads((stages / "harvest.json").read_text()) if (stages / "harvest.json").is_file() else {}
+    select = RunDir.of(run_dir).read_marker("select") or {}
+    harvest = RunDir.of(run_dir).read_marker("harvest") or {}
     report = Report(
         run=cfg.name,
         models=[{"name": m.name, "path": m.path, "role": m.role} for m in cfg.models],
@@ -266,12 +266,13 @@ def write_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
     from latentdiff.agent.report.render import render_html, render_markdown
 
     report = build_report(cfg, run_dir, summary_llm)
-    out = run_dir / "report"
-    plots = make_plots(report, run_dir, out / "plots")
+    rd = RunDir.of(run_dir)
+    out = rd.report_dir
+    plots = make_plots(report, rd, rd.plots)
     if "json" in cfg.report.formats:
-        atomic_write_json(out / "report.json", report.model_dump(mode="json"))
+        atomic_write_json(rd.report_json, report.model_dump(mode="json"))
     if "md" in cfg.report.formats:
-        atomic_write_text(out / "report.md", render_markdown(report, plots, cfg.report.max_cards))
+        atomic_write_text(rd.report_md, render_markdown(report, plots, cfg.report.max_cards))
     if "html" in cfg.report.formats:
-        atomic_write_text(out / "report.html", render_html(report, plots, cfg.report.max_cards))
+        atomic_write_text(rd.report_html, render_html(report, plots, cfg.report.max_cards))
     return out

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from latentdiff.io import atomic_write
+from latentdiff.rundir import RunDir
 
 
 def _plt():  # noqa: ANN202
@@ -63,7 +64,7 @@ def selection_plots(run_dir: Path, out: Path) -> list[Path]:
     """Delta-norm histogram and nu_eps / nu_r scatter per pair."""
     from latentdiff.core.select import read_table
 
-    table = run_dir / "latents.parquet"
+    table = RunDir.of(run_dir).latents
     if not table.is_file():
         return []
     rows = read_table(table)
@@ -95,7 +96,7 @@ def make_plots(report, run_dir: Path, out: Path) -> dict[str, Path]:  # noqa: AN
         plots["shift"] = shift_chart(report, out / "shift.png")
     for p in selection_plots(run_dir, out):
         plots["selection"] = p
-    for png in sorted((run_dir / "crosscoders").glob("*/metrics.png")):
+    for png in RunDir.of(run_dir).training_plots():
         target = out / f"training_{png.parent.name}.png"
         shutil.copyfile(png, target)
         plots[f"training_{png.parent.name}"] = target
