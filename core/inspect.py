@@ -1,0 +1,177 @@
+"""What a latent does to each model's output: logit lens of its decoder directions, and an ablation.
+
+Two measurements per latent, for the latent pages (what researchers look for on Neuronpedia):
+- **Logit lens.** The latent's decoder vector for model m, d_j^m (crosscoder space), is mapped back
+  to model m's residual stream (divided by the model's normalisation scale: x' = (x - mean) * s, so
+  a direction v in crosscoder space is v / s in the model's units), through the model's final norm
+  gain (RMSNorm weight; Gemma's 1 + weight) and its unembedding W_U: logits = W_U (g * d / s). The
+  tokens with the largest and smallest logits are the ones the direction promotes and suppresses
+  (nostalgebraist's logit lens applied to a dictionary direction, as Neuronpedia's "top logits").
+- **Ablation.** On the latent's top contexts, model m runs twice: as is, and with the latent's
+  decoder contribution f_j(x) d_j^m / s_m removed from the residual stream after block `layer` at
+  every position where the latent fires (f_j from the crosscoder's inference rule on all models'
+  activations at that position). The effect is the mean change of the next-token loss (nats) and
+  the mean KL(clean || ablated) over those positions: a causal check that the direction matters
+  to the model's predictions where the latent is active. Rows of several latents share a batch:
+  each row subtracts its own latent's contribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field
+from torch import Tensor, nn
+
+from latentdiff.core.crosscoder import CrossCoder
+from latentdiff.core.models import LoadedModel, forward_to_layer
+
+
+class LensToken(BaseModel):
+    """One token of a logit-lens list."""
+
+    token: str = Field(description="Decoded token.")
+    logit: float = Field(description="Logit contribution of the unit-scaled direction.")
+
+
+class Lens(BaseModel):
+    """Tokens one model's decoder direction promotes and suppresses."""
+
+    promoted: list[LensToken] = Field(description="Largest logits, descending.")
+    suppressed: list[LensToken] = Field(description="Smallest logits, ascending.")
+
+
+class Ablation(BaseModel):
+    """Effect on one model's next-token predictions of removing the latent where it fires."""
+
+    delta_loss: float = Field(description="Mean (ablated - clean) next-token loss, nats, over firing positions.")
+    kl: float = Field(description="Mean KL(clean || ablated), nats, over firing positions.")
+    n_positions: int = Field(description="Firing positions measured (0: the latent never fired on its contexts).")
+    n_contexts: int = Field(description="Contexts run.")
+
+
+def unembedding(m: LoadedModel) -> tuple[Tensor, Tensor | None]:
+    """(W_U [vocab, d_model], final-norm gain [d_model] or None) of a HF causal LM."""
+    head = m.model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"model {m.spec.name!r} has no output embeddings")
+    W_U = head.weight.detach().float()  # [V, D]
+    norm = None
+    for path in ("model.norm", "model.final_layernorm", "transformer.ln_f", "gpt_neox.final_layer_norm",
+                 "model.decoder.final_layer_norm"):
+        obj: Any = m.model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        norm = obj
+        break
+    gain = None
+    if norm is not None and getattr(norm, "weight", None) is not None:
+        gain = norm.weight.detach().float()  # [D]
+        if "gemma" in type(norm).__name__.lower():  # Gemma's RMSNorm scales by (1 + weight)
+            gain = 1.0 + gain
+    return W_U, gain
+
+
+@torch.no_grad()
+def logit_lens(cc: CrossCoder, latents: list[int], col: int, W_U: Tensor, gain: Tensor | None,
+               tokenizer: Any, k: int = 10) -> dict[int, Lens]:
+    """latent -> tokens promoted and suppressed by its decoder direction for crosscoder column `col`."""
+    if not latents:
+        return {}
+    d = cc.decoder()[latents, col].float() / cc.act_scale[col].float()  # [L, D] in the model's units
+    if gain is not None:
+        d = d * gain.to(d.device)
+    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # unit directions: logits comparable across latents
+    logits = d @ W_U.to(d.device).T  # [L, V]
+    top = logits.topk(k, dim=-1)
+    bottom = (-logits).topk(k, dim=-1)
+
+    def tokens(ids: Tensor, vals: Tensor) -> list[LensToken]:
+        return [LensToken(token=tokenizer.decode([int(i)]), logit=round(float(v), 4)) for i, v in zip(ids, vals)]
+
+    return {j: Lens(promoted=tokens(top.indices[r], top.values[r]),
+                    suppressed=tokens(bottom.indices[r], -bottom.values[r]))
+            for r, j in enumerate(latents)}
+
+
+@contextmanager
+def _subtract_at(block: nn.Module, delta: Tensor) -> Iterator[None]:
+    """Subtract `delta` [B, T, D] from the block's output (the residual stream after it)."""
+
+    def hook(_mod: nn.Module, _inp: Any, out: Any) -> Any:
+        if isinstance(out, tuple):
+            return (out[0] - delta.to(out[0].dtype), *out[1:])
+        return out - delta.to(out.dtype)
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _ids_and_mask(contexts: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Held-out contexts use -1 for padding: ids with the pad id there, and the attention mask."""
+    mask = (contexts >= 0).long()  # [B, T]
+    return torch.where(contexts >= 0, contexts, torch.full_like(contexts, pad_id)), mask
+
+
+@torch.no_grad()
+def latent_codes(models: list[LoadedModel], cc: CrossCoder, layer: int, ids: Tensor, mask: Tensor,
+                 latents: Tensor) -> Tensor:
+    """f_j at every position [B, T, L] for the given latents, from every crosscoder model's activations."""
+    x = torch.stack([forward_to_layer(m, ids, mask, layer).float().cpu() for m in models], dim=2)  # [B, T, M, D]
+    B, T, M, D = x.shape
+    xn = cc.normalize(x.reshape(B * T, M, D)).reshape(B * T, M * D)  # [B*T, M*D]
+    W = cc.W_enc.reshape(M * D, -1)[:, latents]  # [M*D, L]
+    pre = torch.relu(xn @ W + cc.b_enc[latents])  # [B*T, L]
+    if cc.spec.arch == "batchtopk":  # the inference rule: score f * sum_m ||d^m|| above the threshold
+        keep = pre * cc.decoder_norms()[latents].sum(-1) > cc.threshold.clamp_min(0)
+        pre = pre * keep
+    return (pre * mask.reshape(B * T, 1)).reshape(B, T, -1)
+
+
+@torch.no_grad()
+def ablation_effects(models: list[LoadedModel], cc: CrossCoder, layer: int, target: int,
+                     rows: list[tuple[int, int]], contexts: Tensor, batch_size: int = 16) -> dict[int, Ablation]:
+    """latent -> effect on model `target` (a crosscoder column) of ablating it on its contexts.
+
+    rows: (latent, held-out context index) pairs; contexts: [n_ctx, T] token ids (-1 = padding).
+    """
+    m = models[target]
+    pad = m.tokenizer.pad_token_id if m.tokenizer.pad_token_id is not None else 0
+    device = next(m.model.parameters()).device
+    sums: dict[int, list[float]] = {}
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        js = torch.tensor([j for j, _ in chunk])
+        ids, mask = _ids_and_mask(contexts[[c for _, c in chunk]].long(), pad)  # [B, T]
+        uniq, inv = js.unique(return_inverse=True)
+        f_all = latent_codes(models, cc, layer, ids, mask, uniq)  # [B, T, U]
+        f = f_all.gather(2, inv.view(-1, 1, 1).expand(-1, f_all.shape[1], 1)).squeeze(2)  # [B, T]
+        d = cc.decoder()[js, target].float() / cc.act_scale[target].float()  # [B, D] model units
+        delta = f[:, :, None] * d[:, None, :]  # [B, T, D]
+        clean = m.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.float()
+        with _subtract_at(m.layers[layer], delta.to(device)):
+            ablated = m.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                              use_cache=False).logits.float()  # [B, T, V]
+        lp_c, lp_a = clean.log_softmax(-1)[:, :-1], ablated.log_softmax(-1)[:, :-1]  # [B, T-1, V]
+        nxt = ids[:, 1:].to(device)[..., None]  # [B, T-1, 1]
+        dloss = (lp_c.gather(-1, nxt) - lp_a.gather(-1, nxt)).squeeze(-1)  # [B, T-1]
+        kl = (lp_c.exp() * (lp_c - lp_a)).sum(-1)  # [B, T-1]
+        fires = (f[:, :-1] > 0) & (mask[:, 1:] > 0)  # a next token exists and the latent fires
+        for r, (j, _) in enumerate(chunk):
+            sel = fires[r].to(device)
+            acc = sums.setdefault(j, [0.0, 0.0, 0.0, 0.0])
+            acc[0] += float(dloss[r][sel].sum())
+            acc[1] += float(kl[r][sel].sum())
+            acc[2] += float(sel.sum())
+            acc[3] += 1
+    return {j: Ablation(delta_loss=round(a[0] / a[2], 6) if a[2] else 0.0, kl=round(a[1] / a[2], 6) if a[2] else 0.0,
+                        n_positions=int(a[2]), n_contexts=int(a[3])) for j, a in sums.items()}
