@@ -74,6 +74,7 @@ async def run_agent(ctx: AgentContext, thread_id: str, worker: str | None = None
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     db = ctx.run_dir.agent_db(worker)
+    db.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
         app = build_graph(saver)
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 10_000,

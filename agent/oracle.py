@@ -34,9 +34,10 @@ class OracleLabel(BaseModel):
 def oracle_labels(examples_dir: Path, categories: list[str]) -> dict[str, OracleLabel]:
     """key -> oracle label, for every latent with top examples of known stream (empty for other corpora)."""
     from latentdiff.core.examples import read_examples
+    from latentdiff.rundir import RunDir
 
     counts: dict[str, Counter[str]] = {}
-    for path in sorted(Path(examples_dir).glob("*.jsonl.gz")):
+    for path in RunDir.examples_in(examples_dir):
         name = path.name.split(".")[0]
         for ex in read_examples(path):
             if ex.kind == "top" and ex.category:

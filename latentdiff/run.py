@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -125,11 +126,18 @@ class Run:
             )
         if not spec.distributed and not _alone_from_here(name):
             return
+        self._record_new_config()
         stages.validate(self.cfg, [name])  # before anything in the run directory changes
         with self.rundir.lock():
             dump_config(self.cfg, self.rundir.config)  # the settings in use, for Run.open
             rd = stages.begin(self.cfg, self.rundir, name, fresh=fresh)
             spec.run(self.cfg, rd, self.show_progress)
+
+    def _record_new_config(self) -> None:
+        """A new run directory records its settings at once (even ones about to fail their checks), so
+        Run.open and `config show` see them; an existing one's config.yaml changes only once they pass."""
+        if not self.rundir.config.is_file() and int(os.environ.get("RANK", "0")) == 0:
+            dump_config(self.cfg, self.rundir.config)
 
     def _is_done(self, name: str) -> bool:
         return stages.is_done(self.cfg, self.rundir, name)
@@ -143,6 +151,7 @@ class Run:
         names = stages.STAGE_NAMES
         fresh = set(names[names.index(stages.stage_named(from_stage).name):]) if from_stage is not None else set()
         # every stage that will run is checked before anything in the run directory changes
+        self._record_new_config()
         stages.validate(self.cfg, [n for n in names if n in fresh or not self._is_done(n)])
         with self.rundir.lock():
             dump_config(self.cfg, self.rundir.config)

@@ -209,7 +209,12 @@ class RunDir:
 
     def example_files(self) -> list[Path]:
         """Every examples file."""
-        return sorted(self.examples_dir.glob("*.jsonl.gz"))
+        return self.examples_in(self.examples_dir)
+
+    @staticmethod
+    def examples_in(directory: str | Path) -> list[Path]:
+        """Every examples file in an examples directory (a run's, or a copy of one)."""
+        return sorted(Path(directory).glob("*.jsonl.gz"))
 
     # ------------------------------------------------------------------ index / label / aggregate / report
 
@@ -295,8 +300,9 @@ class RunDir:
         return self.root / ".staging" / stage
 
     def staged(self, stage: str, names: Iterable[str]) -> RunDir:
-        """This run directory with the stage's outputs `names` redirected into its staging dir."""
+        """This run directory with the stage's outputs `names` redirected into its staging dir (created)."""
         base = self.staging_dir(stage)
+        base.mkdir(parents=True, exist_ok=True)
         return RunDir(self.root, {**self._staged, **{n: base / n for n in names}})
 
     @property

@@ -183,7 +183,7 @@ def check_models(cfg: RunConfig) -> None:
     for m in cfg.models:
         path = resolve_model_path(m.path)
         if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
-            raise ModelLoadError(f"models.{m.name}.path: {path}: no such directory")
+            raise ModelLoadError(f"cannot load {m.path!r} (models.{m.name}.path): no such directory")
 
 
 def check_device(cfg: RunConfig) -> None:
