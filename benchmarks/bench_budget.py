@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from latentdiff.rundir import RunDir
+
 log = logging.getLogger("bench_budget")
 
 
@@ -40,7 +42,7 @@ def copy_run(src: Path, dst: Path) -> None:
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
     for item in src.iterdir():
-        if item.name == "activations":
+        if item == RunDir(src).activations:
             continue
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, dst / item.name)
 
@@ -51,20 +53,19 @@ def relabel(src: Path, dst: Path, agent: dict[str, Any], seed: int | None = None
     from latentdiff.config import build_config, load_config
 
     copy_run(src, dst)
-    data = load_config(src / "config.yaml").model_dump(mode="json")
+    data = load_config(RunDir(src).config).model_dump(mode="json")
     data["run_dir"] = str(dst)
     data["agent"] |= agent
     if seed is not None:
         data["seed"] = seed
     cfg = build_config(data)
     t0 = time.perf_counter()
-    stages.begin(cfg, dst, "label")
-    stages.run_label(cfg, dst)
+    stages.run_label(cfg, stages.begin(cfg, dst, "label"))
     seconds = time.perf_counter() - t0
-    stages.run_aggregate(cfg, dst)
-    marker = json.loads((dst / "stages" / "label.json").read_text())
+    stages.run_aggregate(cfg, stages.begin(cfg, dst, "aggregate"))
+    marker = RunDir(dst).read_marker("label") or {}
     return {"seconds": seconds, "calls": marker["judge_calls"], "labelled": marker["latents"],
-            "aggregate": json.loads((dst / "aggregate.json").read_text())}
+            "aggregate": json.loads(RunDir(dst).aggregate.read_text())}
 
 
 def headline_rows(agg: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -154,11 +155,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     out: dict[str, Any] = {}
-    done = args.out / "full" / "stages" / "label.json"
-    if args.reuse_full and done.is_file() and (args.out / "full" / "aggregate.json").is_file():
-        marker = json.loads(done.read_text())
+    full_dir = RunDir(args.out / "full")
+    if args.reuse_full and full_dir.marker("label").is_file() and full_dir.aggregate.is_file():
+        marker = full_dir.read_marker("label") or {}
         full = {"seconds": math.nan, "calls": marker["judge_calls"], "labelled": marker["latents"],
-                "aggregate": json.loads((args.out / "full" / "aggregate.json").read_text())}
+                "aggregate": json.loads(full_dir.aggregate.read_text())}
     else:
         full = relabel(args.run, args.out / "full", {"refine_below": args.refine_below})
     out["full"] = {k: v for k, v in full.items() if k != "aggregate"} | {

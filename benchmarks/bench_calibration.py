@@ -31,6 +31,7 @@ from latentdiff.agent.replicates import replicate_groups
 from latentdiff.agent.state import read_findings
 from latentdiff.agent.summary import _points, build_aggregate
 from latentdiff.config import load_config
+from latentdiff.rundir import RunDir
 
 
 def _rate(hits: int, n: int) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def _rate(hits: int, n: int) -> dict[str, Any]:
 
 def splits(run_dir: Path, n: int, seed: int) -> dict[str, Any]:
     """Family-wise and per-category false-positive rates over random splits of the run's latents."""
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(RunDir(run_dir).config)
     findings = read_findings(run_dir)
     primary = next(iter(replicate_groups({f.ref.crosscoder for f in findings}).values()))
     findings = [f for f in findings if f.ref.crosscoder in primary]
@@ -89,7 +90,7 @@ def null_runs(run_dirs: list[Path]) -> dict[str, Any]:
     """Every tested comparison of every replicate of null-pair runs: how many show any significant category."""
     rows, hits, tested = [], 0, 0
     for run_dir in run_dirs:
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = load_config(RunDir(run_dir).config)
         findings = read_findings(run_dir)
         from latentdiff.agent.judges.taxonomy import load_taxonomy
         from latentdiff.agent.summary import comparisons_for

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from latentdiff.config import build_config, dump_config
 from latentdiff.core.cache import read_manifest
+from latentdiff.rundir import RunDir
 
 log = logging.getLogger("bench_distributed")
 
@@ -128,7 +129,7 @@ def main() -> None:
             run_dir = root / f"r{ranks}"
             cfg = _config(args.size, run_dir)
             secs, stderr, _ = _run("harvest", cfg, ranks)
-            tokens = read_manifest(run_dir / "activations" / "train").n_tokens
+            tokens = read_manifest(RunDir(run_dir).cache("train")).n_tokens
             rate = re.search(r"harvested train.*?([0-9.]+) context-tok/s", stderr)
             log.info(
                 "%s harvest %d rank(s): %d tokens, stage %.1f s (with model loading), loop %s context-tok/s",
@@ -141,11 +142,10 @@ def main() -> None:
         modes = [(1, "1 rank", []), (args.ranks, "DDP", []), (args.ranks, "sharded", ["crosscoder.shard_dict=true"])]
         for ranks, mode, overrides in modes:  # all on the 1-rank cache: identical batches
             run_dir = root / "r1"
-            shutil.rmtree(run_dir / "crosscoders", ignore_errors=True)
-            for marker in ("train.json", "train.started.json"):
-                (run_dir / "stages" / marker).unlink(missing_ok=True)
+            RunDir(run_dir).remove([RunDir.CROSSCODERS])
+            RunDir(run_dir).forget("train")
             secs, _, peak_mb = _run("train", _config(args.size, run_dir), ranks, *overrides)
-            rows = [json.loads(ln) for ln in (run_dir / "crosscoders" / "joint" / "metrics.jsonl").open()]
+            rows = [json.loads(ln) for ln in RunDir(run_dir).training_metrics("joint").open()]
             log.info(
                 "%s train %d rank(s) %s: %.1f s, %.0f tok/s, final loss %.4f, peak RSS per process %.0f MB",
                 args.size,

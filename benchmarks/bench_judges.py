@@ -31,12 +31,13 @@ def build_dev(run_dir: Path, out: Path) -> int:
     from latentdiff.agent.judges.taxonomy import load_taxonomy
     from latentdiff.agent.oracle import oracle_labels
     from latentdiff.core.examples import read_examples
+    from latentdiff.rundir import RunDir
 
     names = load_taxonomy().names
     lines = []
-    for path in sorted((run_dir / "examples").glob("*.jsonl.gz")):
+    for path in RunDir(run_dir).example_files():
         cc = path.name.split(".")[0]
-        oracle = oracle_labels(run_dir / "examples", names)
+        oracle = oracle_labels(RunDir(run_dir).examples_dir, names)
         by_latent: dict[int, list] = defaultdict(list)
         for ex in read_examples(path):
             by_latent[ex.latent].append(ex)

@@ -32,10 +32,11 @@ def main(run: Path) -> None:
     from latentdiff.agent.replicates import replicate_groups
     from latentdiff.agent.state import read_findings
     from latentdiff.config import load_config
+    from latentdiff.rundir import RunDir
 
-    cfg = load_config(run / "config.yaml")
+    cfg = load_config(RunDir(run).config)
     cats = [c.name for c in load_taxonomy(cfg.judge.taxonomy).categories]
-    oracle = oracle_labels(run / "examples", cats)
+    oracle = oracle_labels(RunDir(run).examples_dir, cats)
     findings = read_findings(run)
     for seed, group in replicate_groups({f.ref.crosscoder for f in findings}).items():
         mine = [f for f in findings if f.ref.crosscoder in group and f.label is not None and f.ref.key in oracle]

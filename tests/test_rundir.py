@@ -179,7 +179,7 @@ RUN_FILES = {"config.yaml", "latents.parquet", "aggregate.json", "agent.sqlite",
 RUN_DIRS = {"findings", "examples", "crosscoders", "activations", "stages", "chroma", "report", "plots",
             "judge_cache", "labels", ".staging"}
 RUN_PATTERNS = (".jsonl.gz", ".started.json", "agent-w", "label-w", ".sqlite")
-SCANNED = ("latentdiff", "agent", "core", "store")
+SCANNED = ("latentdiff", "agent", "core", "store", "benchmarks")
 NOT_RUN_DIRS = {
     "agent/export_neuronpedia.py",  # writes Neuronpedia's import layout (activations/batch-N.jsonl.gz), not a run
 }
