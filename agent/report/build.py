@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from latentdiff.agent.state import read_findings
 from latentdiff.agent.summary import Aggregate, ConfidenceView, RefinementRow, is_scaffold
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json, atomic_write_text
+from latentdiff.records import Finding
 from latentdiff.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -132,6 +134,9 @@ class LatentCard(BaseModel):
     failure: str | None = Field(default=None, description="Why labelling failed.")
     scaffold: bool = Field(default=False, description="Activation mostly on special / template tokens.")
     scaffold_share: float | None = Field(default=None, description="Share of activation mass on special tokens.")
+    raw_name: str | None = Field(default=None, description="The judge's name when it was replaced (name_flagged).")
+    name_flagged: bool = Field(default=False, description="The judge's name held no word (only punctuation or "
+                               "special tokens) and was replaced by a descriptive fallback.")
     confidence: float | None = Field(default=None, description="Calibrated label confidence (agent/confidence.py).")
     low_confidence: bool = Field(default=False, description="Confidence below report.low_confidence.")
     examples: list[str] = Field(default_factory=list, description="Top examples, activating tokens <<marked>>.")
@@ -198,6 +203,25 @@ def _final_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+_SPECIAL_RE = re.compile(r"<\|?[^<>\s]{1,30}\|?>|‹\|?[^‹›\s]{1,30}\|?›|\[/?[A-Z]{2,10}\]")
+
+
+def wordless(name: str | None) -> bool:
+    """True when a name holds no letter or digit outside special/template tokens (e.g. '‹|end|› / ?', '# / ## / »')."""
+    if not name:
+        return False
+    return not any(ch.isalnum() for ch in _SPECIAL_RE.sub(" ", name))
+
+
+def display_name(f: Finding) -> tuple[str | None, str | None, bool]:
+    """(name to show, raw judge name if replaced, replaced?) for one finding."""
+    if f.label is None:
+        return None, None, False
+    if not wordless(f.label.name):
+        return f.label.name, None, False
+    return f"{f.label.category.replace('_', ' ')} latent {f.ref.key} (unnamed)", f.label.name, True
+
+
 def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
     from latentdiff.agent.confidence import calibrated_confidence, is_low_confidence
     from latentdiff.core.examples import read_examples
@@ -210,7 +234,9 @@ def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
             key = f"{path.name.split('.')[0]}:{ex.latent}"
             if key in keys and ex.kind == "top" and len(tops.setdefault(key, [])) < 3:
                 tops[key].append(ex.marked_text(cfg.sampling.mark_threshold))
-    return [LatentCard(id=f.ref.key, side=f.side, pair=f.pair, name=f.label.name if f.label else None,
+    names = {f.ref.key: display_name(f) for f in findings}
+    return [LatentCard(id=f.ref.key, side=f.side, pair=f.pair, name=names[f.ref.key][0],
+                       raw_name=names[f.ref.key][1], name_flagged=names[f.ref.key][2],
                        category=f.label.category if f.label else None,
                        description=f.label.description if f.label else None, delta_norm=f.delta_norm,
                        nu_eps=f.nu_eps, nu_r=f.nu_r, freq=f.freq, verification=f.verification,

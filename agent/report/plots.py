@@ -60,6 +60,44 @@ def shift_chart(report, path: Path) -> Path:  # noqa: ANN001
     return _save(fig, path)
 
 
+def share_sets(report) -> list[tuple[str, int, list[tuple[str, int, float]]]]:  # noqa: ANN001
+    """(set name, set size, [(category, count, share)]) for each model's specific latents (vs base) and the
+    reference sample, read from the vs-reference comparisons of the primary crosscoder."""
+    out: list[tuple[str, int, list[tuple[str, int, float]]]] = []
+    ref = None
+    for c in report.comparisons:
+        if c.kind != "vs_reference" or c.a == "base":
+            continue
+        out.append((f"{c.a}-specific", c.n_a, [(r.name, r.n_a, r.share_a) for r in c.categories]))
+        ref = ref or ("reference sample of shared latents", c.n_b, [(r.name, r.n_b, r.share_b) for r in c.categories])
+    return out + ([ref] if ref else [])
+
+
+def share_chart(report, path: Path) -> Path | None:  # noqa: ANN001
+    """The paper's figure: per model, the share of its specific latents in each category (grouped bars, the count
+    on each bar), beside the reference sample of shared latents."""
+    sets = share_sets(report)
+    if not sets:
+        return None
+    plt = _plt()
+    cats = [name for name, _, _ in sets[0][2]]
+    width = 0.8 / len(sets)
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.3 * len(cats)), 3.8))
+    palette = ["#1971c2", "#e8590c", "#2f9e44", "#9c36b5", "#868e96"]
+    for i, (name, n, rows) in enumerate(sets):
+        xs = [k + (i - (len(sets) - 1) / 2) * width for k in range(len(cats))]
+        color = "#adb5bd" if name.startswith("reference") else palette[i % len(palette)]
+        bars = ax.bar(xs, [100 * sh for _, _, sh in rows], width, label=f"{name} (n={n})", color=color)
+        for bar, (_, k, _) in zip(bars, rows):
+            ax.annotate(str(k), (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize=7)
+    ax.set_xticks(range(len(cats)), [c.replace("_", "\n") for c in cats], fontsize=8)
+    ax.set(ylabel="share of the set's latents (%)", title="Category shares of each model's specific latents "
+           "(count on each bar)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def selection_plots(run_dir: Path, out: Path) -> list[Path]:
     """Delta-norm histogram and nu_eps / nu_r scatter per pair."""
     from latentdiff.core.select import read_table
@@ -94,6 +132,9 @@ def make_plots(report, run_dir: Path, out: Path) -> dict[str, Path]:  # noqa: AN
     head = report.headline or {}
     if report.categories and head.get("status", "ok") == "ok":  # an untested headline has no effects to draw
         plots["shift"] = shift_chart(report, out / "shift.png")
+    shares = share_chart(report, out / "shares.png")
+    if shares is not None:
+        plots["shares"] = shares
     for p in selection_plots(run_dir, out):
         plots["selection"] = p
     for png in RunDir.of(run_dir).training_plots():
