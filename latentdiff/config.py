@@ -175,7 +175,7 @@ class HarvestConfig(_Section):
     @classmethod
     def _device_form(cls, v: str) -> str:
         if not _DEVICE_RE.fullmatch(v):
-            raise ValueError(f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
+            raise ValueError("must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
         return v
 
     @model_validator(mode="after")
@@ -506,7 +506,7 @@ class RunConfig(_Section):
     @classmethod
     def _name_is_simple(cls, v: str) -> str:
         if not v or not all(c.isalnum() or c in "-_." for c in v) or v.strip(".") == "" or ".." in v:
-            raise ValueError(f"must be a plain name (letters, digits, -_.; no '/', '\\' or '..'), got {v!r}")
+            raise ValueError("must be a plain name (letters, digits, -_.; no '/', '\\' or '..')")
         return v
 
     @model_validator(mode="after")

@@ -86,3 +86,17 @@ def read_model(path: Path, model: type[M], what: str | None = None) -> M:
         e = err.errors()[0]
         loc = ".".join(str(x) for x in e["loc"]) or "<root>"
         raise CorruptFile(f"{path}: not a valid {what} ({loc}: {e['msg']})") from None
+
+
+def read_models(path: Path, model: type[M], what: str | None = None) -> list[M]:
+    """Parse a JSON list of records (e.g. a findings file); any failure is a `CorruptFile` naming the file."""
+    what = what or f"list of {model.__name__} records"
+    data = read_json(path, what)
+    if not isinstance(data, list):
+        raise CorruptFile(f"{path}: not a valid {what} (a JSON list expected, got {type(data).__name__})")
+    try:
+        return [model.model_validate(item) for item in data]
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        raise CorruptFile(f"{path}: not a valid {what} ({loc}: {e['msg']})") from None

@@ -206,7 +206,12 @@ def check(report: dict[str, Any], planted: dict[str, Any] | None = None, flip: b
 def check_report(report_path: Path, planted_path: Path | None = None, flip: bool = False,
                  known_failures: Path | None = None) -> TruthCheck:
     """Check report.json against the planted truth it carries (or the planted.json given)."""
-    report = json.loads(Path(report_path).read_text())
+    from latentdiff.errors import CorruptFile
+    from latentdiff.io import read_json
+
+    report = read_json(Path(report_path), "report")  # unreadable or not JSON: one line naming the file
+    if not isinstance(report, dict):
+        raise CorruptFile(f"{report_path}: not a report of this latentdiff version (a JSON object expected)")
     planted = json.loads(Path(planted_path).read_text()) if planted_path else None
     result = check(report, planted, flip)
     return apply_known_failures(result, load_known_failures(known_failures)) if known_failures else result
