@@ -295,32 +295,68 @@ def test_table_is_large_enough() -> None:
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=f"not yet: {c.owner_fix}")) if c.owner_fix else c
-    for c in CASES], ids=[c.id for c in CASES])
-def test_bad_input(case: Case, finished: Path, tmp_path: Path) -> None:
-    before_shared = digest(finished)
-    ctx = Ctx(tmp=tmp_path, finished=finished)
+@dataclass
+class Outcome:
+    """A case after its command ran: what it expected, what it got, its run before and after."""
+
+    expected: list[str]
+    proc: subprocess.CompletedProcess[str]
+    before: dict[str, str] | None
+    after: dict[str, str] | None
+
+
+def _prepare(case: Case, finished: Path, tmp: Path) -> tuple[list[str], dict[str, str], Ctx]:
+    ctx = Ctx(tmp=tmp, finished=finished)
     argv = case.argv(ctx)
     if case.corrupt is not None:
         case.corrupt(ctx)
-    expected = case.names(ctx)
-    run = ctx.run
-    before = digest(run) if run is not None and run != finished and run.exists() else None
-    env = {**os.environ, "BAD_RUN": str(run or tmp_path), "COLUMNS": "400"}
     cmd = ([sys.executable, "-c", case.python + "from latentdiff.cli import main\nmain()", *argv]
            if case.python else [*CLI, *argv])
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    return cmd, {**os.environ, "BAD_RUN": str(ctx.run or tmp), "COLUMNS": "400"}, ctx
+
+
+def _execute(case: Case, finished: Path, tmp: Path) -> Outcome | BaseException:
+    try:
+        cmd, env, ctx = _prepare(case, finished, tmp)
+        run = ctx.run if ctx.run is not None and ctx.run != finished and ctx.run.exists() else None
+        before = digest(run) if run is not None else None
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=180)
+        return Outcome(case.names(ctx), proc, before, digest(run) if run is not None else None)
+    except Exception as err:  # noqa: BLE001 - reported by the case's own test
+        return err
+
+
+@pytest.fixture(scope="module")
+def outcomes(finished: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | BaseException]:
+    """Every case's command, two at a time (most of a case is importing torch in a fresh process);
+    the shared finished run is hashed before and after all of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = digest(finished)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {c.id: pool.submit(_execute, c, finished, tmp_path_factory.mktemp(c.id)) for c in CASES}
+        results = {k: f.result() for k, f in futures.items()}
+    assert digest(finished) == shared, "the shared finished run changed"
+    return results
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=f"not yet: {c.owner_fix}")) if c.owner_fix else c
+    for c in CASES], ids=[c.id for c in CASES])
+def test_bad_input(case: Case, outcomes: dict[str, Outcome | BaseException]) -> None:
+    out = outcomes[case.id]
+    if isinstance(out, BaseException):
+        raise out
+    proc = out.proc
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     last = lines[-1] if lines else ""
     assert proc.returncode != 0, f"exit 0:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert last.startswith("error: "), f"last stderr line is not a one-line error: {last!r}\n{proc.stderr[-2000:]}"
-    for name in expected:
+    for name in out.expected:
         assert name in last, f"{name!r} not named in {last!r}"
-    assert digest(finished) == before_shared, "the shared finished run changed"
-    if before is not None:
-        after = digest(run)
+    if out.before is not None and out.after is not None:
+        before, after = dict(out.before), dict(out.after)
         if case.new_settings:  # the settings passed their checks; the outputs they would replace must not change
             before.pop("config.yaml", None)
             after.pop("config.yaml", None)
