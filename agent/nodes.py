@@ -66,7 +66,9 @@ async def plan_wave(state: AgentState, runtime: Runtime[AgentContext]) -> dict[s
     queue = [k for k in state.get("queue", []) if not ctx.is_finished(k)]
     if not (ctx.cfg.agent.adaptive and ctx.worker is None):
         return {"wave": queue, "queue": [], "waves": state.get("waves", 0) + 1}
-    n_done = sum(ctx.is_finished(k) for k in state.get("candidates", []))
+    # a latent whose judging failed keeps its place in the budget: a rerun judges it, so labelling another
+    # in its place would take the run past max_latents
+    n_done = sum(ctx.is_finished(k) or ctx.judging_failed(k) for k in state.get("candidates", []))
     room, why = wave_capacity(ctx.cfg, n_done, ctx.budget.used, state.get("calls_at_start", 0),
                               len(state.get("done", [])))
     if room <= 0:
@@ -237,12 +239,17 @@ async def verify(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, 
     if not await ctx.budget.take(n_calls):
         history[-1] = history[-1] | {"stop": True}
         return {"verification": None, "history": history}
+    attempts = task.get("attempts", 0) + n_calls
     try:
         score = await detection_score(ctx.judge, label, activating, negatives, seed=ctx.cfg.seed)
     except JudgeError as err:
-        log.warning("latent %s: verification failed: %s", key, err)
-        return {"verification": None}
-    attempts = task.get("attempts", 0) + n_calls
+        # like a failed label: round 0 leaves the latent failed (a rerun reuses the saved label and
+        # verifies it again); a refinement round ends the refinement, its unscored label kept as an attempt
+        log.warning("latent %s: verification failed (round %d): %s", key, rnd, err)
+        failure = f"{JUDGE_FAILURE}verification failed: {err}"
+        history[-1] = history[-1] | {"calls": history[-1]["calls"] + n_calls, "failure": failure, "stop": True}
+        out = {"verification": None, "attempts": attempts, "history": history}
+        return out | {"failure": failure} if rnd == 0 else out
     history[-1] = history[-1] | {"verification": score, "calls": history[-1]["calls"] + n_calls}
     if done:
         atomic_write_json(saved, done | {"verification": score, "attempts": attempts, "attempt": history[-1]})
@@ -275,15 +282,16 @@ async def record(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, 
     ref = parse_key(key)
     history = task.get("history", [])
     best = best_attempt(history)
-    label = LatentLabel(**best["label"]) if best else None
+    failure = task.get("failure")  # round 0 failed (no examples, judge failure, budget): no label
+    label = LatentLabel(**best["label"]) if best and not failure else None
     verification = best.get("verification") if best else None
     tried = [LabelAttempt(**{k: v for k, v in a.items() if k != "stop"}) for a in history]
     doc_ids = sorted({e.doc_id for e in ctx.examples(key) if e.kind != "negative" and e.doc_id is not None})
     findings = [
         Finding(ref=ref, pair=r.pair, side=r.side, delta_norm=r.delta_norm, nu_eps=r.nu_eps, nu_r=r.nu_r,
-                freq=r.freq, label=label, verification=verification, attempts=task.get("attempts", 0),
-                failure=None if label else task.get("failure"), doc_ids=doc_ids, label_attempts=tried,
-                scaffold_share=ctx.scaffold.get(key))
+                freq=r.freq, label=label, verification=verification if label else None,
+                attempts=task.get("attempts", 0), failure=None if label else failure, doc_ids=doc_ids,
+                label_attempts=tried, scaffold_share=ctx.scaffold.get(key))
         for r in ctx.stats[key]
     ]
     ctx.write_findings(key, findings)
@@ -302,9 +310,11 @@ def after_judge(task: LatentTask) -> Literal["verify", "record"]:
 
 
 def after_verify(task: LatentTask, runtime: Runtime[AgentContext]) -> Literal["refine", "record"]:
-    """Refine while the best label verifies below agent.refine_below and rounds are left."""
+    """Refine while the best label verifies below agent.refine_below and rounds are left (not after a failure)."""
     from latentdiff.agent.refine import needs_refinement
 
+    if task.get("failure"):
+        return "record"
     return "refine" if needs_refinement(runtime.context.cfg, task.get("history", [])) else "record"
 
 

@@ -44,6 +44,12 @@ from latentdiff.records import ExampleText, LatentLabel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+try:  # openai >= 3 talks through httpx2; errors that escape it while reading a body must be retried too
+    import httpx2
+
+    HTTP_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, httpx2.HTTPError)
+except ImportError:  # pragma: no cover - older openai
+    HTTP_ERRORS = (httpx.HTTPError,)
 PREFIXES = ("vllm", "openai")
 
 
@@ -137,6 +143,10 @@ def _connection_detail(err: BaseException) -> str:
             return "connection refused"
         if "name or service not known" in text or "nodename nor servname" in text:
             return "unknown host"
+        if "without sending complete message body" in text:
+            return "connection closed in the middle of the answer"
+        if "disconnected without sending a response" in text:
+            return "server closed the connection without answering"
         cause = cause.__cause__ or cause.__context__
     return "connection error"
 
@@ -315,14 +325,13 @@ class OpenAICompatJudge(Judge):
                 ) from None
             except openai.APIResponseValidationError as err:
                 raise _Attempt("invalid", f"malformed response: {err.message}") from None
-            except (ValueError, httpx.HTTPError) as err:  # HTTP 200 with a body that is not JSON (junk, cut off)
+            except (ValueError, *HTTP_ERRORS) as err:  # HTTP 200 with a body that is not JSON (junk, cut off)
                 self.pool.failed(ep)
                 detail = " ".join(str(err).split())[:120] or type(err).__name__
                 raise _Attempt("invalid", f"{self._at(ep)}malformed response (not JSON: {detail})") from None
             finally:
                 ep.inflight -= 1
                 self.stats.latency_s += time.perf_counter() - t0
-        self.pool.succeeded(ep)
         try:
             usage = getattr(resp, "usage", None)
             if usage is not None:
@@ -331,7 +340,9 @@ class OpenAICompatJudge(Judge):
             choice = resp.choices[0]
             text = choice.message.content or ""
         except (AttributeError, IndexError, TypeError, ValueError):
-            raise _Attempt("invalid", "malformed response from server (no choices[0].message)") from None
+            self.pool.failed(ep)  # the server's fault (not the model's): another endpoint may do better
+            raise _Attempt("invalid", f"{self._at(ep)}malformed response (no choices[0].message)") from None
+        self.pool.succeeded(ep)
         if not isinstance(text, str):
             raise _Attempt("invalid", "malformed response from server (choices[0].message.content is not text)")
         if choice.finish_reason == "length":
