@@ -220,7 +220,7 @@ async def judge(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, A
 async def verify(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Detection scoring: can the judge tell held-out activating from non-activating examples?"""
     from latentdiff.agent.judges.base import JudgeError
-    from latentdiff.agent.judges.verify import detection_score
+    from latentdiff.agent.judges.verify import detection_batches, detection_score
 
     ctx = runtime.context
     key, rnd = task["key"], task.get("round", 0)
@@ -235,14 +235,17 @@ async def verify(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, 
     negatives = _texts(ctx, key, task["test_negative_ids"])
     if not ctx.cfg.agent.verify or not activating or not negatives:
         return {"verification": None}
-    n_calls = -(-(len(activating) + len(negatives)) // 5)
+    answered: dict[str, list[bool]] = dict(done.get("detections", {}))  # batches answered before a failure
+    n_calls = max(len(detection_batches(activating, negatives, ctx.cfg.seed)) - len(answered), 0)
     if not await ctx.budget.take(n_calls):
         history[-1] = history[-1] | {"stop": True}
         return {"verification": None, "history": history}
     attempts = task.get("attempts", 0) + n_calls
     try:
-        score = await detection_score(ctx.judge, label, activating, negatives, seed=ctx.cfg.seed)
+        score = await detection_score(ctx.judge, label, activating, negatives, seed=ctx.cfg.seed, answered=answered)
     except JudgeError as err:
+        if done and answered:  # a rerun asks only the batches still unanswered
+            atomic_write_json(saved, done | {"detections": answered})
         # like a failed label: round 0 leaves the latent failed (a rerun reuses the saved label and
         # verifies it again); a refinement round ends the refinement, its unscored label kept as an attempt
         log.warning("latent %s: verification failed (round %d): %s", key, rnd, err)

@@ -235,3 +235,25 @@ def test_a_failed_verification_in_a_refinement_round_keeps_the_first_label(index
             assert f.label.name != f.label_attempts[-1].label.name  # the verified first label is kept
             assert "verification failed" in (f.label_attempts[-1].failure or "")
     assert not server.asked_again_after_success()
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_rerun_does_not_ask_again_for_detection_batches_answered_before(indexed: Path, tmp_path: Path,
+                                                                          cache: bool) -> None:
+    # one detection batch of each latent fails, the others are answered: the rerun asks only the failed ones
+    failing: dict[str, str] = {}
+
+    def policy(seen: Any) -> str:
+        if seen.kind == "detection":
+            failing.setdefault(seen.latent, seen.prompt)
+            return "500" if failing[seen.latent] == seen.prompt else "valid"
+        return "valid"
+
+    with JudgeServer(policy) as server:
+        run = _run(indexed, tmp_path / "run", server, cache=cache)
+        with pytest.raises(errors.LabelIncomplete):
+            run.stage("label")
+        assert server.count("detection", "valid") >= 1  # some latents have more than one batch
+        server.set_policy(always("valid"))
+        run.stage("label")
+    assert_complete(run, server)

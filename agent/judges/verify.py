@@ -3,11 +3,14 @@
 The held-out activating examples and the negatives are stripped to their plain text (no marks,
 no activations, no kind: nothing that gives the answer away), shuffled with `seed`, and sent in
 batches of `BATCH` to `judge.detect`; the score is the balanced accuracy (TPR + TNR) / 2.
+Answered batches can be kept (`answered`), so that a retry after a failed batch asks only the batches
+still unanswered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 
 from latentdiff.agent.judges.base import Judge, JudgeError
@@ -33,24 +36,50 @@ def balanced_accuracy(truth: list[bool], predicted: list[bool]) -> float:
     return sum(rates) / len(rates)
 
 
+def batch_key(batch: list[ExampleText]) -> str:
+    """Names a detection batch by its texts (stable across runs: same examples, same seed, same order)."""
+    return hashlib.sha256("\0".join(e.plain or e.text for e in batch).encode()).hexdigest()[:16]
+
+
+def detection_batches(
+    activating: list[ExampleText], negatives: list[ExampleText], seed: int = 0
+) -> list[list[tuple[ExampleText, bool]]]:
+    """The blinded examples with their truth, shuffled with `seed`, in batches of `BATCH`."""
+    items = [(blind(e), True) for e in activating] + [(blind(e), False) for e in negatives]
+    if not items:
+        raise ValueError("detection needs at least one activating or negative example")
+    random.Random(seed).shuffle(items)
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+
+
 async def detection_score(
     judge: Judge,
     label: LatentLabel,
     activating: list[ExampleText],
     negatives: list[ExampleText],
     seed: int = 0,
+    answered: dict[str, list[bool]] | None = None,
 ) -> float:
-    """Balanced detection accuracy of `label` on held-out examples (JudgeError propagates)."""
-    items = [(blind(e), True) for e in activating] + [(blind(e), False) for e in negatives]
-    if not items:
-        raise ValueError("detection_score needs at least one activating or negative example")
-    random.Random(seed).shuffle(items)
-    batches = [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
-    answers = await asyncio.gather(*(judge.detect(label, [e for e, _ in b]) for b in batches))
-    predicted: list[bool] = []
-    for batch, ans in zip(batches, answers, strict=True):
-        if len(ans) != len(batch):
-            msg = f"judge {judge.spec} gave {len(ans)} answers for {len(batch)} examples"
-            raise JudgeError(msg, "invalid")
-        predicted.extend(ans)
-    return balanced_accuracy([t for _, t in items], predicted)
+    """Balanced detection accuracy of `label` on held-out examples.
+
+    `answered` (batch_key -> answers) holds batches answered before: they are not asked again, and every
+    batch answered now is added, also when another batch fails. Every batch is tried before the first
+    JudgeError is raised, so the caller can save `answered` and a retry asks only the failed batches."""
+    batches = detection_batches(activating, negatives, seed)
+    answered = {} if answered is None else answered
+
+    async def ask(batch: list[tuple[ExampleText, bool]]) -> list[bool]:
+        key = batch_key([e for e, _ in batch])
+        if key not in answered:
+            ans = await judge.detect(label, [e for e, _ in batch])
+            if len(ans) != len(batch):
+                raise JudgeError(f"judge {judge.spec} gave {len(ans)} answers for {len(batch)} examples", "invalid")
+            answered[key] = ans
+        return answered[key]
+
+    results = await asyncio.gather(*(ask(b) for b in batches), return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise failed[0]
+    predicted = [p for ans in results for p in ans]  # type: ignore[union-attr]
+    return balanced_accuracy([t for b in batches for _, t in b], predicted)
