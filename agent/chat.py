@@ -427,12 +427,13 @@ def read_only_store(view: RunView) -> None:
     """
     if getattr(view, "_store_copy", None) is not None or view.cfg.store.url is not None or "store" in view.__dict__:
         return
-    src = Path(view.cfg.store.path) if view.cfg.store.path else view.dir / "chroma"
+    src = Path(view.cfg.store.path) if view.cfg.store.path else view.rundir.chroma
     tmp = Path(tempfile.mkdtemp(prefix="latentdiff-chat-store-"))
     weakref.finalize(view, shutil.rmtree, tmp, True)
     if src.is_dir():
-        shutil.copytree(src, tmp / "chroma")
-    view.cfg = view.cfg.model_copy(update={"store": view.cfg.store.model_copy(update={"path": str(tmp / "chroma")})})
+        shutil.copytree(src, tmp / "store")
+    # the settings stay the run's own: the store is scoped by them (fingerprints, label hash), only its place moves
+    view._store_path = tmp / "store"  # type: ignore[attr-defined]
     view._store_copy = tmp  # type: ignore[attr-defined]
 
 

@@ -131,6 +131,7 @@ class RunView:
     def __init__(self, run_dir: str | Path) -> None:
         from latentdiff.agent.state import read_findings
         from latentdiff.config import load_config
+        from latentdiff.io import read_model
 
         self.dir = Path(run_dir).resolve()
         self.rundir = RunDir(self.dir)
@@ -141,8 +142,8 @@ class RunView:
             raise ChatError(f"{self.dir} has no report yet: finish it with `latentdiff run {cfg_path}`")
         # The directory may have moved since the run: it, not the recorded path, is the run.
         self.cfg: RunConfig = load_config(cfg_path, [f"run_dir={self.dir}"])
-        self.report = Report.model_validate_json(report_path.read_text())
-        self.aggregate = Aggregate.model_validate_json(self.rundir.aggregate.read_text())
+        self.report = read_model(report_path, Report, "report")
+        self.aggregate = read_model(self.rundir.aggregate, Aggregate, "aggregate")
         self.findings: list[Finding] = read_findings(self.rundir)
         self.by_key: dict[str, list[Finding]] = {}
         for f in self.findings:
@@ -156,7 +157,7 @@ class RunView:
         """The run's Chroma store (opened on first use)."""
         from latentdiff.store.chroma import LatentStore
 
-        return LatentStore.for_run(self.cfg)
+        return LatentStore.for_run(self.cfg, getattr(self, "_store_path", None))
 
     def close(self) -> None:
         """Release the store, if it was opened."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from latentdiff.config import RunConfig
-from latentdiff.io import atomic_write_json
+from latentdiff.io import atomic_write_json, read_models
 from latentdiff.records import Finding, LatentRef
 from latentdiff.rundir import RunDir
 
@@ -158,5 +158,5 @@ def read_findings(run_dir: Path | RunDir) -> list[Finding]:
     """Every recorded finding of a run."""
     out: list[Finding] = []
     for path in RunDir.of(run_dir).finding_files():
-        out.extend(Finding(**f) for f in json.loads(path.read_text()))
+        out.extend(read_models(path, Finding, "findings file"))
     return out

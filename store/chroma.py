@@ -129,14 +129,15 @@ class LatentStore:
             raise
 
     @classmethod
-    def for_run(cls, cfg: RunConfig) -> LatentStore:
-        """The store of a run: cfg.store, named after the run, embedded in RUN_DIR/chroma by default,
-        scoped to the run's crosscoder weights and label settings."""
+    def for_run(cls, cfg: RunConfig, path: str | Path | None = None) -> LatentStore:
+        """The store of a run: cfg.store, named after the run, embedded in RUN_DIR/chroma by default (or at
+        `path`, e.g. a private copy), scoped to the run's crosscoder weights and label settings."""
         from latentdiff.rundir import RunDir
-        from latentdiff.stages import store_scope
+        from latentdiff.stages import store_scope  # TODO(layering): store/ should not import the roof
 
         run_dir = cfg.resolved_run_dir()
-        return cls(cfg.store, cfg.name, RunDir(run_dir).chroma, scope=store_scope(cfg, run_dir))
+        store_cfg = cfg.store if path is None else cfg.store.model_copy(update={"path": str(path)})
+        return cls(store_cfg, cfg.name, RunDir(run_dir).chroma, scope=store_scope(cfg, run_dir))
 
     @staticmethod
     def _connect(cfg: StoreConfig, default_path: str | Path | None) -> ClientAPI:

@@ -183,9 +183,7 @@ SCANNED = ("latentdiff", "agent", "core", "store", "benchmarks")
 NOT_RUN_DIRS = {
     "agent/export_neuronpedia.py",  # writes Neuronpedia's import layout (activations/batch-N.jsonl.gz), not a run
 }
-KNOWN = {  # left for their owners: each should become a RunDir call
-    "agent/chat.py": "read_only_store: view.dir / 'chroma' -> view.rundir.chroma",
-}
+KNOWN: dict[str, str] = {}  # files left for their owners (each entry should become a RunDir call)
 
 
 def _path_literals(path: Path) -> list[str]:
