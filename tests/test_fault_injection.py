@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,43 @@ def assert_complete(run: Run, server: JudgeServer) -> None:
         assert actions.count("valid") == 1 and actions[-1] == "valid", (latent, actions)
     assert not server.asked_again_after_success(), server.asked_again_after_success()
     assert _label_done(run) and _label_json(run)["failed"] == 0
+
+
+# --------------------------------------------------------------------------- the server itself
+
+
+def test_the_judge_server_speaks_openai_and_obeys_its_control_endpoint() -> None:
+    import httpx
+    import openai
+
+    with JudgeServer() as server:
+        client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=5)
+        assert [m.id for m in client.models.list()] == [server.model]
+        httpx.post(f"http://127.0.0.1:{server.port}/control", json={"fault": "500", "first": 1}, timeout=5)
+        fmt = {"type": "json_schema", "json_schema": {"name": "detection", "schema": {
+            "properties": {"answers": {"minItems": 3}}}}}
+
+        def ask() -> Any:
+            return client.chat.completions.create(
+                model=server.model, messages=[{"role": "user", "content": "Explanation: latent-0123abcd"}],
+                response_format=fmt)  # type: ignore[arg-type]
+
+        with pytest.raises(openai.InternalServerError):
+            ask()
+        assert json.loads(ask().choices[0].message.content or "") == {"answers": [0, 1, 0]}
+        assert server.per_latent("detection") == {"0123abcd": ["500", "valid"]}
+        httpx.post(f"http://127.0.0.1:{server.port}/control", json={"down_s": 0.5}, timeout=5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # down (refused) ...
+            try:
+                httpx.get(f"{server.url}/models", timeout=1)
+            except httpx.ConnectError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the server did not go down")
+        time.sleep(1.0)  # ... and back on the same port
+        assert httpx.get(f"{server.url}/models", timeout=5).status_code == 200
 
 
 # --------------------------------------------------------------------------- transient faults: retried
