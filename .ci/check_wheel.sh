@@ -4,14 +4,13 @@
 # tree has (folders with __init__.py under pyproject's package-dir mapping, so a subpackage missing from
 # `packages` fails here), then run `latentdiff --help` and `latentdiff organism list` (the organisms'
 # models/ ship as package data).
-#   usage: bash .ci/check_wheel.sh [WORKDIR]   (default: a temporary folder, removed afterwards)
+#   usage: bash .ci/check_wheel.sh [WORKDIR]
+# WORKDIR (default $TMPDIR/latentdiff-check-wheel, outside the checkout) keeps the sources, wheel, venv and
+# logs for a look afterwards; it is not removed at the end: deleting the venv's ~60k files took longer than
+# installing them here. A rerun replaces it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-work="${1:-}"
-if [ -z "$work" ]; then
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
-fi
+work="${1:-${TMPDIR:-/tmp}/latentdiff-check-wheel}"
 mkdir -p "$work"
 work="$(cd "$work" && pwd)"
 PY="${PYTHON:-python3}"
@@ -31,7 +30,9 @@ else
   (cd "$root" && tar --exclude=.venv --exclude='.ci-*' --exclude=build --exclude='*.egg-info' --exclude=runs -cf - .) \
     | tar -xf - -C "$src"
 fi
+# the project venv's setuptools (offline, fast); an isolated build if it has none
 "$root/.venv/bin/pip" wheel -q --no-deps --no-build-isolation -w "$work/dist" "$src" 2>"$work/build.log" \
+  || "$root/.venv/bin/pip" wheel -q --no-deps -w "$work/dist" "$src" 2>>"$work/build.log" \
   || { cat "$work/build.log" >&2; exit 1; }
 wheel=$(ls "$work"/dist/latentdiff-*.whl)
 step "built $(basename "$wheel") ($(du -h "$wheel" | cut -f1))"
@@ -43,8 +44,9 @@ rm -rf "$work/venv"
   || { cat "$work/install.log" >&2; exit 1; }
 step "installed into a fresh venv"
 
-# 3. From outside the checkout: every module of the sources the wheel was built from imports, from site-packages.
-cd "$work"
+# 3. From outside the checkout (an empty folder): every module of the sources the wheel was built from
+#    imports, from site-packages.
+rm -rf "$work/outside" && mkdir "$work/outside" && cd "$work/outside"
 "$work/venv/bin/python" - "$src" <<'EOF'
 import importlib
 import sys
