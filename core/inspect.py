@@ -23,34 +23,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from latentdiff.core.crosscoder import CrossCoder
 from latentdiff.core.models import LoadedModel, forward_to_layer
-
-
-class LensToken(BaseModel):
-    """One token of a logit-lens list."""
-
-    token: str = Field(description="Decoded token.")
-    logit: float = Field(description="Logit contribution of the unit-scaled direction.")
-
-
-class Lens(BaseModel):
-    """Tokens one model's decoder direction promotes and suppresses."""
-
-    promoted: list[LensToken] = Field(description="Largest logits, descending.")
-    suppressed: list[LensToken] = Field(description="Smallest logits, ascending.")
-
-
-class Ablation(BaseModel):
-    """Effect on one model's next-token predictions of removing the latent where it fires."""
-
-    delta_loss: float = Field(description="Mean (ablated - clean) next-token loss, nats, over firing positions.")
-    kl: float = Field(description="Mean KL(clean || ablated), nats, over firing positions.")
-    n_positions: int = Field(description="Firing positions measured (0: the latent never fired on its contexts).")
-    n_contexts: int = Field(description="Contexts run.")
+from latentdiff.records import Ablation, Histogram, Lens, LensToken
 
 
 def unembedding(m: LoadedModel) -> tuple[Tensor, Tensor | None]:
@@ -175,3 +152,37 @@ def ablation_effects(models: list[LoadedModel], cc: CrossCoder, layer: int, targ
             acc[3] += 1
     return {j: Ablation(delta_loss=round(a[0] / a[2], 6) if a[2] else 0.0, kl=round(a[1] / a[2], 6) if a[2] else 0.0,
                         n_positions=int(a[2]), n_contexts=int(a[3])) for j, a in sums.items()}
+
+
+@torch.no_grad()
+def activation_histograms(cc: CrossCoder, shards: Iterator[dict[str, Tensor]], cols: list[int] | None,
+                          latents: list[int], upper: dict[int, float] | None = None,
+                          bins: int = 20) -> dict[int, Histogram]:
+    """Per latent: histogram of its nonzero activations (inference rule) and firing density, one pass over
+    the cache (shards [n, M, D] one at a time). Bins span 0 .. `upper[j]` (the largest activation of its
+    top examples, drawn from the same cache: its maximum), else 2 x its max on the first shard; values
+    beyond fall in the last bin."""
+    if not latents:
+        return {}
+    lat = torch.tensor(latents)
+    counts = torch.zeros(len(latents), bins, dtype=torch.long)  # [L, bins]
+    active = torch.zeros(len(latents), dtype=torch.long)
+    top: Tensor | None = None
+    n_tokens = 0
+    for shard in shards:
+        acts = shard["acts"] if cols is None else shard["acts"][:, cols]  # [n, M, D]
+        f = cc.encode(cc.normalize(acts.float()))[:, lat]  # [n, L]
+        if top is None:  # [L]: the bin range, fixed before counting
+            first = 2.0 * f.amax(0)
+            top = torch.tensor([float((upper or {}).get(j, 0.0)) or float(first[i]) for i, j in enumerate(latents)])
+            top = top.clamp_min(1e-6)
+        n_tokens += f.shape[0]
+        on = f > 0  # [n, L]
+        active += on.sum(0)
+        b = (f / top * bins).long().clamp_(0, bins - 1)  # [n, L]
+        counts.scatter_add_(1, b.T, on.T.long())  # rows: latents
+    assert top is not None
+    return {j: Histogram(edges=[round(float(top[i]) * k / bins, 5) for k in range(bins + 1)],
+                         counts=counts[i].tolist(), density=round(float(active[i]) / max(n_tokens, 1), 7),
+                         n_tokens=n_tokens)
+            for i, j in enumerate(latents)}

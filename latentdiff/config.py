@@ -314,6 +314,18 @@ class SamplingConfig(_Section):
     )
 
 
+class InspectConfig(_Section):
+    """Latent pages: logit lens, ablation and activation histogram of each labelled latent (core/inspect.py)."""
+
+    enabled: bool = Field(default=True, description="Run the inspect stage (off: latent pages without them).")
+    lens_k: int = Field(default=10, ge=1, description="Tokens promoted and suppressed per model (logit lens).")
+    ablation_contexts: int = Field(
+        default=3, ge=0, description="Top-example contexts per latent on which the ablation runs (0 = no ablation)."
+    )
+    batch_size: int = Field(default=16, gt=0, description="Context rows per forward pass of the ablation.")
+    bins: int = Field(default=20, ge=2, description="Bins of the activation histogram.")
+
+
 class StoreConfig(_Section):
     """The Chroma store of examples and findings."""
 
@@ -497,6 +509,7 @@ class RunConfig(_Section):
     crosscoder: CrosscoderConfig = Field(default_factory=CrosscoderConfig, description="Crosscoder.")
     selection: SelectionConfig = Field(default_factory=SelectionConfig, description="Selection.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Examples.")
+    inspect: InspectConfig = Field(default_factory=InspectConfig, description="Latent pages: lens, ablation.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Store.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Agent.")

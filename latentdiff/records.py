@@ -6,7 +6,7 @@ records of labelling and aggregation.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,3 +92,61 @@ class Finding(BaseModel):
     def refined(self) -> bool:
         """True if the latent went through at least one refinement round."""
         return len(self.label_attempts) > 1
+
+
+# --------------------------------------------------------------------------- inspect stage (core/inspect.py)
+
+
+class LensToken(BaseModel):
+    """One token of a logit-lens list."""
+
+    token: str = Field(description="Decoded token.")
+    logit: float = Field(description="Logit contribution of the unit-scaled direction.")
+
+
+class Lens(BaseModel):
+    """Tokens one model's decoder direction promotes and suppresses."""
+
+    promoted: list[LensToken] = Field(description="Largest logits, descending.")
+    suppressed: list[LensToken] = Field(description="Smallest logits, ascending.")
+
+
+class Ablation(BaseModel):
+    """Effect on one model's next-token predictions of removing the latent where it fires."""
+
+    delta_loss: float = Field(description="Mean (ablated - clean) next-token loss, nats, over firing positions.")
+    kl: float = Field(description="Mean KL(clean || ablated), nats, over firing positions.")
+    n_positions: int = Field(description="Firing positions measured (0: the latent never fired on its contexts).")
+    n_contexts: int = Field(description="Contexts run.")
+
+
+class Histogram(BaseModel):
+    """A latent's activation distribution over held-out tokens."""
+
+    edges: list[float] = Field(description="Bin edges (bins + 1), from 0 to the largest activation seen.")
+    counts: list[int] = Field(description="Active tokens per bin.")
+    density: float = Field(description="Firing density: active tokens / held-out tokens.")
+    n_tokens: int = Field(description="Held-out tokens seen.")
+
+
+class LatentInspection(BaseModel):
+    """Everything a latent page shows beyond its examples (inspect/NAME.json, one per crosscoder)."""
+
+    latent: int = Field(description="Latent id.")
+    lens: dict[str, Lens] = Field(default_factory=dict, description="Model name -> logit lens of its decoder vector.")
+    ablation: dict[str, Ablation] = Field(default_factory=dict, description="Model name -> ablation effect.")
+    histogram: Histogram | None = Field(default=None, description="Activation histogram on held-out tokens.")
+
+
+def read_inspections(run_dir: Any, crosscoders: list[str]) -> dict[str, dict[int, LatentInspection]]:
+    """The inspections of the given crosscoders that exist (crosscoder -> latent -> LatentInspection)."""
+    from latentdiff.io import read_json
+    from latentdiff.rundir import RunDir
+
+    rd = RunDir.of(run_dir)
+    out: dict[str, dict[int, LatentInspection]] = {}
+    for name in crosscoders:
+        path = rd.inspection(name)
+        if path.is_file():
+            out[name] = {int(j): LatentInspection.model_validate(v) for j, v in read_json(path).items()}
+    return out

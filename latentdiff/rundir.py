@@ -58,6 +58,7 @@ class RunDir:
     CROSSCODERS = "crosscoders"
     LATENTS = "latents.parquet"
     EXAMPLES = "examples"
+    INSPECT = "inspect"
     FINDINGS = "findings"
     AGENT_DB = "agent.sqlite"
     AGGREGATE = "aggregate.json"
@@ -215,6 +216,15 @@ class RunDir:
     def examples_in(directory: str | Path) -> list[Path]:
         """Every examples file in an examples directory (a run's, or a copy of one)."""
         return sorted(Path(directory).glob("*.jsonl.gz"))
+
+    @property
+    def inspect_dir(self) -> Path:
+        """inspect/: per crosscoder, the logit lens, ablation and histogram of its labelled latents."""
+        return self.top(self.INSPECT)
+
+    def inspection(self, crosscoder: str) -> Path:
+        """A crosscoder's latent inspections (JSON: latent -> LatentInspection)."""
+        return self.inspect_dir / f"{crosscoder}.json"
 
     # ------------------------------------------------------------------ index / label / aggregate / report
 

@@ -51,7 +51,7 @@ def test_stage_methods_chain_and_return_typed_results(core_run, tmp_path: Path) 
     assert (d / "latents.parquet").stat().st_mtime_ns == before  # nothing was recomputed
     assert run.status() == {
         **dict.fromkeys(("harvest", "train", "select", "sample"), "done"),
-        **dict.fromkeys(("index", "label", "aggregate", "report"), "pending"),
+        **dict.fromkeys(("inspect", "index", "label", "aggregate", "report"), "pending"),
     }
 
     rows = run.latent_stats()

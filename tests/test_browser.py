@@ -167,5 +167,12 @@ def test_report_latents_are_reachable_and_the_page_fits(browser, chat_run, width
     assert page.locator("#plot-shares").evaluate("img => img.complete && img.naturalWidth > 300")
     assert page.locator("#plot-shares").evaluate("img => img.getBoundingClientRect().width") <= width
     assert page.locator("#how-to-read").count() == 1
+    # latent pages: tokens shaded by activation (value on hover), histogram, logit lens, ablation effect
+    card = page.locator(".card").first
+    assert card.locator(".tok").count() > 0 and card.locator(".tok").first.get_attribute("title")
+    assert card.locator("svg.hist rect").count() >= 2
+    assert card.locator(".lens code").count() >= 2 and "promotes" in card.locator(".lens").inner_text()
+    assert "next-token loss" in card.locator(".ablation").inner_text()
+    assert card.locator(".ex.shaded[data-kind='negative']").count() >= 1
     page.screenshot(path=str(tmp_path / f"report_{width}.png"))
     page.close()

@@ -73,3 +73,17 @@ def test_ablation_is_zero_for_a_null_direction_and_positive_otherwise(models) ->
         cc2.b_enc.fill_(-100.0)  # never fires: nothing to measure
     silent = ablation_effects(models, cc2, LAYER, 1, [(4, 0)], contexts)
     assert silent[4].n_positions == 0 and silent[4].delta_loss == 0.0
+
+
+def test_histogram_counts_every_active_token_once() -> None:
+    from latentdiff.core.inspect import activation_histograms
+
+    cc = _cc(8)
+    shards = [{"acts": torch.randn(50, 2, 8)} for _ in range(3)]
+    with torch.no_grad():
+        f = torch.cat([cc.encode(cc.normalize(s["acts"]))[:, [1, 2]] for s in shards])  # [150, 2]
+    hist = activation_histograms(cc, iter(shards), None, [1, 2], upper={1: float(f[:, 0].max())}, bins=5)
+    for i, j in enumerate([1, 2]):
+        assert sum(hist[j].counts) == int((f[:, i] > 0).sum()) and hist[j].n_tokens == 150
+        assert abs(hist[j].density - float((f[:, i] > 0).float().mean())) < 1e-6
+    assert abs(hist[1].edges[-1] - float(f[:, 0].max())) < 1e-4 and len(hist[1].edges) == 6

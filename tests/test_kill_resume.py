@@ -35,7 +35,7 @@ from tests.conftest import ROOT, small_run_config
 
 log = logging.getLogger(__name__)
 
-STAGES = ("harvest", "train", "select", "sample", "index", "label", "aggregate", "report")
+STAGES = ("harvest", "train", "select", "sample", "inspect", "index", "label", "aggregate", "report")
 TIME_DEPENDENT = ("tok_s",)  # per crosscoder metric: wall-clock throughput (see the module docstring)
 ATTEMPT_TIMEOUT_S = 240
 

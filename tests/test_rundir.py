@@ -142,7 +142,7 @@ def test_stages_table_drives_cli_run_and_results(core_run, monkeypatch: pytest.M
     from latentdiff.rundir import RunDir
 
     names = [s.name for s in stages.STAGES]
-    assert names == ["harvest", "train", "select", "sample", "index", "label", "aggregate", "report"]
+    assert names == ["harvest", "train", "select", "sample", "inspect", "index", "label", "aggregate", "report"]
     commands = [c.name for c in app.registered_commands if c.rich_help_panel == "Stages"]
     assert commands == names  # one subcommand per stage, in pipeline order
     assert list(core_run.status()) == names

@@ -17,7 +17,7 @@ from latentdiff.agent.state import read_findings
 from latentdiff.agent.summary import Aggregate, ConfidenceView, RefinementRow, is_scaffold
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json, atomic_write_text
-from latentdiff.records import Finding
+from latentdiff.records import Ablation, Finding, Histogram, LatentInspection, Lens, read_inspections
 from latentdiff.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -117,6 +117,28 @@ def oracle_view(cfg: RunConfig, run_dir: Path, categories: list[str], head: Comp
                       accuracy=acc, headline_accuracy=share(head_keys), overall_accuracy=share(set(labelled)))
 
 
+class ShadedExample(BaseModel):
+    """One example window with its per-token activations (the latent page shades tokens by them)."""
+
+    kind: str = Field(description="top, quantile or negative.")
+    quantile: int | None = Field(default=None, description="Quantile bucket (0 = lowest).")
+    tokens: list[str] = Field(description="Decoded tokens.")
+    activations: list[float] = Field(description="Activation per token.")
+    max_act: float = Field(description="Max activation in the window.")
+
+
+class LatentPage(BaseModel):
+    """What a latent's page shows beyond its card (once per latent, however many pairs it has rows for)."""
+
+    id: str = Field(description="crosscoder:latent.")
+    shaded: list[ShadedExample] = Field(
+        default_factory=list, description="Top, quantile and non-activating examples with per-token activations."
+    )
+    lens: dict[str, Lens] = Field(default_factory=dict, description="Model -> logit lens of its decoder vector.")
+    ablation: dict[str, Ablation] = Field(default_factory=dict, description="Model -> effect of ablating it.")
+    histogram: Histogram | None = Field(default=None, description="Activation histogram on held-out tokens.")
+
+
 class LatentCard(BaseModel):
     """One latent of the report."""
 
@@ -175,6 +197,9 @@ class Report(BaseModel):
     failures: list[dict[str, str]] = Field(description="Latents whose labelling failed.")
     skipped: list[str] = Field(default_factory=list, description="Candidates left unlabelled by budget.")
     latents: list[LatentCard] = Field(description="Every labelled latent.")
+    pages: list[LatentPage] = Field(
+        default_factory=list, description="Per latent (once): shaded examples, logit lens, ablation, histogram."
+    )
     planted: dict[str, Any] | None = Field(default=None, description="Organism ground truth, when known.")
     oracle: OracleView | None = Field(
         default=None, description="Organisms: comparisons with majority-stream labels and the judge's accuracy."
@@ -247,6 +272,33 @@ def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
             for f in findings]
 
 
+def _pages(run_dir: Path, keys: set[str]) -> list[LatentPage]:
+    """One page record per latent: shaded examples (3 top, 2 quantile, 2 non-activating) and its inspection."""
+    from latentdiff.core.examples import read_examples
+
+    shaded: dict[str, dict[str, list[ShadedExample]]] = {}
+    for path in RunDir.of(run_dir).example_files():
+        for ex in read_examples(path):
+            key = f"{path.name.split('.')[0]}:{ex.latent}"
+            if key not in keys:
+                continue
+            kinds = shaded.setdefault(key, {})
+            if len(kinds.setdefault(ex.kind, [])) < (3 if ex.kind == "top" else 2) and (
+                    ex.kind != "quantile" or all(q.quantile != ex.quantile for q in kinds[ex.kind])):
+                kinds[ex.kind].append(ShadedExample(kind=ex.kind, quantile=ex.quantile, tokens=ex.tokens,
+                                                    activations=ex.activations, max_act=ex.max_act))
+    insp = read_inspections(run_dir, sorted({k.rsplit(":", 1)[0] for k in keys}))
+    pages = []
+    for key in sorted(keys):
+        cc, latent = key.rsplit(":", 1)
+        i: LatentInspection | None = insp.get(cc, {}).get(int(latent))
+        pages.append(LatentPage(id=key, shaded=[x for k in ("top", "quantile", "negative")
+                                                for x in shaded.get(key, {}).get(k, [])],
+                                **({} if i is None else {"lens": i.lens, "ablation": i.ablation,
+                                                         "histogram": i.histogram})))
+    return pages
+
+
 def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None = None) -> Report:
     """Assemble the report of a run whose aggregate stage is done, with its executive summary
     (drafted by `summary_llm`, else by the configured summary LLM, else templated)."""
@@ -278,7 +330,8 @@ def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
                     "min_set_size": agg.min_set_size, "n_replicates": agg.n_replicates},
         verification=agg.verification, judge=agg.judge, failures=[f.model_dump() for f in agg.failures],
         skipped=agg.skipped, stop_reason=agg.stop_reason, refinement=agg.refinement,
-        latents=_cards(cfg, run_dir), planted=planted,
+        latents=_cards(cfg, run_dir), pages=_pages(run_dir, {f.ref.key for f in read_findings(run_dir)}),
+        planted=planted,
         oracle=oracle_view(cfg, run_dir, agg.categories, agg.headline) if planted else None,
         confidence=agg.confidence,
     )

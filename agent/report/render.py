@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentdiff.agent.report import summary
@@ -361,7 +361,12 @@ mark{background:#ffe066}img{max-width:100%;height:auto}.low-confidence{color:#c9
 .table-wrap{max-width:100%;overflow-x:auto}.toc{font-size:90%;margin-bottom:1em}.flag{color:#8a5a00}
 .filters{display:flex;flex-wrap:wrap;gap:12px;align-items:center;margin:8px 0}
 #latent-table th{cursor:pointer;user-select:none}#latent-table td{text-align:left}
-.card .stats{color:#555;font-size:90%}.card .top{font-size:85%}.card.low{border-color:#f1a7a7}
+.card .stats{color:#555;font-size:90%}.hist rect{fill:#e8590c}.tok{border-radius:2px}
+.card .lens code{background:#eef;margin:0 2px;padding:0 2px}
+.card .kind{color:#777;font-size:80%;margin-right:6px}
+.card .page{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start;margin:6px 0}
+.card .top{font-size:85%}.card.low{border-color:#f1a7a7}
+.card .page>div{min-width:0;max-width:100%;overflow-wrap:anywhere}.card .lens{flex:1 1 280px}
 @media (max-width:600px){body{margin:0.5em auto;padding:0 0.5em;font-size:15px}td,th{padding:3px 5px}
  .ex{font-size:12px}h1{font-size:1.4em}}
 """
@@ -400,10 +405,16 @@ class _LatentView:
     scaffold_text: str
     examples: list[str]
     flags: list[str]
+    shaded: list = field(default_factory=list)
+    lens: dict = field(default_factory=dict)
+    ablation: dict = field(default_factory=dict)
+    histogram: object | None = None
+    max_act: float = 0.0
 
 
 def latent_views(report) -> list[_LatentView]:  # noqa: ANN001
     """Every labelled latent once, ordered by category (the report's order) then by Delta-norm, descending."""
+    pages = {p.id: p for p in getattr(report, "pages", [])}
     groups: dict[str, list] = {}
     for c in report.latents:
         groups.setdefault(c.id, []).append(c)
@@ -412,6 +423,7 @@ def latent_views(report) -> list[_LatentView]:  # noqa: ANN001
     for lid, cards in groups.items():
         top = max(cards, key=lambda c: c.delta_norm)
         first = cards[0]
+        page = pages.get(lid)
         flags = ([] if first.name else ["unlabelled"]) + (["low confidence"] if getattr(first, "low_confidence", False)
                                                            else []) \
             + (["scaffolding"] if getattr(first, "scaffold", False) else []) \
@@ -424,7 +436,10 @@ def latent_views(report) -> list[_LatentView]:  # noqa: ANN001
             delta_text=", ".join(f"{c.delta_norm:.2f} ({c.pair})" for c in cards), nu_eps=top.nu_eps, nu_r=top.nu_r,
             freq=top.freq, verification=first.verification, confidence=getattr(first, "confidence", None),
             low_confidence=getattr(first, "low_confidence", False), scaffold=getattr(first, "scaffold", False),
-            scaffold_text=_card_scaffold(first), examples=list(first.examples), flags=flags))
+            scaffold_text=_card_scaffold(first), examples=list(first.examples), flags=flags,
+            shaded=list(page.shaded) if page else [], lens=dict(page.lens) if page else {},
+            ablation=dict(page.ablation) if page else {}, histogram=page.histogram if page else None,
+            max_act=max([x.max_act for x in page.shaded] + [0.0]) if page else 0.0))
 
     def rank(v: _LatentView) -> tuple[int, float]:
         cat = v.category or "~"
@@ -459,6 +474,27 @@ def _paragraphs(report) -> list:  # noqa: ANN001
     paras = [" ".join(texts[i:i + 3]) for i in range(0, len(texts), 3)]
     return [Markup(_CITE_HTML_RE.sub(lambda m: f"[<a href='#latent-{m.group(1)}'>{m.group(1)}</a>]",
                                      html.escape(p))) for p in paras]
+
+
+def _hist_svg(h) -> str:  # noqa: ANN001
+    """An inline SVG bar chart of a latent's activation histogram (no script, no server)."""
+    peak = max(h.counts + [1])
+    w, ht = 8, 40
+    bars = "".join(
+        f"<rect x='{i * w}' y='{ht - ht * c / peak:.1f}' width='{w - 1}' height='{ht * c / peak:.1f}'>"
+        f"<title>{h.edges[i]:.3g}-{h.edges[i + 1]:.3g}: {c} tokens</title></rect>"
+        for i, c in enumerate(h.counts))
+    return (f"<svg class='hist' width='{w * len(h.counts)}' height='{ht}' role='img' "
+            f"aria-label='activation histogram'>{bars}</svg>")
+
+
+def _shade(tok: str, a: float, top: float) -> str:
+    """One token, its background shaded by its activation relative to the latent's largest, the value on
+    hover; a silent token is plain text (keeps the page small)."""
+    if a <= 0 or top <= 0:
+        return html.escape(tok)
+    alpha = max(0.05, min(1.0, a / top))
+    return f"<span class='tok' title='{a:.3f}' style='background:rgba(255,140,0,{alpha:.2f})'>{html.escape(tok)}</span>"
 
 
 def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa: ANN001, ARG001
@@ -496,6 +532,8 @@ def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa:
         "scaffold_text": _scaffold_text(report), "verification": sorted(report.verification.items()),
         "acc": _acc, "fmt": lambda x: "-" if x is None else f"{x:.2f}", "num": lambda x: "" if x is None else x,
         "headers": _headers, "highlight": lambda t: Markup(_highlight(t)),
+        "hist_svg": lambda h: Markup(_hist_svg(h)),
+        "shade": lambda x, top: Markup("".join(_shade(t, a, top) for t, a in zip(x.tokens, x.activations))),
         "categories": [r.name for r in report.categories] or sorted({x.category for x in views if x.category}),
         "sets": sorted({n for x in views for n in x.set_names}), "latents": views,
     }
