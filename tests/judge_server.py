@@ -20,6 +20,7 @@ Faults (`ACTIONS`), each one of the ways a real judge server or the network misb
     slow      a valid answer after `slow_s` seconds (set it beyond the client's timeout)
     slowbody  the headers at once, the (valid) body after `slow_s` seconds
     stall     the headers and half the body at once, then nothing for `slow_s` seconds, then a hang-up
+    trickle   the (valid) body a few bytes at a time over `slow_s` seconds: no single read waits long
     truncated HTTP 200 whose body is cut in half (Content-Length of the cut body)
     length    HTTP 200, content cut in half with finish_reason='length'
     hangup    the headers promise the whole body, half of it is sent, the connection is closed
@@ -47,8 +48,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("valid", "junk", "envelope", "empty", "prose", "schema", "500", "slow", "slowbody", "stall", "truncated",
-           "length", "hangup", "drop", "down")
+ACTIONS = ("valid", "junk", "envelope", "empty", "prose", "schema", "500", "slow", "slowbody", "stall", "trickle",
+           "truncated", "length", "hangup", "drop", "down")
 KINDS = ("latent_label", "detection")
 _FP_RE = re.compile(r"latent-([0-9a-f]{8})")
 
@@ -334,6 +335,13 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 time.sleep(server.slow_s)
             if action == "truncated":
                 self._send(200, payload[: len(payload) // 2])
+            elif action == "trickle":
+                self._send(200, b"", length=len(payload))
+                step = max(1, len(payload) // 40)
+                for i in range(0, len(payload), step):
+                    time.sleep(server.slow_s / 40)
+                    self._write(payload[i : i + step])
+                    self.wfile.flush()
             elif action in ("slowbody", "stall"):
                 half = len(payload) // 2 if action == "stall" else 0
                 self._send(200, payload[:half], length=len(payload))

@@ -301,14 +301,16 @@ class OpenAICompatJudge(Judge):
             self.stats.calls += 1
             t0 = time.perf_counter()
             try:
-                resp = await ep.client.chat.completions.create(
+                # the client's timeout bounds each read, not the whole answer (a server that trickles
+                # its body would hold the request forever): the deadline bounds the request as a whole
+                resp = await asyncio.wait_for(ep.client.chat.completions.create(
                     model=self.model,
                     messages=messages,  # type: ignore[arg-type]
                     temperature=self.cfg.temperature,
                     max_tokens=self.cfg.max_tokens,
                     response_format=response_format,  # type: ignore[arg-type]
-                )
-            except openai.APITimeoutError:
+                ), timeout=self.cfg.timeout_s)
+            except (openai.APITimeoutError, TimeoutError):
                 self.pool.failed(ep)
                 raise _Attempt("timeout", f"{self._at(ep)}no answer within {self.cfg.timeout_s:g}s") from None
             except openai.APIConnectionError as err:
