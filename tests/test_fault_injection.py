@@ -1,6 +1,7 @@
 """Fault injection (issue 15): the label stage of a tiny run against a real local HTTP judge that
-misbehaves (tests/judge_server.py: junk, schema-failing and cut-off answers, 500s, slow answers,
-dropped connections, going down and coming back).
+misbehaves (tests/judge_server.py): junk bodies, completions without choices, prose or schema-failing
+answers, cut-off answers (truncated body, finish_reason=length, a hang-up mid-body), 500s, answers that
+come too late (slow, stalled, trickled), dropped connections, a server that goes down and comes back.
 
 What must hold under every fault: labels complete after retries or after a plain rerun; no latent is
 lost; no prompt is sent again once it was answered validly; a latent whose judging failed is recorded
