@@ -363,6 +363,75 @@ def judges_eval(
         console.print(f"report written to {out}")
 
 
+export_app = typer.Typer(help="Write a run's artifacts in other tools' layouts.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+def _crosscoder_name(rd: Any, name: str | None) -> str:
+    names = rd.crosscoder_names()
+    if not names:
+        raise LatentDiffError(f"{rd.root}: no trained crosscoder (run the train stage first)")
+    if name is None:
+        return names[0]
+    if name not in names:
+        raise LatentDiffError(f"{rd.root}: no crosscoder {name!r}; crosscoders: {', '.join(names)}")
+    return name
+
+
+@export_app.command("crosscoder")
+@user_errors
+def export_crosscoder_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    out: Annotated[Path, typer.Argument(help="Output directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="dictionary_learning, ckkissane or latentdiff.")] = (
+        "dictionary_learning"),
+    crosscoder: Annotated[str | None, typer.Option(help="Crosscoder name (default: the primary).")] = None,
+) -> None:
+    """Write a run's crosscoder in dictionary_learning's (or ckkissane's) layout (docs/interop.md)."""
+    from latentdiff.core.crosscoder import CrossCoder
+    from latentdiff.core.formats import export_crosscoder
+    from latentdiff.rundir import RunDir
+
+    if fmt not in ("dictionary_learning", "ckkissane", "latentdiff"):
+        raise LatentDiffError(f"--format {fmt!r}: choose dictionary_learning, ckkissane or latentdiff")
+    rd = RunDir(run_dir)
+    name = _crosscoder_name(rd, crosscoder)
+    path = export_crosscoder(CrossCoder.from_pretrained(rd.crosscoder(name)), fmt, out)  # type: ignore[arg-type]
+    console.print(f"crosscoder {name} written to {path} ({fmt})")
+
+
+@export_app.command("neuronpedia")
+@user_errors
+def export_neuronpedia_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (labelled).")],
+    out: Annotated[Path, typer.Argument(help="Output directory (Neuronpedia's import layout).")],
+    model_id: Annotated[str, typer.Option(help="Neuronpedia model id, e.g. gemma-2-2b-it.")],
+    creator_id: Annotated[str, typer.Option(envvar="DEFAULT_CREATOR_ID", help="Neuronpedia user id.")],
+    crosscoder: Annotated[str | None, typer.Option(help="Crosscoder name (default: the primary).")] = None,
+    release: Annotated[str | None, typer.Option(help="Release name (writes release.jsonl).")] = None,
+) -> None:
+    """Write a run's latents, examples and labels as Neuronpedia batch files (docs/interop.md)."""
+    from latentdiff.agent.export_neuronpedia import NeuronpediaSource, export_neuronpedia
+    from latentdiff.agent.state import read_findings
+    from latentdiff.config import load_config
+    from latentdiff.core.examples import read_examples
+    from latentdiff.core.select import read_table
+    from latentdiff.io import read_json
+    from latentdiff.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    if not rd.config.is_file():
+        raise LatentDiffError(f"{run_dir} is not a latentdiff run directory (no config.yaml)")
+    cfg = load_config(rd.config, [f"run_dir={rd.root}"])
+    name = _crosscoder_name(rd, crosscoder)
+    harvest = read_json(rd.marker("harvest"), "harvest marker")
+    src = NeuronpediaSource(model_id=model_id, layer=int(harvest["layer"]), source_set=f"latentdiff-{name}",
+                            creator_id=creator_id, release=release, dataset=", ".join(cfg.data.paths or []) or None)
+    path = export_neuronpedia(out, src, name, read_findings(rd), read_examples(rd.examples(name)),
+                              read_table(rd.latents))
+    console.print(f"crosscoder {name}: Neuronpedia import files written to {path}")
+
+
 @app.command("truth")
 @user_errors
 def truth_cmd(

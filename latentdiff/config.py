@@ -241,9 +241,30 @@ class CrosscoderConfig(_Section):
         "out of the stage hash: a run may switch mode and resume.",
         json_schema_extra=RESULT_NEUTRAL,
     )
+    init_from: str | None = Field(
+        default=None,
+        description="Load this crosscoder instead of training one: a directory or weights file saved by "
+        "dictionary_learning, ckkissane's replication or latentdiff, or 'hub:OWNER/NAME[/FOLDER][@REV]' "
+        "(core/formats.py, docs/interop.md). The architecture comes from the file; select, sample, label "
+        "and report run as usual on the harvested activations.",
+        json_schema_extra=HASH_OMIT_NONE,
+    )
+    init_format: Literal["dictionary_learning", "ckkissane", "latentdiff"] | None = Field(
+        default=None, description="Layout of init_from (None = detected from its files).",
+        json_schema_extra=HASH_OMIT_NONE,
+    )
+    init_scales: list[float] | None = Field(
+        default=None, description="ckkissane layout only: the per-model input scaling factors it was trained "
+        "with (None = stored by latentdiff's export, else estimated on the harvested activations).",
+        json_schema_extra=HASH_OMIT_NONE,
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CrosscoderConfig:
+        if self.init_from is not None and self.seeds is not None and len(self.seeds) > 1:
+            raise ValueError("init_from loads one crosscoder: it cannot be combined with replicate seeds")
+        if self.init_scales is not None and any(not x > 0 for x in self.init_scales):
+            raise ValueError(f"init_scales must be positive, got {self.init_scales}")
         if self.arch == "batchtopk" and self.k >= self.dict_size:
             raise ValueError(f"k ({self.k}) must be smaller than dict_size ({self.dict_size})")
         if self.k_start is not None and self.k_start < self.k:

@@ -117,13 +117,12 @@ class Run:
         if not fresh and self._is_done(name):
             log.info("stage %s: up to date, skipped", name)
             return
-        i = stages.STAGE_NAMES.index(name)
-        prev = stages.STAGE_NAMES[i - 1] if i > 0 else None
-        if prev is not None and not self._is_done(prev):
-            raise StageNotAvailable(
-                f"stage '{name}' needs stage '{prev}' done with these settings first "
-                f"(run `latentdiff {prev} CONFIG`, or `latentdiff run CONFIG` for everything)"
-            )
+        for prev in stages.needs(name):
+            if not self._is_done(prev):
+                raise StageNotAvailable(
+                    f"stage '{name}' needs stage '{prev}' done with these settings first "
+                    f"(run `latentdiff {prev} CONFIG`, or `latentdiff run CONFIG` for everything)"
+                )
         if not spec.distributed and not _alone_from_here(name):
             return
         self._record_new_config()

@@ -170,6 +170,11 @@ class RunDir:
         """A crosscoder's directory (weights, cfg.json, metrics)."""
         return self.crosscoders / name
 
+    def crosscoder_names(self) -> list[str]:
+        """Names of the crosscoders with final weights, the primary (no '-seed' suffix) first."""
+        names = sorted(p.parent.name for p in self.crosscoders.glob("*/crosscoder.safetensors"))
+        return sorted(names, key=lambda n: ("-seed" in n, n))
+
     def crosscoder_weights(self, name: str) -> Path:
         """A crosscoder's final weights."""
         return self.crosscoder(name) / "crosscoder.safetensors"

@@ -51,6 +51,7 @@ class Stage:
     read: Callable[[RunConfig, RunDir, dict[str, Any]], Any]  # reader(cfg, run_dir, marker) -> typed result
     distributed: bool = False  # runs on every torchrun rank (else rank 0 alone)
     checks: tuple[Callable[[RunConfig], None], ...] = ()  # validators of its settings, run before anything
+    after: tuple[str, ...] | None = None  # stages that must be done first (None: the one before it in STAGES)
 
 
 def stage_named(name: str) -> Stage:
@@ -59,6 +60,15 @@ def stage_named(name: str) -> Stage:
         if stage.name == name:
             return stage
     raise StageNotAvailable(f"unknown stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
+
+
+def needs(name: str) -> tuple[str, ...]:
+    """The stages that must be done before `name` runs alone (its `after`, else the stage before it)."""
+    spec = stage_named(name)
+    if spec.after is not None:
+        return spec.after
+    i = STAGE_NAMES.index(name)
+    return (STAGE_NAMES[i - 1],) if i > 0 else ()
 
 
 def stage_hash(cfg: RunConfig, stage: str) -> str:
@@ -305,7 +315,12 @@ def run_train(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
         source = ShuffledStream(acts, c.batch_size, seed=c.seed).batches
     mean, scale = load_stats(acts)  # [M_all, D], [M_all]
     device = local_device(resolve_device(cfg.harvest.device))  # under torchrun: this rank's GPU
-    for cc_name, members in crosscoder_plan(cfg).items():
+    plan = crosscoder_plan(cfg)
+    if c.init_from is not None:
+        _import_crosscoder(cfg, rd, plan, d_model)
+        mark_done(cfg, rd, "train", {"crosscoders": list(plan), "init_from": c.init_from})
+        return
+    for cc_name, members in plan.items():
         if rd.crosscoder_weights(cc_name).is_file() and not rd.crosscoder_checkpoint(cc_name).is_file():
             continue
         cols = [names.index(m) for m in members]
@@ -323,6 +338,32 @@ def run_train(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
 
         trainer.fit(batches, show=show)
     mark_done(cfg, rd, "train", {"crosscoders": list(crosscoder_plan(cfg))})
+
+
+def _import_crosscoder(cfg: RunConfig, rd: RunDir, plan: dict[str, list[str]], d_model: int) -> None:
+    """`crosscoder.init_from`: load a published crosscoder (core/formats.py) as the run's only crosscoder."""
+    from latentdiff.core.cache import iter_shards
+    from latentdiff.core.formats import detect_format, load_foreign, resolve_source
+    from latentdiff.errors import ConfigError
+
+    c = cfg.crosscoder
+    if len(plan) != 1:
+        raise ConfigError(f"crosscoder.init_from loads one crosscoder, but this design trains {len(plan)} "
+                          f"({', '.join(plan)}); use design: joint with the crosscoder's models")
+    (cc_name, members), = plan.items()
+    names = [m.name for m in cfg.models]
+    cols = [names.index(m) for m in members]
+    sample = None
+    if c.init_scales is None and detect_format(resolve_source(c.init_from))[0] == "ckkissane":
+        sample = next(iter_shards(rd.cache("train")))["acts"][:, cols].float()  # [N, M, D] to estimate scales
+    cc = load_foreign(c.init_from, c.init_format or "auto", model_names=members, scales=c.init_scales,
+                      sample=sample)
+    if (cc.spec.n_models, cc.spec.d_model) != (len(members), d_model):
+        raise ConfigError(f"crosscoder.init_from: {c.init_from} codes {cc.spec.n_models} models of width "
+                          f"{cc.spec.d_model}, this run has {len(members)} of width {d_model}")
+    cc.save(rd.crosscoder(cc_name))
+    log.info("crosscoder %s loaded from %s (%s, %d latents); training skipped", cc_name, c.init_from,
+             cc.spec.arch, cc.spec.dict_size)
 
 
 def _stream_source(cfg: RunConfig, acts: Path) -> tuple[Any, int]:
@@ -806,7 +847,9 @@ STAGES: tuple[Stage, ...] = (
           read_sample, checks=(check_models,)),
     Stage("inspect", (*_CORE, "design", "crosscoder", "selection", "sampling", "inspect"), (RunDir.INSPECT,),
           run_inspect, read_inspect, checks=(check_models, check_device)),
-    Stage("index", (*_CORE, "design", "crosscoder", "selection", "sampling", "store"), (), run_index, read_index),
+    # inspect only feeds the report's latent pages: labelling does not wait for it
+    Stage("index", (*_CORE, "design", "crosscoder", "selection", "sampling", "store"), (), run_index, read_index,
+          after=("sample",)),
     # the agent writes aggregate.json when it finishes: rebuilt (and swapped in) with the findings
     Stage("label", _LABEL, (RunDir.FINDINGS, RunDir.AGENT_DB, RunDir.AGGREGATE), run_label, read_label,
           checks=(check_judge,)),
