@@ -158,7 +158,12 @@ def make_app(session: ChatSession, host: str = "127.0.0.1") -> FastAPI:
 
     @app.get("/latent/{key}", response_class=HTMLResponse)
     def latent_page(key: str) -> str:
-        d = latent(key)
+        from latentdiff.agent.report.render import render_latent_page
+
+        d = latent(key)  # 404 for an unknown latent
+        page = render_latent_page(session.view.report, d.id)
+        if page is not None:  # the report's card: examples shaded, histogram, logit lens, ablation
+            return page
         rows = "".join(
             f"<li><b>{html.escape(f.label.name if f.label else 'unlabelled')}</b> "
             f"({html.escape(f.label.category if f.label else '')}) for {html.escape(f.pair)}, {html.escape(f.side)} "

@@ -64,7 +64,9 @@ def test_offline_judge_labels_every_selected_latent(core_run, tmp_path: Path) ->
     page = (out / "report.html").read_text()
     # the headline table, or (small sets) its "too few latents to compare" note instead of a finding
     table_id = "id='shift-table'" if report["headline"]["status"] == "ok" else "id='shift-table-note'"
-    assert table_id in page and "data:image/png;base64," in page and "<script" not in page
+    assert table_id in page and "data:image/png;base64," in page
+    # self-contained: one inline script (the latent table's filters), nothing loaded from elsewhere
+    assert page.count("<script") == 1 and "<script src" not in page and "http://" not in page.split("<script>")[1]
     assert "## Headline: shift vs it" in (out / "report.md").read_text()
     assert "## Executive summary" in (out / "report.md").read_text() and "id='summary'" in page
     assert (out / "plots" / "shift.png").is_file() and (out / "plots" / "training_joint.png").is_file()

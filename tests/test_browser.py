@@ -112,6 +112,9 @@ def test_web_chat_answers_cite_latents(browser, server: str, chat_run, tmp_path:
     assert href is not None and href.startswith("/latent/")
     page.goto(server + href)
     assert page.locator("#latent").inner_text() == href.removeprefix("/latent/")
+    # the report's card, styled, with navigation back (issue 16)
+    assert page.locator(".card .stats").count() == 1 and "Delta-norm" in page.locator(".card .stats").inner_text()
+    assert page.locator("nav a[href='/report']").count() == 1 and page.locator("nav a[href='/']").count() == 1
     page.close()
 
 

@@ -28,6 +28,7 @@ def test_auto_device_and_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the branch a GPU machine takes
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("auto") == torch.device("cuda")
     assert resolve_dtype("auto", torch.device("cuda")) is torch.bfloat16
     assert resolve_dtype("float16", torch.device("cuda")) is torch.float16

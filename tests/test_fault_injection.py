@@ -102,7 +102,7 @@ def test_the_judge_server_speaks_openai_and_obeys_its_control_endpoint() -> None
         while time.monotonic() < deadline:  # down (refused) ...
             try:
                 httpx.get(f"{server.url}/models", timeout=1)
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):  # refused, or reset while closing
                 break
             time.sleep(0.05)
         else:

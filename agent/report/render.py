@@ -497,14 +497,36 @@ def _shade(tok: str, a: float, top: float) -> str:
     return f"<span class='tok' title='{a:.3f}' style='background:rgba(255,140,0,{alpha:.2f})'>{html.escape(tok)}</span>"
 
 
+def _env():  # noqa: ANN202
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
+
+
+def _card_helpers() -> dict:
+    from markupsafe import Markup
+
+    return {"fmt": lambda x: "-" if x is None else f"{x:.2f}", "hist_svg": lambda h: Markup(_hist_svg(h)),
+            "shade": lambda x, top: Markup("".join(_shade(t, a, top) for t, a in zip(x.tokens, x.activations))),
+            "highlight": lambda t: Markup(_highlight(t))}
+
+
+def render_latent_page(report, key: str) -> str | None:  # noqa: ANN001
+    """One latent's page (`latentdiff serve` /latent/ID), or None when the report has no such latent."""
+    from markupsafe import Markup
+
+    view = next((v for v in latent_views(report) if v.id == key), None)
+    if view is None:
+        return None
+    return _env().get_template("latent.html.j2").render(l=view, css=Markup(_CSS), **_card_helpers())
+
+
 def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa: ANN001, ARG001
     """A single self-contained HTML page (agent/report/templates/report.html.j2). Every latent has a row in
     the filterable latent table and a card; `max_cards` only cuts report.md."""
-    import jinja2
     from markupsafe import Markup
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-                             autoescape=True, trim_blocks=False, lstrip_blocks=False)
+    env = _env()
     head = report.headline or {}
     a, b = str(head.get("a")), str(head.get("b"))
     intro, note = _headline_intro(report)
@@ -530,10 +552,7 @@ def render_html(report, plots: dict[str, Path], max_cards: int) -> str:  # noqa:
         "confidence_intro": _confidence_intro(v) if v else "",
         "confidence_comparisons": _sections(report, v.comparisons, "comparison confidence", "") if v else [],
         "scaffold_text": _scaffold_text(report), "verification": sorted(report.verification.items()),
-        "acc": _acc, "fmt": lambda x: "-" if x is None else f"{x:.2f}", "num": lambda x: "" if x is None else x,
-        "headers": _headers, "highlight": lambda t: Markup(_highlight(t)),
-        "hist_svg": lambda h: Markup(_hist_svg(h)),
-        "shade": lambda x, top: Markup("".join(_shade(t, a, top) for t, a in zip(x.tokens, x.activations))),
+        "acc": _acc, "num": lambda x: "" if x is None else x, "headers": _headers, **_card_helpers(),
         "categories": [r.name for r in report.categories] or sorted({x.category for x in views if x.category}),
         "sets": sorted({n for x in views for n in x.set_names}), "latents": views,
     }
