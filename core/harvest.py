@@ -18,9 +18,10 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
 from latentdiff.config import DataConfig, HarvestConfig
@@ -55,8 +56,11 @@ def paired_activations(
     return acts[b_idx, t_idx], batch.ctx_index[b_idx], t_idx, excluded  # [n, M, D], [n], [n]
 
 
-def _progress() -> Progress:
-    return Progress(
+def _progress() -> Any:
+    """A rich bar on a terminal, periodic log lines otherwise (latentdiff/progress.py)."""
+    from latentdiff.progress import progress
+
+    return progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed:,}/{task.total:,} tok"),

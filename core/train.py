@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
 from latentdiff.config import CrosscoderConfig
@@ -34,6 +34,7 @@ from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, auxk_loss, l1
 from latentdiff.core.shard import ShardedCrossCoder, clip_grad_norm_
 from latentdiff.errors import ConfigError, UnsafeCheckpoint
 from latentdiff.io import atomic_write
+from latentdiff.progress import progress as make_progress
 
 log = logging.getLogger(__name__)
 THRESHOLD_START = 0.5  # fraction of training after which the BatchTopK threshold EMA starts
@@ -284,7 +285,7 @@ class Trainer:
             TextColumn("{task.fields[info]}"),
         )
         metrics_fh = metrics_path.open("a") if main else open(os.devnull, "w")  # rank 0 logs the global figures
-        with Progress(*cols, disable=not (show and main)) as progress, metrics_fh as log_fh:
+        with make_progress(*cols, disable=not (show and main)) as progress, metrics_fh as log_fh:
             task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
             while self.step < cfg.steps:
                 raw = next(stream)  # [B, M, D] the global batch

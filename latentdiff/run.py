@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -67,6 +68,12 @@ def _alone_from_here(stage: str) -> bool:
     if not main:
         log.info("rank %d: stage %s and later run on rank 0 alone; this rank is done", dist.rank(), stage)
     return main
+
+
+def _elapsed(seconds: float) -> str:
+    """'42 s', '3 min 05 s'."""
+    m, sec = divmod(int(round(seconds)), 60)
+    return f"{m} min {sec:02d} s" if m else f"{sec} s"
 
 
 class Run:
@@ -152,13 +159,18 @@ class Run:
         # every stage that will run is checked before anything in the run directory changes
         self._record_new_config()
         stages.validate(self.cfg, [n for n in names if n in fresh or not self._is_done(n)])
+        t_all = time.perf_counter()
         with self.rundir.lock():
             dump_config(self.cfg, self.rundir.config)
-            for spec in stages.STAGES:
+            for i, spec in enumerate(stages.STAGES, 1):
                 if not spec.distributed and not _alone_from_here(spec.name):
                     return False  # under torchrun: rank 0 runs the rest
-                log.info("stage %s", spec.name)
+                t0 = time.perf_counter()
+                log.info("stage %d/%d %s", i, len(stages.STAGES), spec.name)
                 self.stage(spec.name, fresh=spec.name in fresh)
+                log.info("stage %d/%d %s: %s", i, len(stages.STAGES), spec.name, _elapsed(time.perf_counter() - t0))
+        log.info("all %d stages done in %s: %s", len(stages.STAGES), _elapsed(time.perf_counter() - t_all),
+                 self.rundir.root)
         return True
 
     def status(self) -> dict[str, StageStatus]:

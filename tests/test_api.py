@@ -149,3 +149,22 @@ def test_rest_of_the_pipeline_through_the_api(reported_run, tmp_path: Path) -> N
     assert report.model_dump(mode="json") == on_disk
     assert {c.id for c in report.latents} == {f.ref.key for f in findings}
     assert set(run.status().values()) == {"done"}
+
+
+def test_progress_off_a_terminal_is_periodic_log_lines(caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: with output to a file, long stages report progress as log lines (with ETA), not nothing."""
+    import logging
+
+    from latentdiff.progress import LineProgress, progress
+
+    monkeypatch.setenv("LATENTDIFF_PROGRESS", "lines")
+    with caplog.at_level(logging.INFO, logger="latentdiff.progress"):
+        with progress(every_s=0.0) as bar:
+            assert isinstance(bar, LineProgress)
+            task = bar.add_task("train", total=4, info="")
+            for _ in range(3):
+                bar.update(task, advance=1, info="FVU 0.1")
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("train: 2/4 (50%)" in x and "ETA" in x and "FVU 0.1" in x for x in lines)
+    assert lines[-1].startswith("train: 3/4 (75%)") and lines[-1].endswith("(done)")
