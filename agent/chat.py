@@ -104,6 +104,11 @@ def _brief_line(b: LatentBrief) -> str:
     return f"- [{b.id}] **{b.name}** ({b.category}; {b.pair}/{b.side}, Delta-norm {b.delta_norm:.2f}{verif})"
 
 
+# words of a question about a diffing run (otherwise the chat says the question is not about this run)
+_RUN_WORDS = re.compile(r"\b(latents?|features?|concepts?|models?|fine-?tun\w*|base|instruct\w*|shift\w*|chang\w*|"
+                        r"differ\w*|categor\w*|label\w*|crosscoder|delta|nu|scaling|learn\w*|added|removed|lost|gained|"
+                        r"report|findings?|significan\w*|examples?|activat\w*|judge|verif\w*|run)\b", re.I)
+
 CELL_HEADER = ("| comparison | latents in the category (share of the set) | difference, pp [95% CI] | "
                "paper's shift % [95% CI] | corrected p | |\n|---|---|---|---|---|---|")
 
@@ -173,7 +178,10 @@ class RetrievalAnswerer:
     def pair_of(self, question: str) -> str | None:
         """A fine-tune or control named in the question (short names only in quotes or 'model X')."""
         for name in self.view.pairs:
-            pat = rf"\b{re.escape(name)}\b" if len(name) > 2 else rf"(?:model\s+|[`'\"]){re.escape(name)}\b"
+            n = re.escape(name)
+            pat = (rf"\b{n}\b" if len(name) > 2 else
+                   rf"(?:model\s+|[`'\"]){n}\b|\bbetween\s+(?:the\s+)?base\s+(?:model\s+)?and\s+{n}\b|"
+                   rf"\bbetween\s+{n}\s+and\s+(?:the\s+)?base\b|\bdid\s+{n}\s+(?:learn|gain|add|change)")
             if re.search(pat, question, re.I):
                 return name
         return None
@@ -188,6 +196,11 @@ class RetrievalAnswerer:
             return self.card(m.group(1) or m.group(2)), self.calls
         if re.search(r"\bcontrols?\b", q):
             return self.control(cat), self.calls
+        pair = self.pair_of(question)
+        if cat and re.search(r"\bsignifican|\bp[- ]?values?\b|\breal\b|\bby chance\b|\btrust", q):
+            return self.significance(cat), self.calls
+        if pair and not cat and re.search(r"\b(chang|differ|learn|add|new|specific|what|did)", q):
+            return self.model_changes(pair), self.calls
         if cat and re.search(r"\b(compare|comparison|between|versus|vs\.?)\b", q):
             return self.compare(cat), self.calls
         if cat and re.search(r"\bwhy\b|\bexplain\b|\bcause", q):
@@ -198,6 +211,67 @@ class RetrievalAnswerer:
         if re.search(r"\b(table|overview|summary|summar|headline|shifts?|categories|changed?)\b", q):
             return self.table(), self.calls
         return self.search(question), self.calls
+
+    def significance(self, cat: str) -> str:
+        """Is a category's headline difference significant: the verdict first, then the evidence."""
+        table = self.view.category_table()
+        cell = self._headline_cell(table, cat)
+        if cell is None:
+            return self.compare(cat)
+        if not cell.tested:
+            note = cell.note or "too few latents to compare"
+            lead = (f"**Not tested**: the headline comparison ({cell.comparison}) has {note}, so whether {cat} "
+                    f"changed cannot be read from it.")
+        elif cell.significant:
+            lead = (f"**Yes**: in the headline comparison ({cell.comparison}) the {cat} difference is significant "
+                    f"after correction ({_effect_text(cell)}).")
+        else:
+            lead = (f"**No**: in the headline comparison ({cell.comparison}) the {cat} difference is not significant "
+                    f"after correction ({_effect_text(cell)}); the data do not show a change either way.")
+        return lead + "\n\n" + self.why(cat)
+
+    def model_changes(self, pair: str) -> str:
+        """What one model changed relative to the base: its specific latents and which categories they favour."""
+        t = self.view.category_table()
+        self._log("category_table")
+        comp = next((b for b in t.comparisons if b.kind == "vs_reference" and b.a == pair), None)
+        primary = min(self.view.crosscoders, key=lambda name: ("-seed" in name, name))  # replicates aside
+
+        def specific(p: str) -> list[LatentBrief]:
+            return [b for b in self.view.list_latents(None, pair=p, side="finetuned", n=100_000)
+                    if b.id.rsplit(":", 1)[0] == primary]
+
+        n = len(specific(pair))
+        self._log("list_latents", pair=pair, side="finetuned")
+        if n == 0:
+            return (f"**Nothing found**: `{pair}` has no latents specific to it compared with the base (0 selected "
+                    f"latents; neither Delta-norm nor Latent Scaling finds a direction that `{pair}` added), so this "
+                    f"run reports no concept that `{pair}` gained. Latents specific to the other models: "
+                    + ", ".join(f"`{p}` {len(specific(p))}" for p in self.view.pairs if p != pair) + ".")
+        out = [f"`{pair}` has **{n} latents specific to it** compared with the base (crosscoder `{primary}`)."]
+        if comp is not None and comp.status != "ok":
+            out.append(f"Against the reference sample of shared latents: {comp.note or 'too few latents to compare'}; "
+                       "not tested.")
+        elif comp is not None:
+            cells = [c for c in t.cells if c.comparison == comp.id]
+            up = [c for c in cells if c.significant and c.diff_pp > 0]
+            down = [c for c in cells if c.significant and c.diff_pp < 0]
+            if up or down:
+                out.append("Against the reference sample of shared latents, its specific latents are "
+                           + "; ".join([f"**more often {c.category}** ({_effect_text(c)})" for c in up]
+                                       + [f"**less often {c.category}** ({_effect_text(c)})" for c in down]) + ".")
+            else:
+                out.append("Against the reference sample of shared latents, no category is over- or under-represented "
+                           "among them after correction.")
+            out.append(f"\n{CELL_HEADER}")
+            out += [_cell_line(c) for c in cells]
+        by_cat: dict[str, list[LatentBrief]] = {}
+        for b in specific(pair):
+            by_cat.setdefault(b.category, []).append(b)
+        out.append("\nIts most specific latents per category:")
+        for cat_name, rows in sorted(by_cat.items(), key=lambda kv: -len(kv[1])):
+            out += [f"\n*{cat_name}* ({len(rows)}):"] + [_brief_line(b) for b in rows[:2]]
+        return "\n".join(out) + method_note(t)
 
     def _log(self, tool: str, ok: bool = True, **args: object) -> None:
         self.calls.append(ToolCall(tool=tool, args=args, ok=ok))
@@ -393,9 +467,14 @@ class RetrievalAnswerer:
         """Free query: the labelled latents closest in meaning."""
         hits = self.view.search_latents(question, n=6)
         self._log("search_latents", query=question)
+        names = ", ".join(f"`{m.name}`" for m in self.view.cfg.models)
+        about_run = bool(_RUN_WORDS.search(question)) or self.pair_of(question) is not None
+        lead = ("" if about_run else f"This does not look like a question about this run (models {names}, their "
+                "latents and how their concepts differ), so there is no finding to report. ")
         if not hits:
-            return "No labelled latents in this run match that."
-        return "The labelled latents closest in meaning to your question:\n" + "\n".join(_brief_line(h) for h in hits)
+            return lead + "No labelled latents in this run match that."
+        return (lead + "The labelled latents closest in meaning to your question:\n"
+                + "\n".join(_brief_line(h) for h in hits))
 
 
 def _inline(text: str, limit: int = 300) -> str:

@@ -64,7 +64,30 @@ def answer_html(text: str, citations: list[str]) -> str:
             return m.group(0)
         return f"[<a class='cite' href='/latent/{key}' target='_blank'>{key}</a>]"
 
-    return _CITE.sub(link, out)
+    return _tables(_CITE.sub(link, out))
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _tables(text: str) -> str:
+    """Markdown tables (a header line, a |---| line, rows) of an already escaped answer as HTML tables."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        if (lines[i].lstrip().startswith("|") and i + 1 < len(lines)
+                and re.fullmatch(r"\s*\|(\s*:?-{3,}:?\s*\|)+\s*", lines[i + 1])):
+            head, rows, i = _cells(lines[i]), [], i + 2
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                rows.append(_cells(lines[i]))
+                i += 1
+            out.append("<div class='table-wrap'><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+                       + "</table></div>")
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
 
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -208,6 +231,8 @@ header{background:#1d3557;color:#fff;padding:.8em 1.2em;display:flex;justify-con
 header a{color:#ffd166}
 #log{max-width:900px;margin:1em auto;padding:0 1em}
 .msg{border-radius:8px;padding:.7em 1em;margin:.6em 0;white-space:pre-wrap;line-height:1.4}
+.msg .table-wrap{overflow-x:auto;white-space:normal}.msg table{border-collapse:collapse;font-size:90%}
+.msg td,.msg th{border:1px solid #ccc;padding:2px 6px;text-align:left}
 .user{background:#dbe7f5;margin-left:15%}
 .bot{background:#fff;border:1px solid #dde1e6;margin-right:5%}
 .meta{color:#6b7280;font-size:.8em;margin-top:.4em}
