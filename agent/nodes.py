@@ -299,6 +299,7 @@ async def record(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, 
     ]
     ctx.write_findings(key, findings)
     ctx.store.upsert_findings(findings)
+    ctx.recorded()
     return {"done": [key]}
 
 

@@ -82,9 +82,21 @@ class AgentContext:
     scaffold: dict[str, float] = field(default_factory=dict)  # key -> share of activation on special tokens
     _examples: OrderedDict[str, list[Any]] = field(default_factory=OrderedDict, repr=False)
     _finished: set[str] = field(default_factory=set, repr=False)  # keys known finished (never un-finish)
+    _progress: Any = field(default=None, repr=False)  # LineProgress of the recorded latents
 
     def __post_init__(self) -> None:
         self.run_dir = RunDir.of(self.run_dir)
+
+    def recorded(self) -> None:
+        """One latent recorded: a progress line (count, ETA, judge calls) at most every 30 s."""
+        from latentdiff.progress import LineProgress
+
+        if self._progress is None:
+            limit = self.cfg.agent.max_latents
+            total = min(len(self.stats), limit) if limit else len(self.stats)
+            self._progress = LineProgress(every_s=30.0)
+            self._progress.add_task("label (latents recorded)", total=total, info="")
+        self._progress.update(0, advance=1, info=f"{self.budget.used} judge calls")
 
     def examples(self, key: str) -> list[Any]:
         """A latent's stored examples (read from the store once per latent; a small LRU)."""

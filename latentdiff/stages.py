@@ -671,10 +671,20 @@ def run_index(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     rd = RunDir.of(run_dir)
     counts = {}
     fingerprints = crosscoder_fingerprints(cfg, rd)
-    with open_store(cfg, rd, fingerprints) as store:
+    from latentdiff.progress import LineProgress
+
+    total = sum((rd.read_marker("sample") or {}).get("examples", {}).values()) or None
+    with open_store(cfg, rd, fingerprints) as store, LineProgress(every_s=30.0, disable=not show) as bar:
         store.prune()
+        task = bar.add_task("index (examples embedded)", total=total)
+
+        def counted(examples: Any) -> Any:
+            for ex in examples:
+                bar.advance(task)
+                yield ex
+
         for cc_name in crosscoder_plan(cfg):
-            counts[cc_name] = store.add_examples(cc_name, read_examples(rd.examples(cc_name)))
+            counts[cc_name] = store.add_examples(cc_name, counted(read_examples(rd.examples(cc_name))))
     mark_done(cfg, rd, "index", {"examples": counts, "fingerprints": fingerprints})
 
 
