@@ -479,7 +479,7 @@ def truth_cmd(
 def _chat_session(run_dir: Path, llm: str | None, offline: bool) -> Any:
     """Open a read-only chat over a run; the LLM is --llm, else the run's HTTP judge, else none."""
     from latentdiff.agent.chat import ChatSession
-    from latentdiff.agent.chat_tools import RunView
+    from latentdiff.agent.chat.tools import RunView
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger().setLevel(logging.WARNING)  # the chat's own output is the answers
@@ -491,7 +491,7 @@ def _chat_session(run_dir: Path, llm: str | None, offline: bool) -> Any:
         spec = None  # the run's judge is offline (embedding) or local: answer by retrieval
     if spec is None:
         return ChatSession(view)
-    from latentdiff.agent.chat_llm import LLMAnswerer
+    from latentdiff.agent.chat.llm import LLMAnswerer
 
     return ChatSession(view, LLMAnswerer(view, spec))
 
@@ -558,7 +558,7 @@ def serve_cmd(
     offline: Annotated[bool, typer.Option(help="Retrieval answers only, no LLM.")] = False,
 ) -> None:
     """Serve the report and a web chat over a run (read-only) at http://HOST:PORT/."""
-    from latentdiff.agent.web import check_port, serve
+    from latentdiff.agent.chat.web import check_port, serve
 
     check_port(port)
     session = _chat_session(run_dir, llm, offline)

@@ -441,7 +441,8 @@ def test_label_prompt_shows_only_real_highlights() -> None:
 
 
 def test_chat_answers_carry_no_terminal_escapes(finished: Path, tmp_path: Path) -> None:
-    from latentdiff.agent.chat import ChatSession, terminal_safe
+    from latentdiff.agent.chat import ChatSession
+    from latentdiff.agent.chat.format import terminal_safe
 
     evil = "ok\x1b[2J\x1b]0;pwned\x07\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\\x9b31m\x07\x08\u202eend\ttab\nline"
     assert terminal_safe(evil) == "oklinkend\ttab\nline"
@@ -471,7 +472,7 @@ def test_serve_checks_host_and_never_writes_the_run(finished: Path, tmp_path: Pa
     from fastapi.testclient import TestClient
 
     from latentdiff.agent.chat import ChatSession
-    from latentdiff.agent.web import allowed_hosts, host_of, make_app
+    from latentdiff.agent.chat.web import allowed_hosts, host_of, make_app
 
     run = tmp_path / "run"
     shutil.copytree(finished, run)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from latentdiff.agent.chat_tools import RunView
+from latentdiff.agent.chat.tools import RunView
 from tests.conftest import _unavailable
 
 ID_RE = re.compile(r"\b(joint:\d+)\b")

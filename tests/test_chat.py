@@ -15,7 +15,7 @@ import pytest
 
 from latentdiff.agent.aggregate import Comparison
 from latentdiff.agent.chat import ChatSession, checked_citations
-from latentdiff.agent.chat_tools import ChatError, RunView
+from latentdiff.agent.chat.tools import ChatError, RunView
 from latentdiff.agent.replicates import comparison_id
 from latentdiff.agent.report.summary import fmt_p
 
@@ -107,7 +107,7 @@ def test_lookups_are_typed_and_exact(session: ChatSession) -> None:
 def _with_control(view: RunView, status: str) -> RunView:
     """The view with a control contrast added to its table (the small run has no control model): the
     headline's cells, as 'shift vs it (control)', tested or too small to test."""
-    from latentdiff.agent.chat_tools import CategoryTable
+    from latentdiff.agent.chat.tools import CategoryTable
 
     table = view.category_table()
     head = table.comparison(table.headline)
@@ -152,7 +152,7 @@ def test_control_question_answers_from_the_control_contrasts(chat_run) -> None:
 
 def test_untested_headline_is_said_plainly(chat_run) -> None:
     """A headline with too few latents: 'too few latents to compare (n)', no direction, no effect."""
-    from latentdiff.agent.chat_tools import CategoryTable
+    from latentdiff.agent.chat.tools import CategoryTable
 
     view = RunView(chat_run.dir)
     table = view.category_table()

@@ -13,8 +13,8 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from latentdiff.agent.chat import ChatSession
-from latentdiff.agent.chat_llm import LLMAnswerer
-from latentdiff.agent.chat_tools import ChatError, RunView
+from latentdiff.agent.chat.llm import LLMAnswerer
+from latentdiff.agent.chat.tools import ChatError, RunView
 
 
 class ScriptedChat:

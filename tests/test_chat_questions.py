@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from latentdiff.agent.chat import ChatSession
-from latentdiff.agent.chat_tools import RunView
+from latentdiff.agent.chat.tools import RunView
 from tests.conftest import _unavailable
 
 Facts = Callable[[dict, RunView], list[str]]

@@ -369,8 +369,8 @@ def test_too_few_comparison_is_its_note_never_a_finding(report: Report) -> None:
 
 def test_unbounded_shift_pct_is_rendered(report: Report, tmp_path: Path) -> None:
     """multilingual: 12 of shift's latents, none of it's: the paper's percent form is +inf, shown as such."""
-    from latentdiff.agent.chat import _cell_line
-    from latentdiff.agent.chat_tools import CategoryCell
+    from latentdiff.agent.chat.format import cell_line
+    from latentdiff.agent.chat.tools import CategoryCell
     from latentdiff.agent.report.plots import make_plots
 
     multi = _row(report, "multilingual")
@@ -387,7 +387,7 @@ def test_unbounded_shift_pct_is_rendered(report: Report, tmp_path: Path) -> None
                         share_a=multi.share_a, share_b=multi.share_b, diff_pp=multi.diff_pp, ci95=multi.ci95,
                         shift_pct=None, ci95_shift_pct=multi.ci95_shift_pct, p_adjusted=multi.p_adjusted,
                         significant=multi.significant, status="ok")
-    assert "only in shift (+inf)" in _cell_line(cell)
+    assert "only in shift (+inf)" in cell_line(cell)
     plots = make_plots(report, tmp_path, tmp_path / "plots")
     assert plots["shift"].is_file() and plots["shift"].stat().st_size > 5000
 

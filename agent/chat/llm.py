@@ -19,7 +19,7 @@ Graph (one question):
 - `answer` asks the model, without tools, to answer from the lookup results, passed as text
   (corpus examples inside <example> blocks): this works with any chat template, including ones
   that know no `tool` role.
-Citations in the answer are validated by `ChatSession` (agent/chat.py).
+Citations in the answer are validated by `ChatSession` (agent/chat/session.py).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from langchain_core.tools import StructuredTool
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field, ValidationError, create_model
 
-from latentdiff.agent.chat import CELL_HEADER, ToolCall, _brief_line, _cell_line, method_note
-from latentdiff.agent.chat_tools import ChatError, RunView
+from latentdiff.agent.chat.format import CELL_HEADER, brief_line, cell_line, method_note
+from latentdiff.agent.chat.session import ToolCall
+from latentdiff.agent.chat.tools import ChatError, RunView
 from latentdiff.agent.judges.openai_compat import parse_http_spec
 from latentdiff.agent.judges.prompting import contain, render
 from latentdiff.agent.report.summary import fmt_pp
@@ -67,11 +68,11 @@ def _lookup_tools(view: RunView) -> list[StructuredTool]:
 
     def search_latents(query: str, n: int = 6) -> str:
         hits = view.search_latents(query, n=n)
-        return "\n".join(_brief_line(h) for h in hits) or "no match"
+        return "\n".join(brief_line(h) for h in hits) or "no match"
 
     def list_latents(category: str, pair: str | None = None, side: str = "finetuned", n: int = 6) -> str:
         rows = view.list_latents(category, pair=pair, side=side, n=n)
-        return "\n".join(_brief_line(r) for r in rows) or f"no {side}-side latents in {category}"
+        return "\n".join(brief_line(r) for r in rows) or f"no {side}-side latents in {category}"
 
     def latent_card(latent: str) -> str:
         d = view.latent_card(latent)
@@ -86,7 +87,7 @@ def _lookup_tools(view: RunView) -> list[StructuredTool]:
     def category_table(category: str | None = None) -> str:
         t = view.category_table()
         if category is not None:
-            rows = [_cell_line(c) for c in t.cells if c.category == category]
+            rows = [cell_line(c) for c in t.cells if c.category == category]
             return f"{category} in every comparison:\n{CELL_HEADER}\n" + "\n".join(rows) + method_note(t)
         lines = ["Comparisons (A vs B; effects are share of A minus share of B, in percentage points):"]
         for b in t.comparisons:
@@ -99,7 +100,7 @@ def _lookup_tools(view: RunView) -> list[StructuredTool]:
         head = [c for c in t.cells if c.comparison == t.headline]
         if head and head[0].tested:
             lines += [f"\nHeadline {t.headline}:", CELL_HEADER.replace("| comparison |", "| category |")]
-            lines += [_cell_line(c.model_copy(update={"comparison": c.category})) for c in head]
+            lines += [cell_line(c.model_copy(update={"comparison": c.category})) for c in head]
         return "\n".join(lines) + method_note(t)
 
     n_field = (int, Field(default=6, ge=1, le=10, description="How many latents."))
@@ -305,7 +306,7 @@ class LLMAnswerer:
         text = out.get("answer") or "(the model gave no answer)"
         found = "\n".join(out.get("texts", []))
         if found:  # keep the grounding visible: the ids the lookups returned
-            from latentdiff.agent.chat import checked_citations
+            from latentdiff.agent.chat.session import checked_citations
 
             ids, _ = checked_citations(self.view, found)
             cited, _ = checked_citations(self.view, text)

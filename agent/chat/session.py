@@ -1,13 +1,14 @@
 """Chat with a finished run: questions answered from its findings, report and store, citing latents.
 
-Two answerers share the read-only `RunView` lookups (agent/chat_tools.py):
+Two answerers share the read-only `RunView` lookups (agent/chat/tools.py; answers are formatted by
+agent/chat/format.py):
   - `RetrievalAnswerer` (offline, no LLM): recognises the question's intent (a latent card, the
     latents of a category, why a category moved, a comparison across fine-tunes, the control
     contrasts, the category table, or a free query) and fills a template from the lookups.
     Effects are share differences in percentage points with 95% intervals, corrected p-values and
     significance; a comparison with too few latents is said to be "too few latents to compare (n)",
     never reported as a finding.
-  - `LLMAnswerer` (agent/chat_llm.py): a LangGraph tool-calling agent over the same lookups, used
+  - `LLMAnswerer` (agent/chat/llm.py): a LangGraph tool-calling agent over the same lookups, used
     when an OpenAI-compatible LLM is configured.
 `ChatSession.ask` returns an `Answer` whose citations are checked against the run: every id in it
 is a latent of the run, and every answer cites at least one. Labels and examples are untrusted text:
@@ -27,8 +28,20 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from latentdiff.agent.chat_tools import CategoryCell, CategoryTable, ChatError, LatentBrief, RunView
-from latentdiff.agent.report.summary import fmt_p, fmt_pp, fmt_share, fmt_shift_pct
+from latentdiff.agent.chat.format import (
+    CELL_HEADER,
+    brief_line,
+    cell_line,
+    counts_text,
+    effect_text,
+    fmt_ci,
+    inline,
+    method_note,
+    shift_text,
+    terminal_safe,
+)
+from latentdiff.agent.chat.tools import CategoryCell, CategoryTable, ChatError, LatentBrief, RunView
+from latentdiff.agent.report.summary import fmt_p, fmt_pp, fmt_share
 from latentdiff.errors import LatentDiffError
 
 log = logging.getLogger(__name__)
@@ -45,20 +58,8 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 
-# ESC sequences (CSI ... final byte, OSC/DCS/APC/PM/SOS strings up to BEL or ST, two-byte ESC X), then
-# lone C0/C1 controls and DEL (tab and newline kept), then bidi overrides/isolates that reorder what is shown
-_ESCAPE_SEQ = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]?|\x9b[0-?]*[ -/]*[@-~]?"
-    r"|[\x1b][\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|[\x90\x9d\x98\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-    r"|\x1b[ -/]*[0-~]?"
-)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def terminal_safe(text: str) -> str:
-    """Text with terminal escape sequences and control characters (C0 but tab/newline, DEL, C1, bidi
-    overrides) removed: what a run's labels and examples contain is printed, never executed."""
-    return _CONTROL.sub("", _ESCAPE_SEQ.sub("", text))
 
 
 class ToolCall(BaseModel):
@@ -89,19 +90,10 @@ class Answerer(Protocol):
         ...
 
 
-def fmt_pct(x: float) -> str:
-    """+390%, -76%."""
-    return f"{x:+.0f}%"
 
 
-def fmt_ci(ci: tuple[float, float]) -> str:
-    """[+3.0, +18.5] (percentage points)."""
-    return f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
 
 
-def _brief_line(b: LatentBrief) -> str:
-    verif = "" if b.verification is None else f", verification {b.verification:.2f}"
-    return f"- [{b.id}] **{b.name}** ({b.category}; {b.pair}/{b.side}, Delta-norm {b.delta_norm:.2f}{verif})"
 
 
 # words of a question about a diffing run (otherwise the chat says the question is not about this run)
@@ -109,48 +101,16 @@ _RUN_WORDS = re.compile(r"\b(latents?|features?|concepts?|models?|fine-?tun\w*|b
                         r"differ\w*|categor\w*|label\w*|crosscoder|delta|nu|scaling|learn\w*|added|removed|lost|gained|"
                         r"report|findings?|significan\w*|examples?|activat\w*|judge|verif\w*|run)\b", re.I)
 
-CELL_HEADER = ("| comparison | latents in the category (share of the set) | difference, pp [95% CI] | "
-               "paper's shift % [95% CI] | corrected p | |\n|---|---|---|---|---|---|")
 
 
-def _counts(c: CategoryCell) -> str:
-    return (f"{c.a} {c.n_a} of {c.total_a} ({fmt_share(c.share_a)}) vs "
-            f"{c.b} {c.n_b} of {c.total_b} ({fmt_share(c.share_b)})")
 
 
-def _shift(c: CategoryCell) -> str:
-    return fmt_shift_pct(c.shift_pct, c.ci95_shift_pct, c.n_a, c.a)
 
 
-def _cell_line(c: CategoryCell) -> str:
-    """One comparison's cell as a table row (`CELL_HEADER`); an untested comparison says so, with no effect."""
-    if not c.tested:
-        return f"| {c.comparison} | {_counts(c)} | {c.note or 'too few latents to compare'}: not tested | | | |"
-    sig = "significant" if c.significant else "not significant"
-    planted = f"; planted {c.planted}" if c.planted else ""
-    return (f"| {c.comparison} | {_counts(c)} | {fmt_pp(c.diff_pp)} {fmt_ci(c.ci95)} | {_shift(c)} | "
-            f"{fmt_p(c.p_adjusted)} | {sig}{planted} |")
 
 
-def _effect_text(c: CategoryCell) -> str:
-    """'+9.1 percentage points (95% CI [+3.0, +18.5], corrected p 0.012, significant; paper's form +390%)'."""
-    sig = "significant" if c.significant else "not significant"
-    return (f"{fmt_pp(c.diff_pp)} percentage points (95% CI {fmt_ci(c.ci95)}, corrected p {fmt_p(c.p_adjusted)}, "
-            f"{sig}; the paper's percent form {_shift(c)})")
 
 
-def method_note(table: CategoryTable) -> str:
-    """'\n\nTest: exact permutation test ..., Holm-corrected across the 6 categories ...' (empty if unknown)."""
-    from latentdiff.agent.report.summary import method_text
-
-    st = table.statistics
-    if not st:
-        return ""
-    n = len({c.category for c in table.cells})
-    method = method_text(st.get("test", "exact permutation test"), st.get("correction", "holm"),
-                         st.get("alpha", 0.05), n)
-    return (f"\n\nTest: {method}; a comparison whose smaller set has fewer than "
-            f"{st.get('min_set_size', '?')} latents is not tested.")
 
 
 class RetrievalAnswerer:
@@ -224,10 +184,10 @@ class RetrievalAnswerer:
                     f"changed cannot be read from it.")
         elif cell.significant:
             lead = (f"**Yes**: in the headline comparison ({cell.comparison}) the {cat} difference is significant "
-                    f"after correction ({_effect_text(cell)}).")
+                    f"after correction ({effect_text(cell)}).")
         else:
             lead = (f"**No**: in the headline comparison ({cell.comparison}) the {cat} difference is not significant "
-                    f"after correction ({_effect_text(cell)}); the data do not show a change either way.")
+                    f"after correction ({effect_text(cell)}); the data do not show a change either way.")
         return lead + "\n\n" + self.why(cat)
 
     def model_changes(self, pair: str) -> str:
@@ -258,19 +218,19 @@ class RetrievalAnswerer:
             down = [c for c in cells if c.significant and c.diff_pp < 0]
             if up or down:
                 out.append("Against the reference sample of shared latents, its specific latents are "
-                           + "; ".join([f"**more often {c.category}** ({_effect_text(c)})" for c in up]
-                                       + [f"**less often {c.category}** ({_effect_text(c)})" for c in down]) + ".")
+                           + "; ".join([f"**more often {c.category}** ({effect_text(c)})" for c in up]
+                                       + [f"**less often {c.category}** ({effect_text(c)})" for c in down]) + ".")
             else:
                 out.append("Against the reference sample of shared latents, no category is over- or under-represented "
                            "among them after correction.")
             out.append(f"\n{CELL_HEADER}")
-            out += [_cell_line(c) for c in cells]
+            out += [cell_line(c) for c in cells]
         by_cat: dict[str, list[LatentBrief]] = {}
         for b in specific(pair):
             by_cat.setdefault(b.category, []).append(b)
         out.append("\nIts most specific latents per category:")
         for cat_name, rows in sorted(by_cat.items(), key=lambda kv: -len(kv[1])):
-            out += [f"\n*{cat_name}* ({len(rows)}):"] + [_brief_line(b) for b in rows[:2]]
+            out += [f"\n*{cat_name}* ({len(rows)}):"] + [brief_line(b) for b in rows[:2]]
         return "\n".join(out) + method_note(t)
 
     def _log(self, tool: str, ok: bool = True, **args: object) -> None:
@@ -304,7 +264,7 @@ class RetrievalAnswerer:
             lines.append(f"\n{label.description}")
         if d.examples:
             lines.append("\nTop examples (activating tokens in <<>>):")
-            lines += [f"{i}. `{_inline(t)}`" for i, t in enumerate(d.examples, 1)]
+            lines += [f"{i}. `{inline(t)}`" for i, t in enumerate(d.examples, 1)]
         return "\n".join(lines)
 
     def latents(self, cat: str, side: str, pair: str | None) -> str:
@@ -317,13 +277,13 @@ class RetrievalAnswerer:
             self._log("list_latents", category=cat, pair=p, side=side)
             total = len(self.view.list_latents(cat, pair=p, side=side, n=10_000))
             out.append(f"\n**{p}** ({total} latents):" if rows else f"\n**{p}**: none.")
-            out += [_brief_line(b) for b in rows]
+            out += [brief_line(b) for b in rows]
         if not any(self.view.list_latents(cat, pair=p, side=side, n=1) for p in pairs):
             other = self.view.list_latents(cat, pair=pair, side=None, n=8)
             self._log("list_latents", category=cat, pair=pair, side=None)
             if other:
                 out.append(f"\nLatents labelled {cat} on other sides (shared or base-leaning):")
-                out += [_brief_line(b) for b in other]
+                out += [brief_line(b) for b in other]
         out.append(self._headline_sentence(cat))
         return "\n".join(x for x in out if x)
 
@@ -336,8 +296,8 @@ class RetrievalAnswerer:
             return ""
         if not cell.tested:
             return (f"\nHeadline ({cell.comparison}): {cell.note or 'too few latents to compare'}, so {cat} is not "
-                    f"tested ({_counts(cell)}; {self._sets()}).")
-        return f"\nHeadline ({cell.comparison}): {cat} {_effect_text(cell)}; {_counts(cell)} ({self._sets()})."
+                    f"tested ({counts_text(cell)}; {self._sets()}).")
+        return f"\nHeadline ({cell.comparison}): {cat} {effect_text(cell)}; {counts_text(cell)} ({self._sets()})."
 
     def _sets(self) -> str:
         """What the headline compares (e.g. latents specific to one fine-tune and not the other)."""
@@ -362,7 +322,7 @@ class RetrievalAnswerer:
             direction = "went up" if moved > 0 else "went down" if moved < 0 else "did not move"
             caveat = "" if cell.significant else (" The difference is not significant after correction: the data "
                                                    "do not show a change either way.")
-            out = [f"In the headline comparison ({cell.comparison}), **{cat}** {direction}: {_effect_text(cell)}. "
+            out = [f"In the headline comparison ({cell.comparison}), **{cat}** {direction}: {effect_text(cell)}. "
                    f"{cell.n_a} of the {cell.total_a} latents specific to `{a}` ({fmt_share(cell.share_a)}) are about "
                    f"{cat}, against {cell.n_b} of the {cell.total_b} specific to `{b}` ({fmt_share(cell.share_b)}) "
                    f"({self._sets()}).{caveat}"]
@@ -371,12 +331,12 @@ class RetrievalAnswerer:
             self._log("list_latents", category=cat, pair=name, side="finetuned")
             if rows:
                 out.append(f"\nThe {cat} latents specific to `{name}`, most specific first:")
-                out += [_brief_line(r) for r in rows]
+                out += [brief_line(r) for r in rows]
         others = [c for c in table.cells if c.category == cat and c.comparison != table.headline]
         if others:
             out.append("\nThe other comparisons (each set vs the reference sample of shared latents, the other set "
                        f"definition, the control contrast):\n\n{CELL_HEADER}")
-            out += [_cell_line(c) for c in others]
+            out += [cell_line(c) for c in others]
         if cat in table.planted:
             out.append(f"\nThe models are organisms with a planted {cat} sign of `{table.planted[cat]}`.")
         return "\n".join(out) + method_note(table)
@@ -387,13 +347,13 @@ class RetrievalAnswerer:
         cells = [c for c in table.cells if c.category == cat]
         self._log("category_table")
         out = [f"**{cat}** across the comparisons:\n", CELL_HEADER]
-        out += [_cell_line(c) for c in cells]
+        out += [cell_line(c) for c in cells]
         for p in self.view.pairs:
             rows = self.view.list_latents(cat, pair=p, side="finetuned", n=4)
             self._log("list_latents", category=cat, pair=p, side="finetuned")
             if rows:
                 out.append(f"\n{cat} latents specific to `{p}`:")
-                out += [_brief_line(r) for r in rows]
+                out += [brief_line(r) for r in rows]
         return "\n".join(out) + method_note(table)
 
     def table(self) -> str:
@@ -420,8 +380,9 @@ class RetrievalAnswerer:
             for c in cells:
                 top = self.view.list_latents(c.category, pair=a, side="finetuned", n=1)
                 ex = f"[{top[0].id}] {top[0].name}" if top else ""
-                out.append(f"| {c.category} | {_counts(c)} | {fmt_pp(c.diff_pp)} {fmt_ci(c.ci95)} | {_shift(c)} | "
-                           f"{fmt_p(c.p_adjusted)} | {'significant' if c.significant else 'n.s.'} | {ex} |")
+                out.append(f"| {c.category} | {counts_text(c)} | {fmt_pp(c.diff_pp)} {fmt_ci(c.ci95)} | "
+                           f"{shift_text(c)} | {fmt_p(c.p_adjusted)} | {'significant' if c.significant else 'n.s.'} "
+                           f"| {ex} |")
         untested = [b for b in t.comparisons if b.status != "ok" and b.id != title]
         if untested:
             out.append("\nNot tested: " + "; ".join(f"{b.id}: {b.note}" for b in untested) + ".")
@@ -454,13 +415,13 @@ class RetrievalAnswerer:
                     out.append(f"No category{' ' + cat if cat else ''} differs significantly after correction "
                                f"({comp.n_a} latents of {comp.a} vs {comp.n_b} of {comp.b}).")
                 if shown:
-                    out += [f"\n{CELL_HEADER}"] + [_cell_line(c) for c in shown]
+                    out += [f"\n{CELL_HEADER}"] + [cell_line(c) for c in shown]
             for p in (comp.b, comp.a):
                 rows = self.view.list_latents(cat, pair=p, side="finetuned", n=3)
                 self._log("list_latents", category=cat, pair=p, side="finetuned")
                 if rows:
                     out.append(f"\nLatents specific to `{p}`{' about ' + cat if cat else ''}:")
-                    out += [_brief_line(r) for r in rows]
+                    out += [brief_line(r) for r in rows]
         return "\n".join(out) + method_note(t)
 
     def search(self, question: str) -> str:
@@ -474,13 +435,9 @@ class RetrievalAnswerer:
         if not hits:
             return lead + "No labelled latents in this run match that."
         return (lead + "The labelled latents closest in meaning to your question:\n"
-                + "\n".join(_brief_line(h) for h in hits))
+                + "\n".join(brief_line(h) for h in hits))
 
 
-def _inline(text: str, limit: int = 300) -> str:
-    """One line, backtick-free, bounded: safe inside inline code."""
-    flat = " ".join(text.replace("`", "'").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def checked_citations(view: RunView, text: str) -> tuple[list[str], list[str]]:
@@ -531,7 +488,7 @@ class ChatSession:
         view = RunView(run_dir)
         llm = None
         if llm_spec:
-            from latentdiff.agent.chat_llm import LLMAnswerer
+            from latentdiff.agent.chat.llm import LLMAnswerer
 
             llm = LLMAnswerer(view, llm_spec)
         return cls(view, llm)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import html
 import ipaddress
-import re
 import socket
 import threading
 from collections import OrderedDict
@@ -29,14 +28,12 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from latentdiff.agent.chat import Answer, ChatSession
-from latentdiff.agent.chat_tools import ChatError, LatentDetail
+from latentdiff.agent.chat.format import answer_html
+from latentdiff.agent.chat.session import Answer, ChatSession
+from latentdiff.agent.chat.tools import ChatError, LatentDetail
 from latentdiff.errors import LatentDiffError
 
 MAX_CLIENTS = 64
-_CITE = re.compile(r"\[([A-Za-z_][\w.-]*:\d+)\]")
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_CODE = re.compile(r"`([^`]+)`")
 
 
 class ChatRequest(BaseModel):
@@ -52,42 +49,10 @@ class ChatReply(Answer):
     html: str = Field(description="The answer as HTML, citations linked to their latent cards.")
 
 
-def answer_html(text: str, citations: list[str]) -> str:
-    """Escape the answer, then link its cited latent ids and render **bold** and `code`."""
-    out = html.escape(text, quote=False)
-    out = _CODE.sub(r"<code>\1</code>", out)
-    out = _BOLD.sub(r"<b>\1</b>", out)
-
-    def link(m: re.Match[str]) -> str:
-        key = m.group(1)
-        if key not in citations:
-            return m.group(0)
-        return f"[<a class='cite' href='/latent/{key}' target='_blank'>{key}</a>]"
-
-    return _tables(_CITE.sub(link, out))
 
 
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-def _tables(text: str) -> str:
-    """Markdown tables (a header line, a |---| line, rows) of an already escaped answer as HTML tables."""
-    lines, out, i = text.split("\n"), [], 0
-    while i < len(lines):
-        if (lines[i].lstrip().startswith("|") and i + 1 < len(lines)
-                and re.fullmatch(r"\s*\|(\s*:?-{3,}:?\s*\|)+\s*", lines[i + 1])):
-            head, rows, i = _cells(lines[i]), [], i + 2
-            while i < len(lines) and lines[i].lstrip().startswith("|"):
-                rows.append(_cells(lines[i]))
-                i += 1
-            out.append("<div class='table-wrap'><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-                       + "</table></div>")
-            continue
-        out.append(lines[i])
-        i += 1
-    return "\n".join(out)
 
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -142,7 +107,7 @@ def make_app(session: ChatSession, host: str = "127.0.0.1") -> FastAPI:
         if client not in sessions:
             llm = None
             if session.llm is not None:
-                from latentdiff.agent.chat_llm import LLMAnswerer
+                from latentdiff.agent.chat.llm import LLMAnswerer
 
                 llm = LLMAnswerer(session.view, session.llm.spec)  # type: ignore[attr-defined]
             sessions[client] = ChatSession(session.view, llm)
