@@ -1,40 +1,27 @@
-"""Turn recorded findings into the typed `Aggregate` record (aggregate.json)."""
+"""Turn recorded findings into the typed `Aggregate` record (aggregate.json; the schema is in agent/aggregate.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
-from latentdiff.agent.aggregate import TEST_NAME, Comparison, LatentPoint, compare
+from latentdiff.agent.aggregate import (  # noqa: F401 - the schema stays importable from here
+    AGGREGATE_VERSION,
+    Aggregate,
+    Comparison,
+    ConfidenceView,
+    Failure,
+    LatentPoint,
+    RefinementRow,
+    compare,
+)
 from latentdiff.agent.confidence import is_low_confidence
-from latentdiff.agent.replicates import ReplicateRow, replicate_groups
+from latentdiff.agent.replicates import replicate_groups
 from latentdiff.agent.state import read_findings
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json
 from latentdiff.records import Finding
 from latentdiff.rundir import RunDir
-
-AGGREGATE_VERSION = 2  # 2: exact tests with a correction, reference sets, control contrast, replicates
-
-
-class Failure(BaseModel):
-    """A latent that could not be labelled."""
-
-    key: str = Field(description="Latent key.")
-    reason: str = Field(description="Why.")
-
-
-class RefinementRow(BaseModel):
-    """How many labels of a category needed refinement, and what it did to their verification."""
-
-    category: str = Field(description="Category of the kept label.")
-    n_labelled: int = Field(description="Labelled latents in this category.")
-    n_refined: int = Field(description="Of those, latents that went through at least one refinement round.")
-    n_changed: int = Field(description="Refined latents whose kept label is not the first one.")
-    verification_before: float | None = Field(description="Mean detection score of the first labels (refined).")
-    verification_after: float | None = Field(description="Mean detection score of the kept labels (refined).")
 
 
 def refinement_table(findings: list[Finding]) -> list[RefinementRow]:
@@ -53,65 +40,8 @@ def refinement_table(findings: list[Finding]) -> list[RefinementRow]:
     return rows
 
 
-class ConfidenceView(BaseModel):
-    """The comparisons redone the other way round with respect to low-confidence labels."""
-
-    threshold: float = Field(description="report.low_confidence: calibrated confidence below this is low.")
-    low_confidence: list[str] = Field(description="Latents whose label is low-confidence.")
-    excluded: bool = Field(description="True: these comparisons leave low-confidence labels out (the main ones "
-                           "keep them); False: these keep them (the main ones leave them out).")
-    comparisons: list[Comparison] = Field(description="Headline (both set definitions) and vs-reference comparisons.")
 
 
-class Aggregate(BaseModel):
-    """Per-category comparisons of a run (aggregate.json)."""
-
-    version: int = Field(default=AGGREGATE_VERSION, description="Schema version.")
-    judge: str = Field(description="Judge spec that produced the labels.")
-    categories: list[str] = Field(description="Taxonomy categories, in order.")
-    test: str = Field(default=TEST_NAME, description="The test of each category.")
-    correction: str = Field(default="holm", description="Multiplicity correction across a comparison's categories.")
-    alpha: float = Field(default=0.05, description="Significance level after correction.")
-    min_set_size: int = Field(default=10, description="Smaller set below this: 'too few latents to compare'.")
-    headline: Comparison | None = Field(description="The configured A-vs-B comparison, with the configured sets.")
-    headline_alt: Comparison | None = Field(
-        default=None, description="The headline with the other set definition (joint design: exclusive <-> "
-        "the paper's overlapping sets), reported side by side."
-    )
-    comparisons: list[Comparison] = Field(
-        description="Each fine-tune's (and the control's) specific latents, and each pair's base-specific "
-        "latents, vs the reference sample of shared latents."
-    )
-    control: list[Comparison] = Field(
-        default_factory=list, description="Control contrast per fine-tune: its specific latents (not also "
-        "control-specific) vs the control's specific latents, i.e. the difference of their log share ratios "
-        "against a common reference, tested jointly."
-    )
-    replicates: list[ReplicateRow] = Field(
-        default_factory=list, description="Per comparison and category: agreement across crosscoder seeds."
-    )
-    n_replicates: int = Field(default=1, description="Crosscoders (seeds) whose findings were aggregated.")
-    scaffold: list[str] = Field(default_factory=list, description="Latents flagged as scaffolding.")
-    n_latents: int = Field(description="Latents with findings.")
-    n_labelled: int = Field(description="Latents with a valid label.")
-    failures: list[Failure] = Field(description="Latents whose labelling failed, with reasons.")
-    skipped: list[str] = Field(default_factory=list, description="Candidates left unlabelled by budget.")
-    stop_reason: str | None = Field(
-        default=None, description="Why labelling stopped (budget, ci_width, all candidates labelled)."
-    )
-    verification: dict[str, float] = Field(description="Mean detection score per category.")
-    refinement: list[RefinementRow] = Field(
-        default_factory=list, description="Per category: labels that needed refinement and their verification."
-    )
-    confidence: ConfidenceView | None = Field(
-        default=None, description="The primary crosscoder's comparisons the other way round with respect to "
-        "low-confidence labels (report.low_confidence, agent/confidence.py)."
-    )
-
-    def all_comparisons(self) -> list[Comparison]:
-        """Headline (both set definitions), vs-reference and control comparisons, in that order."""
-        head = [c for c in (self.headline, self.headline_alt) if c is not None]
-        return head + self.comparisons + self.control
 
 
 def is_scaffold(f: Finding, cfg: RunConfig) -> bool:

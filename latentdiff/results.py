@@ -19,8 +19,8 @@ from latentdiff.errors import StageNotDone
 from latentdiff.rundir import RunDir
 
 if TYPE_CHECKING:
-    from latentdiff.agent.report.build import Report
-    from latentdiff.agent.summary import Aggregate
+    from latentdiff.agent.aggregate import Aggregate
+    from latentdiff.agent.report.schema import Report
 
 
 class CacheInfo(BaseModel):

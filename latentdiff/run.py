@@ -38,8 +38,8 @@ from latentdiff.results import (
 from latentdiff.rundir import RunDir
 
 if TYPE_CHECKING:
-    from latentdiff.agent.report.build import Report
-    from latentdiff.agent.summary import Aggregate
+    from latentdiff.agent.aggregate import Aggregate
+    from latentdiff.agent.report.schema import Report
     from latentdiff.core.crosscoder import CrossCoder
     from latentdiff.core.examples import Example
     from latentdiff.core.select import LatentStats

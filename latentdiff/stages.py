@@ -817,7 +817,7 @@ def run_aggregate(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
 
 def read_aggregate(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> Any:
     """aggregate.json as the typed `Aggregate`."""
-    from latentdiff.agent.summary import Aggregate
+    from latentdiff.agent.aggregate import Aggregate
 
     return Aggregate.model_validate_json(rd.aggregate.read_text())
 

@@ -123,8 +123,8 @@ def test_open_reads_the_saved_config(core_run, tmp_path: Path) -> None:
 
 def test_rest_of_the_pipeline_through_the_api(reported_run, tmp_path: Path) -> None:
     from latentdiff import Run
-    from latentdiff.agent.report.build import Report
-    from latentdiff.agent.summary import Aggregate
+    from latentdiff.agent.aggregate import Aggregate
+    from latentdiff.agent.report.schema import Report
 
     d = tmp_path / "run"
     shutil.copytree(reported_run.dir, d)

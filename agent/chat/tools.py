@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from latentdiff.agent.report.build import Report
-from latentdiff.agent.summary import Aggregate
+from latentdiff.agent.aggregate import Aggregate
+from latentdiff.agent.report.schema import Report
 from latentdiff.config import RunConfig
 from latentdiff.errors import LatentDiffError
 from latentdiff.records import Finding

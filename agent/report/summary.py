@@ -41,13 +41,18 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field
-
 from latentdiff.agent.judges.prompting import contain
+from latentdiff.agent.report.schema import (  # noqa: F401 - the schema stays importable from here
+    DraftAttempt,
+    ExecutiveSummary,
+    LatentCard,
+    Report,
+    SummaryCheck,
+    SummarySentence,
+)
 
 if TYPE_CHECKING:
     from latentdiff.agent.aggregate import CategoryShift, Comparison
-    from latentdiff.agent.report.build import LatentCard, Report
 
 ID_RE = re.compile(r"\b([A-Za-z_][\w.-]*:\d+)\b")
 _BRACKETED_ID_RE = re.compile(r"\[\s*([A-Za-z_][\w.-]*:\d+)\s*\]")
@@ -64,45 +69,12 @@ MAX_SENTENCE_CHARS = 400
 MIN_WORDS = 3
 
 
-class SummarySentence(BaseModel):
-    """One claim of the summary and the latents it rests on."""
-
-    text: str = Field(description="The sentence.")
-    citations: list[str] = Field(default_factory=list, description="Latent ids it cites (crosscoder:N).")
 
 
-class DraftAttempt(BaseModel):
-    """One LLM draft and what the checker said about it."""
-
-    attempt: int = Field(description="1-based attempt number.")
-    errors: list[str] = Field(description="Checker errors (empty: the draft passed).")
-    raw: str = Field(default="", description="The model's answer (cut at 2000 characters).")
 
 
-class SummaryCheck(BaseModel):
-    """What the checker decided and what was published."""
-
-    ok: bool = Field(description="The published sentences pass the checker.")
-    outcome: Literal["template", "accepted", "stripped", "fallback"] = Field(
-        description="'template': no LLM configured; 'accepted': an LLM draft passed; 'stripped': the "
-        "failing sentences of the best LLM draft were dropped; 'fallback': the LLM failed, the "
-        "templated summary was published."
-    )
-    attempts: int = Field(default=0, description="LLM drafts requested.")
-    errors: list[str] = Field(default_factory=list, description="Errors of the last rejected draft.")
-    history: list[DraftAttempt] = Field(default_factory=list, description="Every draft and its errors.")
-    note: str | None = Field(default=None, description="E.g. why the LLM could not be used.")
 
 
-class ExecutiveSummary(BaseModel):
-    """The report's executive summary (report.json `summary`)."""
-
-    text: str = Field(description="The sentences as one paragraph, citations in [brackets].")
-    sentences: list[SummarySentence] = Field(description="The published sentences.")
-    citations: list[str] = Field(description="Every latent id cited, in order.")
-    source: Literal["llm", "template"] = Field(description="Who wrote the published sentences.")
-    llm: str | None = Field(default=None, description="The LLM spec that drafted it, if any.")
-    checker: SummaryCheck = Field(description="Checker verdict, attempts and errors.")
 
 
 # --------------------------------------------------------------------------- helpers
