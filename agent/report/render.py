@@ -470,8 +470,17 @@ def _paragraphs(report) -> list:  # noqa: ANN001
     s = getattr(report, "summary", None)
     if s is None:
         return []
-    texts = [x.text for x in s.sentences] or [s.text]
-    paras = [" ".join(texts[i:i + 3]) for i in range(0, len(texts), 3)]
+    groups: list[list[str]] = []  # one paragraph per comparison (templated), else at most 3 sentences each
+    prev: str | None = None
+    for x in s.sentences:
+        same = x.comparison == prev if x.comparison is not None else (prev is None and len(groups[-1]) < 3
+                                                                        if groups else False)
+        if groups and same:
+            groups[-1].append(x.text)
+        else:
+            groups.append([x.text])
+        prev = x.comparison
+    paras = [" ".join(g) for g in groups] or [s.text]
     return [Markup(_CITE_HTML_RE.sub(lambda m: f"[<a href='#latent-{m.group(1)}'>{m.group(1)}</a>]",
                                      html.escape(p))) for p in paras]
 

@@ -19,6 +19,9 @@ class SummarySentence(BaseModel):
 
     text: str = Field(description="The sentence.")
     citations: list[str] = Field(default_factory=list, description="Latent ids it cites (crosscoder:N).")
+    comparison: str | None = Field(
+        default=None, description="The comparison it is about (templated summaries): one paragraph per comparison."
+    )
 
 
 class DraftAttempt(BaseModel):

@@ -300,7 +300,8 @@ def _too_few_sentence(report: Report, comp: Comparison, what: str) -> list[Summa
     if not cites:
         return []
     return [SummarySentence(text=f"{what} has {too_few_text(comp)}: no category is tested and no "
-                                 "difference can be read from it.", citations=cites)]
+                                 "difference can be read from it.", citations=cites,
+                            comparison=f"{comp.kind} {comp.a} {comp.b}")]
 
 
 def template_sentences(report: Report) -> list[SummarySentence]:
@@ -326,14 +327,14 @@ def template_sentences(report: Report) -> list[SummarySentence]:
                 ex, cites = _example(cards)
                 out.append(SummarySentence(
                     text=f"Relative to {comp.b}, {comp.a} {verb} {r.name.replace('_', ' ')} latents: "
-                         f"{_effect(r, comp)}, {ex}.", citations=cites))
+                         f"{_effect(r, comp)}, {ex}.", citations=cites, comparison="headline"))
         flat = [r for r in comp.categories if not r.significant]
         cites = [c.id for r in flat for c in (tops["a"].get(r.name) or tops["b"].get(r.name) or [])[:1]]
         if flat and cites:
             names = ", ".join(r.name.replace("_", " ") for r in flat)
             out.append(SummarySentence(
                 text=f"No significant difference between {comp.a} and {comp.b} after correction in: {names}.",
-                citations=cites))
+                citations=cites, comparison="headline"))
     for ctrl in (c for c in report.comparisons if c.kind == "control"):
         if not ctrl.tested:
             out += _too_few_sentence(report, ctrl, f"The control contrast of {ctrl.a} against the control {ctrl.b}")
@@ -347,7 +348,7 @@ def template_sentences(report: Report) -> list[SummarySentence]:
             more = "more" if r.diff_pp > 0 else "fewer"
             out.append(SummarySentence(
                 text=f"Against the control {ctrl.b}, {ctrl.a} has {more} {r.name.replace('_', ' ')} latents: "
-                     f"{_effect(r, ctrl)}, {ex}.", citations=cites))
+                     f"{_effect(r, ctrl)}, {ex}.", citations=cites, comparison=f"control {ctrl.a}"))
     return out
 
 
