@@ -56,6 +56,11 @@ def paired_activations(
     return acts[b_idx, t_idx], batch.ctx_index[b_idx], t_idx, excluded  # [n, M, D], [n], [n]
 
 
+def _counts(counts: dict[str, int]) -> str:
+    """{'pad': 119967, 'bos': 4096} -> 'pad 119,967, bos 4,096' (no raw dicts in the log)."""
+    return ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "none"
+
+
 def _progress() -> Any:
     """A rich bar on a terminal, periodic log lines otherwise (latentdiff/progress.py)."""
     from latentdiff.progress import progress
@@ -128,11 +133,11 @@ def harvest_to_cache(
     manifest.complete = True
     writer.write_manifest()
     log.info(
-        "harvested %s: %d tokens in %d shards (excluded %s), %.0f context-tok/s",
+        "harvested %s: %s tokens in %d shards (excluded %s), %.0f context-tok/s",
         split,
-        manifest.n_tokens,
+        f"{manifest.n_tokens:,}",
         len(manifest.shards),
-        manifest.excluded,
+        _counts(manifest.excluded),
         seen / (time.perf_counter() - t0),
     )
     return manifest
@@ -200,12 +205,12 @@ def _harvest_ranks(
         writer.write_manifest()
     dist.barrier()
     log.info(
-        "harvested %s on %d ranks: %d tokens in %d shards (excluded %s), %.0f context-tok/s",
+        "harvested %s on %d ranks: %s tokens in %d shards (excluded %s), %.0f context-tok/s",
         split,
         world,
-        manifest.n_tokens,
+        f"{manifest.n_tokens:,}",
         len(manifest.shards),
-        manifest.excluded,
+        _counts(manifest.excluded),
         seen / (time.perf_counter() - t0),
     )
     return manifest

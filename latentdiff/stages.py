@@ -427,7 +427,8 @@ def run_select(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     for r in rows:
         counts.setdefault(r.pair, {}).setdefault(r.side, 0)
         counts[r.pair][r.side] += 1
-    log.info("sides per pair: %s", counts)
+    for pair, sides in counts.items():
+        log.info("select %s: %s", pair, ", ".join(f"{n:,} {side}" for side, n in sorted(sides.items())))
     mark_done(cfg, rd, "select", {"sides": counts})
 
 
