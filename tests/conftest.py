@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,32 @@ def chat_run(request: pytest.FixtureRequest):
     if path:
         return SimpleNamespace(dir=Path(path).resolve())
     return request.getfixturevalue("reported_run")
+
+
+@contextmanager
+def serving(run_dir: Path, log_dir: Path) -> Iterator[str]:
+    """`latentdiff serve RUN_DIR --offline` as a real server process on a free port; yields its URL."""
+    import urllib.request
+
+    port = _free_port()
+    log = log_dir / "serve.log"
+    exe = Path(sys.executable).with_name("latentdiff")
+    with log.open("w") as fh:
+        proc = subprocess.Popen([str(exe), "serve", str(run_dir), "--port", str(port), "--offline"],
+                                stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"latentdiff serve did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

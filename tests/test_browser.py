@@ -8,10 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from latentdiff.agent.chat.tools import RunView
-from tests.conftest import _unavailable
+from tests.conftest import _unavailable, serving
 
 ID_RE = re.compile(r"\b(joint:\d+)\b")
 
@@ -47,30 +43,8 @@ def _blank(png: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def server(chat_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    exe = Path(sys.executable).with_name("latentdiff")
-    with log.open("w") as fh:
-        proc = subprocess.Popen([str(exe), "serve", str(chat_run.dir), "--port", str(port), "--offline"],
-                                stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"latentdiff serve did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
+    with serving(chat_run.dir, tmp_path_factory.mktemp("serve")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_report_html_shows_chart_and_table(browser, server: str, tmp_path: Path) -> None:

@@ -11,11 +11,7 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +19,7 @@ import pytest
 
 from latentdiff.agent.chat import ChatSession
 from latentdiff.agent.chat.tools import RunView
-from tests.conftest import _unavailable
+from tests.conftest import _unavailable, serving
 
 Facts = Callable[[dict, RunView], list[str]]
 
@@ -203,30 +199,8 @@ def test_question_table_in_the_terminal(chat_run, report_and_view) -> None:  # n
 
 @pytest.fixture(scope="module")
 def server(chat_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp_path_factory.mktemp("serve-q") / "serve.log"
-    exe = Path(sys.executable).with_name("latentdiff")
-    with log.open("w") as fh:
-        proc = subprocess.Popen([str(exe), "serve", str(chat_run.dir), "--port", str(port), "--offline"],
-                                stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"latentdiff serve did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
+    with serving(chat_run.dir, tmp_path_factory.mktemp("serve-q")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_question_table_in_the_browser(report_and_view, server: str) -> None:  # noqa: ANN001
