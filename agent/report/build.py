@@ -141,18 +141,34 @@ def display_name(f: Finding) -> tuple[str | None, str | None, bool]:
     return f"{f.label.category.replace('_', ' ')} latent {f.ref.key} (unnamed)", f.label.name, True
 
 
-def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
-    from latentdiff.agent.confidence import calibrated_confidence, is_low_confidence
+def _examples(cfg: RunConfig, run_dir: Path, keys: set[str]) -> tuple[dict[str, list[str]],
+                                                                       dict[str, list[ShadedExample]]]:
+    """One pass over the run's examples: per latent, its 3 top examples marked for the card, and the page's
+    shaded examples (3 top, 2 quantile from distinct buckets, 2 non-activating)."""
     from latentdiff.core.examples import read_examples
 
-    findings = read_findings(run_dir)
-    keys = {f.ref.key for f in findings}
     tops: dict[str, list[str]] = {}
+    shaded: dict[str, dict[str, list[ShadedExample]]] = {}
     for path in RunDir.of(run_dir).example_files():
         for ex in read_examples(path):
             key = f"{path.name.split('.')[0]}:{ex.latent}"
-            if key in keys and ex.kind == "top" and len(tops.setdefault(key, [])) < 3:
+            if key not in keys:
+                continue
+            if ex.kind == "top" and len(tops.setdefault(key, [])) < 3:
                 tops[key].append(ex.marked_text(cfg.sampling.mark_threshold))
+            kinds = shaded.setdefault(key, {})
+            if len(kinds.setdefault(ex.kind, [])) < (3 if ex.kind == "top" else 2) and (
+                    ex.kind != "quantile" or all(q.quantile != ex.quantile for q in kinds[ex.kind])):
+                kinds[ex.kind].append(ShadedExample(kind=ex.kind, quantile=ex.quantile, tokens=ex.tokens,
+                                                    activations=ex.activations, max_act=ex.max_act))
+    ordered = {key: [x for k in ("top", "quantile", "negative") for x in kinds.get(k, [])]
+               for key, kinds in shaded.items()}
+    return tops, ordered
+
+
+def _cards(cfg: RunConfig, findings: list[Finding], tops: dict[str, list[str]]) -> list[LatentCard]:
+    from latentdiff.agent.confidence import calibrated_confidence, is_low_confidence
+
     names = {f.ref.key: display_name(f) for f in findings}
     return [LatentCard(id=f.ref.key, side=f.side, pair=f.pair, name=names[f.ref.key][0],
                        raw_name=names[f.ref.key][1], name_flagged=names[f.ref.key][2],
@@ -166,28 +182,14 @@ def _cards(cfg: RunConfig, run_dir: Path) -> list[LatentCard]:
             for f in findings]
 
 
-def _pages(run_dir: Path, keys: set[str]) -> list[LatentPage]:
-    """One page record per latent: shaded examples (3 top, 2 quantile, 2 non-activating) and its inspection."""
-    from latentdiff.core.examples import read_examples
-
-    shaded: dict[str, dict[str, list[ShadedExample]]] = {}
-    for path in RunDir.of(run_dir).example_files():
-        for ex in read_examples(path):
-            key = f"{path.name.split('.')[0]}:{ex.latent}"
-            if key not in keys:
-                continue
-            kinds = shaded.setdefault(key, {})
-            if len(kinds.setdefault(ex.kind, [])) < (3 if ex.kind == "top" else 2) and (
-                    ex.kind != "quantile" or all(q.quantile != ex.quantile for q in kinds[ex.kind])):
-                kinds[ex.kind].append(ShadedExample(kind=ex.kind, quantile=ex.quantile, tokens=ex.tokens,
-                                                    activations=ex.activations, max_act=ex.max_act))
+def _pages(run_dir: Path, keys: set[str], shaded: dict[str, list[ShadedExample]]) -> list[LatentPage]:
+    """One page record per latent: its shaded examples and its inspection."""
     insp = read_inspections(run_dir, sorted({k.rsplit(":", 1)[0] for k in keys}))
     pages = []
     for key in sorted(keys):
         cc, latent = key.rsplit(":", 1)
         i: LatentInspection | None = insp.get(cc, {}).get(int(latent))
-        pages.append(LatentPage(id=key, shaded=[x for k in ("top", "quantile", "negative")
-                                                for x in shaded.get(key, {}).get(k, [])],
+        pages.append(LatentPage(id=key, shaded=shaded.get(key, []),
                                 **({} if i is None else {"lens": i.lens, "ablation": i.ablation,
                                                          "histogram": i.histogram})))
     return pages
@@ -199,6 +201,9 @@ def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
     from latentdiff.agent.report.summary_llm import summarize
 
     agg = Aggregate(**json.loads(RunDir.of(run_dir).aggregate.read_text()))
+    findings = read_findings(run_dir)
+    keys = {f.ref.key for f in findings}
+    tops, shaded = _examples(cfg, run_dir, keys)
     planted = _planted(cfg)
     head = agg.headline or (agg.comparisons[0] if agg.comparisons else None)
     signs = planted_for(planted, head) if head is not None else {}
@@ -224,7 +229,7 @@ def build_report(cfg: RunConfig, run_dir: Path, summary_llm: SummaryLLM | None =
                     "min_set_size": agg.min_set_size, "n_replicates": agg.n_replicates},
         verification=agg.verification, judge=agg.judge, failures=[f.model_dump() for f in agg.failures],
         skipped=agg.skipped, stop_reason=agg.stop_reason, refinement=agg.refinement,
-        latents=_cards(cfg, run_dir), pages=_pages(run_dir, {f.ref.key for f in read_findings(run_dir)}),
+        latents=_cards(cfg, findings, tops), pages=_pages(run_dir, keys, shaded),
         planted=planted,
         oracle=oracle_view(cfg, run_dir, agg.categories, agg.headline) if planted else None,
         confidence=agg.confidence,
