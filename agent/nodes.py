@@ -85,6 +85,7 @@ async def plan_wave(state: AgentState, runtime: Runtime[AgentContext]) -> dict[s
 def fan_out(state: AgentState, runtime: Runtime[AgentContext]) -> list[Send] | Literal["assess"]:
     """One Send per unfinished latent of the wave (finished ones have recorded findings)."""
     todo = [k for k in state.get("wave", []) if not runtime.context.is_finished(k)]
+    runtime.context.expect(todo)
     return [Send("label_latent", {"key": k}) for k in todo] or "assess"
 
 
@@ -95,6 +96,8 @@ async def assess(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
 
     ctx = runtime.context
     queue = [k for k in state.get("queue", []) if not ctx.is_finished(k)]
+    if ctx.tracker is not None and ctx.tracker.enabled and state.get("wave"):  # not after an empty (stop) wave
+        ctx.tracker.log(wave_scalars(ctx, state, queue), state.get("waves", 0), "label")
     adaptive = ctx.cfg.agent.adaptive and ctx.worker is None
     if state.get("stop_reason"):
         reason = state["stop_reason"]
@@ -115,6 +118,33 @@ async def assess(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
         return {"queue": queue}
     log.info("agent: stopping: %s; %d candidates left unlabelled", reason, len(queue))
     return {"queue": [], "stop_reason": reason, "skipped": [*state.get("skipped", []), *queue]}
+
+
+def wave_scalars(ctx: AgentContext, state: AgentState, queue: list[str]) -> dict[str, float]:
+    """Labelling progress after a wave, for the experiment logger (`log` section): latents labelled / failed /
+    queued and this wave's size (over the recorded findings), mean detection score, judge calls of the
+    run (its budget), and this process's judge counters (tokens, requests, retries, failures, cache hits)."""
+    from latentdiff.agent.state import read_findings
+
+    by_key: dict[str, Finding] = {}
+    for f in read_findings(ctx.run_dir):
+        by_key.setdefault(f.ref.key, f)  # one finding per pair, the same label and score
+    labelled = [f for f in by_key.values() if f.label is not None]
+    scores = [f.verification for f in labelled if f.verification is not None]
+    out: dict[str, float] = {
+        "latents_labelled": len(labelled),
+        "latents_failed": len(by_key) - len(labelled),
+        "latents_queued": len(queue),
+        "wave_latents": len(state.get("wave", [])),
+        "judge_calls": ctx.budget.used,
+    }
+    if scores:
+        out["verification_mean"] = sum(scores) / len(scores)
+    stats = getattr(ctx.judge, "stats", None)
+    for name in ("prompt_tokens", "completion_tokens", "calls", "retries", "failures", "cache_hits"):
+        if isinstance(getattr(stats, name, None), int):
+            out[f"judge_{'requests' if name == 'calls' else name}"] = getattr(stats, name)
+    return out
 
 
 def after_assess(state: AgentState) -> Literal["plan_wave", "aggregate"]:
@@ -298,7 +328,7 @@ async def record(task: LatentTask, runtime: Runtime[AgentContext]) -> dict[str, 
         for r in ctx.stats[key]
     ]
     ctx.write_findings(key, findings)
-    ctx.store.upsert_findings(findings)
+    await ctx.index_findings(findings)
     ctx.recorded()
     return {"done": [key]}
 
@@ -323,4 +353,4 @@ def after_verify(task: LatentTask, runtime: Runtime[AgentContext]) -> Literal["r
 
 
 __all__ = ["after_assess", "after_fetch", "after_judge", "after_verify", "aggregate", "assess", "fan_out",
-           "fetch", "judge", "load_candidates", "plan_wave", "record", "refine", "verify", "worker_of"]
+           "fetch", "judge", "load_candidates", "plan_wave", "record", "refine", "verify", "wave_scalars", "worker_of"]

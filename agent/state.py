@@ -80,9 +80,14 @@ class AgentContext:
     budget: Budget = field(default_factory=lambda: Budget(None))
     worker: tuple[int, int] | None = None  # (index, count): label only this worker's share
     scaffold: dict[str, float] = field(default_factory=dict)  # key -> share of activation on special tokens
+    tracker: Any = None  # latentdiff.tracking.MetricsLogger: label/ scalars after each wave (None = off)
     _examples: OrderedDict[str, list[Any]] = field(default_factory=OrderedDict, repr=False)
     _finished: set[str] = field(default_factory=set, repr=False)  # keys known finished (never un-finish)
     _progress: Any = field(default=None, repr=False)  # LineProgress of the recorded latents
+    _upcoming: dict[str, int] = field(default_factory=dict, repr=False)  # key -> position in the wave (expect)
+    _upcoming_keys: list[str] = field(default_factory=list, repr=False)
+    _pending: list[tuple[list[Finding], asyncio.Future[None]]] = field(default_factory=list, repr=False)
+    _flusher: asyncio.Task[None] | None = field(default=None, repr=False)  # upserts `_pending` (index_findings)
 
     def __post_init__(self) -> None:
         self.run_dir = RunDir.of(self.run_dir)
@@ -98,17 +103,36 @@ class AgentContext:
             self._progress.add_task("label (latents recorded)", total=total, info="")
         self._progress.update(0, advance=1, info=f"{self.budget.used} judge calls")
 
+    def expect(self, keys: list[str]) -> None:
+        """The latents about to be labelled, in order (a wave): `examples` reads them from the store in chunks."""
+        self._upcoming = {k: i for i, k in enumerate(keys)}
+        self._upcoming_keys = list(keys)
+
     def examples(self, key: str) -> list[Any]:
-        """A latent's stored examples (read from the store once per latent; a small LRU)."""
+        """A latent's stored examples (read from the store once per latent; a small LRU). A miss also reads
+        the next latents of the wave (`expect`) of the same crosscoder, up to PREFETCH, in the same query."""
         if key in self._examples:
             self._examples.move_to_end(key)
             return self._examples[key]
         ref = parse_key(key)
-        found = self.store.examples_for(ref.crosscoder, ref.latent)
-        self._examples[key] = found
-        while len(self._examples) > 4 * max(1, self.cfg.agent.concurrency):
+        chunk = [key]
+        at = self._upcoming.get(key)
+        if at is not None:
+            for k in self._upcoming_keys[at + 1 :]:
+                if len(chunk) >= PREFETCH:
+                    break
+                if k not in self._examples and parse_key(k).crosscoder == ref.crosscoder:
+                    chunk.append(k)
+        if len(chunk) == 1:
+            found = {ref.latent: self.store.examples_for(ref.crosscoder, ref.latent)}
+        else:
+            found = self.store.examples_for_many(ref.crosscoder, [parse_key(k).latent for k in chunk])
+        for k in reversed(chunk):  # the asked key ends up most recent
+            self._examples[k] = found[parse_key(k).latent]
+            self._examples.move_to_end(k)
+        while len(self._examples) > 4 * max(1, self.cfg.agent.concurrency) + PREFETCH:
             self._examples.popitem(last=False)
-        return found
+        return found[ref.latent]
 
     @property
     def findings_dir(self) -> Path:
@@ -149,7 +173,38 @@ class AgentContext:
         atomic_write_json(self.finding_path(key), [f.model_dump(mode="json") for f in findings])
         self._finished.discard(key)
 
+    async def index_findings(self, findings: list[Finding]) -> None:
+        """Upsert a latent's findings into the store; returns once they are there.
 
+        Latents recorded while an upsert runs are upserted together in the next one (off the event loop),
+        so the store embeds many finding texts per model call instead of one (issue 18: one embedding
+        call per latent, on the event loop, was two thirds of the offline label stage).
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((findings, done))
+        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush_findings())
+        await done
+
+    async def _flush_findings(self) -> None:
+        await asyncio.sleep(0)  # let the latents recorded in this turn of the loop join the first batch
+        while self._pending:
+            batch, self._pending = self._pending, []
+            rows = [f for fs, _ in batch for f in fs]
+            try:
+                await asyncio.to_thread(self.store.upsert_findings, rows)
+            except Exception as exc:  # handed to every waiting record node, which fails as it did before
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+
+
+PREFETCH = 16  # latents whose examples one store query reads (AgentContext.examples)
 JUDGE_FAILURE = "judge: "  # prefix of a finding's failure when the judge failed (down, errors, junk answers)
 
 

@@ -1,7 +1,9 @@
-"""Documents -> token contexts: the bundled organism corpus or local text/jsonl/parquet files.
+"""Documents -> token contexts: the bundled organism corpus, local text/jsonl/parquet files, or a dataset
+read through the `datasets` library (a hub id or a local dataset directory, data.source='hf').
 
 One document per context (truncated to ctx_len, right-padded), chat documents formatted with the
-model's chat template. Train and held-out splits never share a document.
+model's chat template (or data.chat_template). Train and held-out splits never share a document: for
+files and HF datasets every HELDOUT_EVERY-th row is held out, unless data.heldout_split names another split.
 
 A document is cut to a character budget before it is tokenized (`doc_char_budget`: data.max_doc_chars,
 by default CHARS_PER_TOKEN * ctx_len), so a 20 MB single line costs what its first context costs. A corpus
@@ -25,7 +27,7 @@ from latentdiff.errors import ConfigError, CorruptFile
 
 Split = Literal["train", "heldout"]
 _SPLIT_SEED = {"train": 10_000, "heldout": 20_000}  # disjoint from the organism build's seeds
-HELDOUT_EVERY = 10  # files: every 10th document is held out
+HELDOUT_EVERY = 10  # files and HF datasets: every 10th row is held out (the train split gets the others)
 # Characters kept per context token before tokenizing: real tokenizers average 3-5 characters a token, so
 # 16 x ctx_len characters still fill a context while bounding the work on a huge document.
 CHARS_PER_TOKEN = 16
@@ -72,19 +74,111 @@ def _file_docs(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, dict[s
             held = (i % HELDOUT_EVERY) == HELDOUT_EVERY - 1
             if held != (split == "heldout"):
                 continue
-            if row.get(data.messages_field) is not None:
-                payload = {"messages": row[data.messages_field]}
-                if not isinstance(payload["messages"], list):
-                    raise CorruptFile(f"{f}: row {i}: {data.messages_field!r} must be a list of {{role, content}}")
-            elif row.get(data.text_field) is not None:
-                payload = {"text": row[data.text_field]}
-                if not isinstance(payload["text"], str):
-                    got = type(payload["text"]).__name__
-                    raise CorruptFile(f"{f}: row {i}: {data.text_field!r} must be a string, got {got}")
-            else:
-                raise ConfigError(f"{f}: row {i} has neither {data.text_field!r} nor {data.messages_field!r}")
+            payload = _payload(row, data, f"{f}: row {i}")
             yield DocMeta(doc_id=kept, source=Path(f).name, category=None), payload
             kept += 1
+
+
+def _payload(row: dict[str, Any], data: DataConfig, where: str) -> dict[str, Any]:
+    """{'messages': [...]} or {'text': ...} of one row (the messages field wins); `where` names the row."""
+    if row.get(data.messages_field) is not None:
+        messages = row[data.messages_field]
+        if not isinstance(messages, list):
+            raise CorruptFile(f"{where}: {data.messages_field!r} must be a list of {{role, content}}")
+        return {"messages": messages}
+    if row.get(data.text_field) is not None:
+        text = row[data.text_field]
+        if not isinstance(text, str):
+            raise CorruptFile(f"{where}: {data.text_field!r} must be a string, got {type(text).__name__}")
+        return {"text": text}
+    raise ConfigError(
+        f"{where} has neither {data.text_field!r} nor {data.messages_field!r} (columns: {', '.join(row)})"
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _hf_dataset(data: DataConfig, name: str) -> Any:
+    """Split `name` of data.id: a memory-mapped `Dataset` or an `IterableDataset` (streaming).
+
+    A directory written by `save_to_disk` (state.json: one Dataset; dataset_dict.json: a DatasetDict) goes
+    through `load_from_disk`, anything else (hub id, data-file directory) through `load_dataset`. Neither
+    reads the whole dataset into memory.
+    """
+    import datasets
+    from datasets.exceptions import DatasetsError
+
+    assert data.id is not None  # DataConfig checks source='hf' has an id
+    path = Path(data.id).expanduser()
+    single, as_dict = (path / "state.json").is_file(), (path / "dataset_dict.json").is_file()
+    saved = path.is_dir() and (single or as_dict)
+    streaming = data.streaming if data.streaming is not None else not saved
+    try:
+        if not saved:
+            return datasets.load_dataset(
+                data.id, data.config, split=name, revision=data.revision, streaming=streaming
+            )
+        ds = datasets.load_from_disk(str(path))
+    # DatasetNotFoundError and DataFilesNotFoundError are FileNotFoundErrors, no network is a ConnectionError,
+    # hub HTTP errors are OSErrors; a bad split or config name is a ValueError
+    except (DatasetsError, OSError, ValueError) as err:
+        raise ConfigError(f"data.id {data.id!r}: cannot load split {name!r} ({_first_line(err)})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if name not in ds:
+            raise ConfigError(f"data.id {data.id!r}: no split {name!r} (data.split); it has {', '.join(ds)}")
+        ds = ds[name]
+    elif data.heldout_split is not None:
+        raise ConfigError(
+            f"data.heldout_split: {data.id!r} is a single saved Dataset without splits; unset heldout_split "
+            "(every 10th row is then held out) or save a DatasetDict"
+        )
+    return ds.to_iterable_dataset() if streaming else ds
+
+
+def _hf_docs(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, dict[str, Any]]]:
+    """Documents of an HF dataset split, row by row (memory stays flat in the dataset's size).
+
+    Held out: every HELDOUT_EVERY-th row of data.split (the train split gets the others), or all of
+    data.heldout_split when it is set (the train split then gets all of data.split).
+    """
+    own_split = split == "heldout" and data.heldout_split is not None
+    name = data.heldout_split if own_split else (data.split or "train")
+    assert name is not None
+    every = None if data.heldout_split is not None else HELDOUT_EVERY
+    ds = _hf_dataset(data, name)
+    columns = ds.column_names  # None for some streamed datasets: then each row is checked
+    if columns is not None:
+        present = [c for c in (data.messages_field, data.text_field) if c in columns]
+        if not present:
+            raise ConfigError(
+                f"data.id {data.id!r} split {name!r}: no column {data.text_field!r} (data.text_field) or "
+                f"{data.messages_field!r} (data.messages_field); columns: {', '.join(columns)}"
+            )
+        ds = ds.select_columns(present)  # never decode the other columns
+    kept = 0
+    for i, row in enumerate(_hf_rows(ds, data, name)):
+        if every is not None and ((i % every) == every - 1) != (split == "heldout"):
+            continue
+        payload = _payload(row, data, f"data.id {data.id!r} split {name!r}: row {i}")
+        yield DocMeta(doc_id=kept, source=data.id or "hf", category=None), payload
+        kept += 1
+
+
+def _hf_rows(ds: Any, data: DataConfig, name: str) -> Iterator[dict[str, Any]]:
+    """Rows of a loaded split; a failure while reading (network, broken file) is one line naming data.id."""
+    from datasets.exceptions import DatasetsError
+
+    i = 0
+    try:
+        for row in ds:
+            yield row
+            i += 1
+    except (DatasetsError, OSError, ValueError) as err:
+        where = f"data.id {data.id!r} split {name!r}"
+        raise CorruptFile(f"{where}: reading failed near row {i} ({_first_line(err)})") from None
 
 
 def _rows(f: str, fmt: str) -> Iterator[dict[str, Any]]:
@@ -108,7 +202,8 @@ def _rows(f: str, fmt: str) -> Iterator[dict[str, Any]]:
 
 def iter_documents(data: DataConfig, split: Split) -> Iterator[tuple[DocMeta, dict[str, Any]]]:
     """Documents of a split, each as (meta, {'text': ...} or {'messages': [...]})."""
-    docs = _organism_docs(data, split) if data.source == "organism" else _file_docs(data, split)
+    sources = {"organism": _organism_docs, "files": _file_docs, "hf": _hf_docs}
+    docs = sources[data.source](data, split)
     return itertools.islice(docs, data.max_docs) if data.max_docs else docs
 
 
@@ -133,20 +228,43 @@ def _cut_messages(messages: list[dict[str, Any]], budget: int) -> list[dict[str,
 
 
 def tokenize_document(
-    tokenizer: Any, payload: dict[str, Any], ctx_len: int, max_chars: int | None = None
+    tokenizer: Any,
+    payload: dict[str, Any],
+    ctx_len: int,
+    max_chars: int | None = None,
+    chat_template: str | None = None,
 ) -> list[int]:
     """Token ids of one document (chat template for chats; BOS as the tokenizer adds it).
 
     The text (each chat's messages, in order) is first cut to `max_chars` characters (default
-    CHARS_PER_TOKEN * ctx_len): a huge document is never tokenized whole.
+    CHARS_PER_TOKEN * ctx_len): a huge document is never tokenized whole. `chat_template` (Jinja text,
+    data.chat_template) replaces the tokenizer's own template; a chat meeting neither is a ConfigError.
     """
     budget = max_chars or CHARS_PER_TOKEN * ctx_len
     if "messages" in payload:
-        text = tokenizer.apply_chat_template(_cut_messages(payload["messages"], budget), tokenize=False)
+        text = _format_chat(tokenizer, _cut_messages(payload["messages"], budget), chat_template)
         ids = tokenizer(text[: 2 * budget], add_special_tokens=False)["input_ids"]  # the template adds BOS
     else:
         ids = tokenizer(payload["text"][:budget], add_special_tokens=True)["input_ids"]
     return ids[:ctx_len]
+
+
+def _format_chat(tokenizer: Any, messages: list[dict[str, Any]], chat_template: str | None) -> str:
+    """A chat as text through `chat_template` or the tokenizer's template; one line when neither works."""
+    import jinja2
+
+    # a tokenizer-like object without the attribute (a wrapper) is left to apply_chat_template
+    if chat_template is None and hasattr(tokenizer, "chat_template") and not tokenizer.chat_template:
+        name = getattr(tokenizer, "name_or_path", "") or "models[0]"
+        raise ConfigError(
+            f"model {name!r} has no chat template and the data has chat messages: set data.chat_template "
+            "(a Jinja string or a .jinja file)"
+        )
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, chat_template=chat_template)
+    except jinja2.TemplateError as err:
+        which = "data.chat_template" if chat_template is not None else "the tokenizer's chat template"
+        raise ConfigError(f"{which} failed on a chat document: {_first_line(err)}") from None
 
 
 class ContextBatch(BaseModel):
@@ -164,6 +282,7 @@ def iter_context_batches(
 ) -> Iterator[ContextBatch]:
     """Batches of contexts until `n_tokens` real tokens are produced; resumes at `start_ctx`."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    chat_template = data.chat_template_text()
     total, ctx = 0, 0
     buf: list[tuple[DocMeta, list[int]]] = []
 
@@ -185,7 +304,7 @@ def iter_context_batches(
     for meta, payload in iter_documents(data, split):
         if total >= n_tokens:
             break
-        ids = tokenize_document(tokenizer, payload, data.ctx_len, doc_char_budget(data))
+        ids = tokenize_document(tokenizer, payload, data.ctx_len, doc_char_budget(data), chat_template)
         if len(ids) < 2:
             continue
         total += len(ids)

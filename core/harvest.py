@@ -225,7 +225,9 @@ def _check_enough(
         return
     manifest.corpus_exhausted = True
     key = "data.n_tokens" if split == "train" else "data.n_heldout_tokens"
-    where = "the organism corpus" if data.source == "organism" else f"data.paths {data.paths}"
+    where = {"organism": "the organism corpus", "hf": f"data.id {data.id!r} (split {data.split or 'train'!r})"}.get(
+        data.source, f"data.paths {data.paths}"
+    )
     if data.max_docs:
         where += f" (data.max_docs={data.max_docs})"
     if got < MIN_TOKEN_FRACTION * n_tokens:

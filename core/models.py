@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -106,7 +107,8 @@ def load_model(
     dev = resolve_device(device)
     dtype = resolve_dtype(spec.dtype, dev)
     try:
-        tok = AutoTokenizer.from_pretrained(path, revision=spec.revision)
+        tok_path, tok_rev = _tokenizer_source(spec, path)
+        tok = AutoTokenizer.from_pretrained(tok_path, revision=tok_rev)
         kwargs: dict[str, Any] = {"dtype": dtype, "revision": spec.revision}
         if device_map:
             kwargs["device_map"] = device_map
@@ -119,12 +121,46 @@ def load_model(
         # ImportError: device_map without accelerate; SafetensorError/RuntimeError: truncated or corrupt weights
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"model {spec.name!r}: cannot load {path!r}: {first}") from None
+    if spec.adapter is not None:
+        model = apply_adapter(model, spec)
     if not device_map:
         model = model.to(dev)
     model.eval().requires_grad_(False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(spec=spec, path=path, model=model, tokenizer=tok, layers=find_layers(model))
+
+
+def _tokenizer_source(spec: ModelSpec, path: str) -> tuple[str, str | None]:
+    """(where, revision) of the tokenizer: a local adapter directory that holds one, else the base's."""
+    if spec.adapter is not None and (Path(spec.adapter).expanduser() / "tokenizer_config.json").is_file():
+        return str(Path(spec.adapter).expanduser()), None
+    return path, spec.revision
+
+
+def apply_adapter(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """The base model with the PEFT adapter `spec.adapter` applied (merged into its weights when
+    `spec.merge_adapter`); one-line ModelLoadError when peft is missing or the adapter does not fit.
+
+    Unmerged, the LoRA layers sit inside the base model's own blocks (peft injects them in place), so the
+    plain HF model is returned either way and `find_layers` and the capture hooks work unchanged.
+    """
+    where = f"models.{spec.name}.adapter"
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelLoadError(f"{where} needs peft: pip install 'latentdiff[peft]'") from None
+    try:
+        peft_model = PeftModel.from_pretrained(model, spec.adapter, revision=spec.adapter_revision)
+        model = peft_model.merge_and_unload() if spec.merge_adapter else peft_model.get_base_model()
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        # ValueError: no adapter_config.json, target modules not in the base; RuntimeError: shapes that
+        # do not fit the base (one "size mismatch for ..." line per tensor: the first is kept)
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        first = next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else "")
+        raise ModelLoadError(f"{where}: cannot apply {spec.adapter!r}: {first or type(err).__name__}") from None
+    log.info("model %s: adapter %s applied%s", spec.name, spec.adapter, " (merged)" if spec.merge_adapter else "")
+    return model
 
 
 def check_compatible(models: list[LoadedModel], layer: int | None) -> int:

@@ -35,6 +35,7 @@ from latentdiff.core.shard import ShardedCrossCoder, clip_grad_norm_
 from latentdiff.errors import ConfigError, UnsafeCheckpoint
 from latentdiff.io import atomic_write
 from latentdiff.progress import progress as make_progress
+from latentdiff.tracking import MetricsLogger
 
 log = logging.getLogger(__name__)
 THRESHOLD_START = 0.5  # fraction of training after which the BatchTopK threshold EMA starts
@@ -266,8 +267,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def fit(self, batches: Callable[[int], Iterator[Tensor]], show: bool = True) -> CrossCoder:
-        """Train to cfg.steps; `batches(start)` yields raw batches from global index `start`."""
+    def fit(self, batches: Callable[[int], Iterator[Tensor]], show: bool = True,
+            tracker: MetricsLogger | None = None) -> CrossCoder:
+        """Train to cfg.steps; `batches(start)` yields raw batches from global index `start`.
+
+        `tracker` (rank 0) receives every metrics.jsonl row as `train/` scalars (latentdiff/tracking.py).
+        """
         cfg, main = self.cfg, dist.is_main()
         self.out.mkdir(parents=True, exist_ok=True)
         self.load_checkpoint()
@@ -294,8 +299,11 @@ class Trainer:
                 tokens += raw.shape[0] * self.data_ranks
                 m["tok_s"] = tokens / (time.perf_counter() - t0)
                 if self.step % 10 == 0 or self.step == cfg.steps:
-                    log_fh.write(json.dumps({k: round(v, 6) for k, v in m.items()}) + "\n")
+                    row = {k: round(v, 6) for k, v in m.items()}
+                    log_fh.write(json.dumps(row) + "\n")
                     log_fh.flush()
+                    if tracker is not None and main:  # the same row: no extra device sync
+                        tracker.log({k: v for k, v in row.items() if k != "step"}, self.step, "train")
                 fvus = " ".join(f"{k[4:]}={v:.3f}" for k, v in m.items() if k.startswith("fvu_"))
                 progress.update(task, advance=1, info=f"FVU {fvus} L0 {m['l0']:.0f} {m['tok_s']:,.0f} tok/s")
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:

@@ -6,7 +6,14 @@ that `import latentdiff` stays cheap (no torch).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# OpenMP threads that wait passively instead of spinning (read once, when torch loads libgomp, so it must be set
+# before torch is imported): on a CPU shared with another busy process, spinning threads made each of the
+# trainer's index sorts take 168 ms instead of 0.5 ms and a training step 7x slower (issue 18;
+# docs/benchmarks.md "Shared CPU"). Set OMP_WAIT_POLICY yourself to override; it has no effect on CUDA kernels.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 __all__ = ["Run", "RunConfig", "load_config"]

@@ -432,6 +432,35 @@ def export_neuronpedia_cmd(
     console.print(f"crosscoder {name}: Neuronpedia import files written to {path}")
 
 
+@app.command("push")
+@user_errors
+def push_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Finished run directory (with report/).")],
+    repo: Annotated[str, typer.Argument(help="Hub repo id, OWNER/NAME (created if missing).")],
+    revision: Annotated[str | None, typer.Option("--revision", "--branch", help="Branch to commit to "
+                                                 "(created if missing; default main).")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    folder: Annotated[Path | None, typer.Option(help="Write the upload folder here and upload nothing.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the folder and print the card; no upload.")] = False,
+    crosscoder: Annotated[str | None, typer.Option(help="Crosscoder name (default: the primary).")] = None,
+) -> None:
+    """Push a run to the HF hub: crosscoder, latents.parquet, findings, report and a model card (docs/interop.md)."""
+    from latentdiff.agent.push import push
+    from latentdiff.run import Run
+
+    res = push(Run.open(run_dir), repo, revision=revision, private=private, folder=folder, dry_run=dry_run,
+               crosscoder=crosscoder)
+    if dry_run and folder is None:
+        console.print(res.card, highlight=False, markup=False)
+    console.print(f"crosscoder {res.crosscoder}, {len(res.files)} files: {', '.join(res.files[:12])}"
+                  + (" ..." if len(res.files) > 12 else ""), highlight=False, markup=False)
+    if res.url:
+        console.print(f"pushed to [bold]{repo}[/]: {res.url}", highlight=False)
+    else:
+        console.print(f"not uploaded ({'folder ' + str(res.folder) if res.folder else 'dry run'}); "
+                      f"`latentdiff push {run_dir} {repo}` uploads it", highlight=False, markup=False)
+
+
 @app.command("truth")
 @user_errors
 def truth_cmd(

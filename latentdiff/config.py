@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from latentdiff.errors import ConfigError
 
@@ -28,6 +37,7 @@ CATEGORY_NAMES: tuple[str, ...] = (
 
 
 _DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # OWNER/NAME (a models[i].adapter on the hub)
 
 
 RESULT_NEUTRAL = {"result_neutral": True}  # json_schema_extra of a field that changes how, not what: not hashed
@@ -71,6 +81,20 @@ class ModelSpec(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weights dtype; 'auto' = bfloat16 on CUDA, float32 on CPU."
     )
+    adapter: str | None = Field(
+        default=None,
+        description="A PEFT (LoRA) adapter applied to the weights at `path`: a local directory written by "
+        "peft's `save_pretrained` (adapter_config.json + adapter weights) or a hub id OWNER/NAME; needs "
+        "`pip install 'latentdiff[peft]'`. The tokenizer comes from `path` unless the adapter directory holds "
+        "one. None = the weights at `path` as they are.",
+    )
+    adapter_revision: str | None = Field(default=None, description="Git revision of a hub adapter.")
+    merge_adapter: bool = Field(
+        default=True,
+        description="Fold the adapter into the base weights after loading (peft's merge_and_unload): the model "
+        "is then a plain HF model, as fast as the base. False keeps peft's LoRA layers in the blocks (same "
+        "activations up to rounding; the harvest hooks see the blocks either way).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -79,16 +103,82 @@ class ModelSpec(_Section):
             raise ValueError(f"must be non-empty letters/digits/-_. only, got {v!r}")
         return v
 
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_exists(cls, v: str | None) -> str | None:
+        if v is None or Path(v).expanduser().is_dir() or (_HUB_ID_RE.fullmatch(v) and ".." not in v):
+            return v
+        what = "not a directory" if Path(v).expanduser().exists() else "no such directory"
+        raise ValueError(f"{what}, and not a hub id OWNER/NAME (a peft adapter: adapter_config.json + weights)")
+
+    @model_validator(mode="after")
+    def _revision_needs_adapter(self) -> ModelSpec:
+        if self.adapter_revision is not None and self.adapter is None:
+            raise ValueError("adapter_revision is set but adapter is not")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_adapter(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # without an adapter its keys are left out of dumps (config.yaml, stage hashes), so the "models"
+        # hash of runs made before adapters existed is unchanged (HASH_OMIT_NONE does not reach list items)
+        data = handler(self)
+        if self.adapter is None:
+            for key in ("adapter", "adapter_revision", "merge_adapter"):
+                data.pop(key, None)
+        return data
+
 
 class DataConfig(_Section):
     """Which text the models read, and how it becomes token batches."""
 
-    source: Literal["organism", "files"] = Field(
+    source: Literal["organism", "files", "hf"] = Field(
         default="organism",
-        description="'organism': the bundled organism corpus; 'files': local text/jsonl/parquet files.",
+        description="'organism': the bundled organism corpus; 'files': local text/jsonl/parquet files; 'hf': a "
+        "dataset read through the `datasets` library (data.id).",
     )
     paths: list[str] = Field(
         default_factory=list, description="Local data files (source='files'); globs allowed."
+    )
+    # source='hf' (core/data.py `_hf_docs`); every field is None by default and then left out of the stage
+    # hashes, so runs made before these fields existed keep their hashes
+    id: str | None = Field(
+        default=None,
+        description="source='hf': a hub dataset id ('lmsys/lmsys-chat-1m'), a directory written by "
+        "`Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or a local dataset directory that "
+        "`datasets.load_dataset` accepts (data files).",
+        json_schema_extra=HASH_OMIT_NONE,
+    )
+    config: str | None = Field(
+        default=None, description="source='hf': the dataset's config (subset) name.", json_schema_extra=HASH_OMIT_NONE
+    )
+    split: str | None = Field(
+        default=None,
+        description="source='hf': the dataset split read (None = 'train'). Held out: every 10th row of it "
+        "(never a train document), unless data.heldout_split is set.",
+        json_schema_extra=HASH_OMIT_NONE,
+    )
+    heldout_split: str | None = Field(
+        default=None,
+        description="source='hf': read held-out documents from this split instead (all its rows; the train "
+        "split then keeps all of its rows); None = every 10th row of data.split.",
+        json_schema_extra=HASH_OMIT_NONE,
+    )
+    revision: str | None = Field(
+        default=None, description="source='hf': git revision of a hub dataset.", json_schema_extra=HASH_OMIT_NONE
+    )
+    streaming: bool | None = Field(
+        default=None,
+        description="source='hf': iterate the dataset without downloading it whole (datasets' streaming mode). "
+        "None = True for a hub id or data-file directory, False for a save_to_disk directory (memory-mapped "
+        "Arrow, read row by row either way).",
+        json_schema_extra=RESULT_NEUTRAL,
+    )
+    chat_template: str | None = Field(
+        default=None,
+        description="Jinja chat template (a template string, or the path of a .jinja file) that formats chat "
+        "documents instead of the tokenizer's own; needed when the data has chat messages and the first "
+        "model's tokenizer has no chat template (e.g. a base model).",
+        json_schema_extra=HASH_OMIT_NONE,
     )
     text_field: str = Field(default="text", description="Column holding plain text documents.")
     messages_field: str = Field(
@@ -128,7 +218,25 @@ class DataConfig(_Section):
     def _files_need_paths(self) -> DataConfig:
         if self.source == "files" and not self.paths:
             raise ValueError("source='files' needs at least one entry in data.paths")
+        if self.source == "hf" and not self.id:
+            raise ValueError("source='hf' needs data.id (a hub dataset id or a local dataset directory)")
+        if self.heldout_split is not None and self.heldout_split == (self.split or "train"):
+            raise ValueError(f"heldout_split {self.heldout_split!r} is data.split: held-out documents must differ")
+        template = self.chat_template
+        if template is not None and "{" not in template and not Path(template).expanduser().is_file():
+            raise ValueError(f"chat_template: no such file {template!r} (a Jinja template string or a .jinja file)")
         return self
+
+    def chat_template_text(self) -> str | None:
+        """The Jinja chat template data.chat_template names (its text, read from the file if it is a path)."""
+        template = self.chat_template
+        if template is None or "{" in template:
+            return template
+        path = Path(template).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"data.chat_template: cannot read {path} ({err})") from None
 
 
 class HarvestConfig(_Section):
@@ -491,6 +599,34 @@ class ReportConfig(_Section):
     summary_max_tokens: int = Field(default=1024, gt=0, description="Max tokens of a summary draft.")
 
 
+class LogConfig(_Section):
+    """Experiment logging: training and labelling metrics to TensorBoard and W&B (latentdiff/tracking.py).
+
+    How a run is watched, never what it computes: the whole section is left out of every stage hash.
+    """
+
+    tensorboard: bool = Field(
+        default=False,
+        description="Write TensorBoard event files: train/ scalars of every metrics.jsonl row (one TensorBoard "
+        "run per crosscoder, train/NAME) and label/ scalars after each labelling wave (needs `pip install "
+        "'latentdiff[tensorboard]'`).",
+    )
+    tensorboard_dir: str | None = Field(
+        default=None, description="Where the event files go (None = RUN_DIR/tensorboard); `tensorboard --logdir` it."
+    )
+    wandb: bool = Field(
+        default=False,
+        description="Also log the same scalars to Weights & Biases, one W&B run per crosscoder and one for "
+        "labelling, with the run config (needs `pip install 'latentdiff[wandb]'`); files under RUN_DIR/wandb.",
+    )
+    wandb_project: str = Field(default="latentdiff", description="W&B project name.")
+    wandb_mode: Literal["offline", "online", "disabled"] = Field(
+        default="offline",
+        description="'offline': write locally only (upload later with `wandb sync RUN_DIR/wandb/offline-run-*`); "
+        "'online': stream to the W&B server (needs `wandb login`); 'disabled': no W&B files at all.",
+    )
+
+
 class RunConfig(_Section):
     """A whole latentdiff run: models, data, and every stage's settings."""
 
@@ -535,6 +671,10 @@ class RunConfig(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Agent.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report.")
+    log: LogConfig = Field(
+        default_factory=LogConfig, description="Experiment logging (TensorBoard, W&B); in no stage hash.",
+        json_schema_extra=RESULT_NEUTRAL,
+    )
 
     @field_validator("name")
     @classmethod

@@ -128,7 +128,9 @@ def cache_info(path: Path) -> CacheInfo:
 
 
 def final_metrics(path: Path) -> dict[str, float]:
-    """The last line of a metrics.jsonl ({} if empty)."""
+    """The last line of a metrics.jsonl ({} if empty, or absent: a crosscoder imported through init_from)."""
+    if not path.is_file():
+        return {}
     last = ""
     with path.open() as fh:
         for line in fh:

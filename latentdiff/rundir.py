@@ -16,8 +16,11 @@ Layout (every path below comes from a `RunDir` property or method; nothing else 
     findings/KEY.json, findings/labels/  the agent's findings, one file per latent
     agent.sqlite, agent-wIofN.sqlite     LangGraph checkpoints (the merge run, each worker)
     judge_cache/                         HTTP judges' response cache
+    vectors.sqlite                       example-window sentence vectors (index; the embedding judge reuses them)
     aggregate.json                       per-category shifts with CIs
     report/report.{json,md,html}, report/plots/
+    tensorboard/train/NAME/, tensorboard/label/   TensorBoard event files (log.tensorboard)
+    wandb/                               W&B's files (log.wandb; offline-run-*/ to `wandb sync`)
     .staging/STAGE/                      a stage's outputs being rebuilt under new settings (swapped in when done)
     .lock                                holder of the exclusive lock (pid, host, command, start time)
 
@@ -270,6 +273,11 @@ class RunDir:
         return self.root / "judge_cache"
 
     @property
+    def vectors(self) -> Path:
+        """Sentence vectors keyed by (embedding model, text): each distinct window is embedded once per run."""
+        return self.root / "vectors.sqlite"
+
+    @property
     def aggregate(self) -> Path:
         """aggregate.json."""
         return self.top(self.AGGREGATE)
@@ -298,6 +306,18 @@ class RunDir:
     def plots(self) -> Path:
         """report/plots/."""
         return self.report_dir / "plots"
+
+    # ------------------------------------------------------------------ experiment logging (log.*)
+
+    @property
+    def tensorboard(self) -> Path:
+        """tensorboard/: TensorBoard event files (log.tensorboard with no log.tensorboard_dir)."""
+        return self.root / "tensorboard"
+
+    @property
+    def wandb(self) -> Path:
+        """wandb/: W&B's files (log.wandb); `wandb.init(dir=root)` puts them here."""
+        return self.root / "wandb"
 
     # ------------------------------------------------------------------ outputs: remove, stage, swap
 

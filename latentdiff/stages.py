@@ -229,6 +229,30 @@ def check_taxonomy(cfg: RunConfig) -> None:
     load_taxonomy(cfg.judge.taxonomy)
 
 
+def check_logging(cfg: RunConfig) -> None:
+    """log.tensorboard / log.wandb: their package is installed (one line naming the extra)."""
+    from latentdiff.tracking import require
+
+    if cfg.log.tensorboard:
+        require("tensorboard", "log.tensorboard")
+    if cfg.log.wandb:
+        require("wandb", "log.wandb")
+
+
+def metrics_logger(cfg: RunConfig, run_dir: RunPath, *part: str) -> Any:
+    """The experiment logger (`log` section, latentdiff/tracking.py) of one part of a stage, e.g. ('train',
+    'joint'): TensorBoard run TB_DIR/train/joint, W&B run NAME-train-joint; a no-op when logging is off."""
+    from latentdiff.tracking import MetricsLogger, WandbSettings
+
+    lg, rd = cfg.log, RunDir(RunDir.of(run_dir).root)  # never in a stage's staging dir
+    tb_root = Path(lg.tensorboard_dir) if lg.tensorboard_dir else rd.tensorboard
+    wb = None
+    if lg.wandb:  # wandb.init(dir=D) writes under D/wandb: rd.wandb
+        wb = WandbSettings(project=lg.wandb_project, mode=lg.wandb_mode, dir=rd.wandb.parent,
+                           name="-".join((cfg.name, *part)), group=cfg.name, config=cfg.model_dump(mode="json"))
+    return MetricsLogger(tb_root.joinpath(*part) if lg.tensorboard else None, wb)
+
+
 def _load_models(cfg: RunConfig) -> tuple[list[Any], int]:
     from latentdiff.core.distributed import local_device
     from latentdiff.core.models import check_compatible, load_model, resolve_device
@@ -295,11 +319,13 @@ def read_harvest(cfg: RunConfig, rd: RunDir, info: dict[str, Any]) -> HarvestRes
 
 def run_train(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     """Train every planned crosscoder (resumable)."""
+    from latentdiff.core import distributed as dist
     from latentdiff.core.cache import ShuffledStream, load_stats, read_manifest
     from latentdiff.core.crosscoder import CrossCoderSpec
     from latentdiff.core.distributed import local_device
     from latentdiff.core.models import resolve_device
     from latentdiff.core.train import Trainer
+    from latentdiff.tracking import MetricsLogger
 
     rd = RunDir.of(run_dir)
     names = [m.name for m in cfg.models]
@@ -336,7 +362,8 @@ def run_train(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
             for b in src(start):
                 yield b[:, cols]
 
-        trainer.fit(batches, show=show)
+        with metrics_logger(cfg, rd, "train", cc_name) if dist.is_main() else MetricsLogger() as tracker:
+            trainer.fit(batches, show=show, tracker=tracker)
     mark_done(cfg, rd, "train", {"crosscoders": list(crosscoder_plan(cfg))})
 
 
@@ -675,9 +702,12 @@ def run_index(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     from latentdiff.progress import LineProgress
 
     total = sum((rd.read_marker("sample") or {}).get("examples", {}).values()) or None
+    from latentdiff.store.embeddings import VectorCache
+
+    vectors = VectorCache(rd.vectors)
     with open_store(cfg, rd, fingerprints) as store, LineProgress(every_s=30.0, disable=not show) as bar:
         store.prune()
-        task = bar.add_task("index (examples embedded)", total=total)
+        task = bar.add_task("index (examples stored)", total=total)
 
         def counted(examples: Any) -> Any:
             for ex in examples:
@@ -685,7 +715,9 @@ def run_index(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
                 yield ex
 
         for cc_name in crosscoder_plan(cfg):
-            counts[cc_name] = store.add_examples(cc_name, counted(read_examples(rd.examples(cc_name))))
+            counts[cc_name] = store.add_examples(cc_name, counted(read_examples(rd.examples(cc_name))), vectors)
+    log.info("index: %d distinct windows embedded, %d reused", vectors.misses, vectors.hits)
+    vectors.close()
     mark_done(cfg, rd, "index", {"examples": counts, "fingerprints": fingerprints})
 
 
@@ -707,7 +739,7 @@ def _agent_context(cfg: RunConfig, rd: RunDir, store: Any, judge: Any = None) ->
 
     stats = label_plan(cfg, read_table(rd.latents))
     taxonomy = load_taxonomy(cfg.judge.taxonomy)
-    judge = judge or make_judge(cfg.judge.spec, cfg.judge, cache_dir=rd.judge_cache)
+    judge = judge or make_judge(cfg.judge.spec, cfg.judge, cache_dir=rd.judge_cache, vectors=rd.vectors)
     return AgentContext(cfg=cfg, run_dir=rd, judge=judge, store=store, stats=stats, taxonomy=taxonomy,
                         budget=new_budget(cfg.agent.max_judge_calls, rd), scaffold=read_scaffold(rd.examples_dir))
 
@@ -751,8 +783,10 @@ def run_label(cfg: RunConfig, run_dir: RunPath, show: bool = True, judge: Any = 
     rd = RunDir.of(run_dir)
     h = stage_hash(cfg, "label")
     thread = f"label-{h}"
-    with open_store(cfg, rd) as store:
+    part = ("label",) if worker is None else ("label", worker_tag(*worker))
+    with open_store(cfg, rd) as store, metrics_logger(cfg, rd, *part) as tracker:
         ctx = _agent_context(cfg, rd, store, judge)
+        ctx.tracker = tracker  # label/ scalars after each wave (agent/nodes.py, assess)
         if worker is not None:
             index, count = worker
             mine = asyncio.run(label_share(ctx, thread, index, count))
@@ -852,7 +886,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("harvest", _CORE, (RunDir.ACTIVATIONS,), run_harvest, read_harvest, distributed=True,
           checks=(check_models, check_device)),
     Stage("train", (*_CORE, "design", "crosscoder"), (RunDir.CROSSCODERS,), run_train, read_train,
-          distributed=True, checks=(check_device,)),
+          distributed=True, checks=(check_device, check_logging)),
     Stage("select", (*_CORE, "design", "crosscoder", "selection"), (RunDir.LATENTS,), run_select, read_select),
     Stage("sample", (*_CORE, "design", "crosscoder", "selection", "sampling"), (RunDir.EXAMPLES,), run_sample,
           read_sample, checks=(check_models,)),
@@ -863,7 +897,7 @@ STAGES: tuple[Stage, ...] = (
           after=("sample",)),
     # the agent writes aggregate.json when it finishes: rebuilt (and swapped in) with the findings
     Stage("label", _LABEL, (RunDir.FINDINGS, RunDir.AGENT_DB, RunDir.AGGREGATE), run_label, read_label,
-          checks=(check_judge,)),
+          checks=(check_judge, check_logging)),
     Stage("aggregate", _REPORT, (RunDir.AGGREGATE,), run_aggregate, read_aggregate, checks=(check_taxonomy,)),
     Stage("report", (*_REPORT, "inspect"), (RunDir.REPORT,), run_report, read_report, checks=(check_taxonomy,)),
 )

@@ -37,7 +37,7 @@ from chromadb.errors import ChromaError
 
 from latentdiff.config import RunConfig, StoreConfig
 from latentdiff.records import Finding
-from latentdiff.store.embeddings import MiniLMEmbedding
+from latentdiff.store.embeddings import MiniLMEmbedding, VectorCache, encode
 from latentdiff.store.errors import StoreError
 from latentdiff.store.records import ExampleHit, FindingHit, StoredExample
 
@@ -260,24 +260,40 @@ class LatentStore:
             log.info("store: removed %d rows of other crosscoder weights or label settings", n)
         return n
 
-    def _upsert(self, col: Collection, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
-        """Upsert (id, document, metadata) rows in batches; duplicate ids keep the last row."""
+    def _upsert(
+        self,
+        col: Collection,
+        rows: Iterable[tuple[str, str, dict[str, Any], str | None]],
+        vectors: VectorCache | None = None,
+    ) -> int:
+        """Upsert (id, document, metadata, embed text) rows in batches; duplicate ids keep the last row.
+
+        embed text None: the collection's embedding function embeds the document. Otherwise the row's
+        vector is that text's, from `encode` through `vectors` (each distinct text embedded once).
+        """
         size, total = self.batch_size(), 0
-        batch: dict[str, tuple[str, dict[str, Any]]] = {}
+        batch: dict[str, tuple[str, dict[str, Any], str | None]] = {}
 
         def flush() -> int:
             if not batch:
                 return 0
             ids = list(batch)
-            col.upsert(ids=ids, documents=[batch[i][0] for i in ids], metadatas=[batch[i][1] for i in ids])
+            docs = [batch[i][0] for i in ids]
+            metas = [batch[i][1] for i in ids]
+            to_embed = [batch[i][2] for i in ids]
+            if all(t is not None for t in to_embed):
+                vecs = encode([t or "" for t in to_embed], self.cfg.embedding_model, cache=vectors)  # [n, dim]
+                col.upsert(ids=ids, documents=docs, metadatas=metas, embeddings=vecs)  # type: ignore[arg-type]
+            else:
+                col.upsert(ids=ids, documents=docs, metadatas=metas)  # type: ignore[arg-type]
             n = len(ids)
             batch.clear()
             return n
 
-        for id_, doc, meta in rows:
+        for id_, doc, meta, embed_text in rows:
             if id_ not in batch and len(batch) >= size:
                 total += flush()
-            batch[id_] = (doc, meta)
+            batch[id_] = (doc, meta, embed_text)
         total += flush()
         log.debug("upserted %d rows into %s", total, col.name)
         return total
@@ -313,12 +329,19 @@ class LatentStore:
 
     # -- examples --------------------------------------------------------------------------
 
-    def add_examples(self, crosscoder: str, examples: Iterable[Example]) -> int:
-        """Index a crosscoder's examples (streamed, batched); return how many were upserted."""
+    def add_examples(
+        self, crosscoder: str, examples: Iterable[Example], vectors: VectorCache | None = None
+    ) -> int:
+        """Index a crosscoder's examples (streamed, batched); return how many were upserted.
 
+        The document is the marked text (what the judge and the chat show); its vector is the unmarked
+        window's, so the same window shown for many latents is embedded once (through `vectors`, or an
+        in-memory cache for this call) and semantic search does not depend on which tokens are marked.
+        """
         fp = self.fingerprint(crosscoder)
+        vectors = vectors if vectors is not None else VectorCache()
 
-        def rows() -> Iterator[tuple[str, str, dict[str, Any]]]:
+        def rows() -> Iterator[tuple[str, str, dict[str, Any], str | None]]:
             for ex in examples:
                 meta = {
                     "run": self.run,
@@ -334,9 +357,9 @@ class LatentStore:
                     "tokens": json.dumps(ex.tokens, ensure_ascii=False),
                     "activations": json.dumps(ex.activations),
                 }
-                yield example_id(self.run, crosscoder, ex, fp), ex.marked_text(), meta
+                yield example_id(self.run, crosscoder, ex, fp), ex.marked_text(), meta, "".join(ex.tokens)
 
-        return self._upsert(self.examples, rows())
+        return self._upsert(self.examples, rows(), vectors)
 
     @staticmethod
     def _stored_example(id_: str, doc: str, meta: dict[str, Any]) -> StoredExample:
@@ -369,6 +392,18 @@ class LatentStore:
         out = [self._stored_example(i, d, m) for i, d, m in rows]
         return sorted(out, key=lambda e: (KIND_ORDER[e.kind], -e.max_act, e.ctx, e.start))
 
+    def examples_for_many(self, crosscoder: str, latents: Sequence[int]) -> dict[int, list[StoredExample]]:
+        """`examples_for` of several latents in one query (a third of the time per latent on the demo)."""
+        out: dict[int, list[StoredExample]] = {int(lat): [] for lat in latents}
+        if not out:
+            return out
+        where = self._where({"crosscoder": crosscoder}, {"latent": {"$in": list(out)}}, self._in_scope(crosscoder))
+        for i, d, m in self._get(self.examples, where, ["documents", "metadatas"]):
+            out[int(m["latent"])].append(self._stored_example(i, d, m))
+        for exs in out.values():
+            exs.sort(key=lambda e: (KIND_ORDER[e.kind], -e.max_act, e.ctx, e.start))
+        return out
+
     def search_examples(self, query: str, n: int = 10, where: Where | None = None) -> list[ExampleHit]:
         """The n examples of this run closest in meaning to `query` (optionally filtered)."""
         hits = self._query(self.examples, query, n, where)
@@ -393,7 +428,7 @@ class LatentStore:
 
         setting = self.scope.label if self.scope is not None else ""
 
-        def rows() -> Iterator[tuple[str, str, dict[str, Any]]]:
+        def rows() -> Iterator[tuple[str, str, dict[str, Any], str | None]]:
             for f in findings:
                 fp = self.fingerprint(f.ref.crosscoder)
                 label = f.label
@@ -418,7 +453,7 @@ class LatentStore:
                     "failed": label is None or f.failure is not None,
                     "finding": f.model_dump_json(),
                 }
-                yield finding_id(self.run, f, fp, setting), doc, meta
+                yield finding_id(self.run, f, fp, setting), doc, meta, None
 
         return self._upsert(self.findings, rows())
 

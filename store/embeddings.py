@@ -11,12 +11,19 @@ mean Pooling -> Normalize).
 `MiniLMEmbedding` implements Chroma's `EmbeddingFunction` protocol (name / get_config /
 build_from_config, registered), so collections persist which model they were built with and
 Chroma rebuilds the function from that config when a collection is reopened.
+
+`VectorCache` keeps sentence vectors keyed by (model directory, text) in a SQLite file of the run
+(RunDir.vectors), so a window shared by many latents, or shown again by the label stage after the
+index stage embedded it, is embedded once per run (issue 18: the index stage embedded every example
+window of every latent, ~5x more texts than distinct windows on the demo).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,13 +130,104 @@ def load_model(model: str = DEFAULT_MODEL) -> LoadedModel:
         return loaded
 
 
+class VectorCache:
+    """Unit sentence vectors keyed by (model directory, text): in a SQLite file, or in memory (path None).
+
+    Safe to share between threads (one lock) and between processes (SQLite WAL, INSERT OR IGNORE: two
+    writers of the same text store the same vector). Each insert batch is one transaction, so a killed
+    process loses at most the batch it was embedding.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._mem: dict[bytes, bytes] = {}
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.hits = 0
+        self.misses = 0
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise StoreError(f"embedding cache {self.path}: {exc}") from None
+
+    @staticmethod
+    def key(model_dir: str, text: str) -> bytes:
+        """16-byte key of a text under one model."""
+        return hashlib.sha256(f"{model_dir}\0{text}".encode()).digest()[:16]
+
+    def get_many(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        """The stored vectors (raw float32 bytes) of the keys that are present."""
+        with self._lock:
+            if self._db is None:
+                return {k: self._mem[k] for k in keys if k in self._mem}
+            found: dict[bytes, bytes] = {}
+            for lo in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+                chunk = keys[lo : lo + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(self._db.execute(f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk))
+            return found
+
+    def put_many(self, items: dict[bytes, bytes]) -> None:
+        """Store vectors (one transaction)."""
+        with self._lock:
+            if self._db is None:
+                self._mem.update(items)
+                return
+            with self._db:
+                self._db.executemany("INSERT OR IGNORE INTO vectors (key, vec) VALUES (?, ?)", items.items())
+
+    def __len__(self) -> int:
+        with self._lock:
+            if self._db is None:
+                return len(self._mem)
+            return int(self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the SQLite connection (the cache stays on disk)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def encode(
+    texts: list[str], model: str = DEFAULT_MODEL, batch_size: int = ENCODE_BATCH, cache: VectorCache | None = None
+) -> np.ndarray:
+    """Embed texts -> float32 array (N, dim) of unit vectors; each distinct text is encoded once.
+
+    With a `cache`, vectors already stored there are reused and new ones are stored.
+    """
+    if not texts:
+        return np.zeros((0, load_model(model).dim), dtype=np.float32)
+    directory = str(resolve_model_dir(model)[0].resolve())  # the key, without loading the model
+    distinct = list(dict.fromkeys(texts))
+    known: dict[str, np.ndarray] = {}
+    if cache is not None:
+        keys = {t: VectorCache.key(directory, t) for t in distinct}
+        stored = cache.get_many(list(keys.values()))
+        known = {t: np.frombuffer(stored[k], dtype=np.float32) for t, k in keys.items() if k in stored}
+        cache.hits += len(known)
+        cache.misses += len(distinct) - len(known)
+    missing = [t for t in distinct if t not in known]
+    if missing:
+        fresh = _encode_model(missing, load_model(model), batch_size)  # [n_missing, dim]
+        if cache is not None:
+            cache.put_many({VectorCache.key(directory, t): v.tobytes() for t, v in zip(missing, fresh)})
+        known.update(zip(missing, fresh))
+    return np.stack([known[t] for t in texts]).astype(np.float32, copy=False)  # [N, dim]
+
+
 @torch.inference_mode()
-def encode(texts: list[str], model: str = DEFAULT_MODEL, batch_size: int = ENCODE_BATCH) -> np.ndarray:
-    """Embed texts -> float32 array (N, dim) of unit vectors (mean pooling over the attention mask).
+def _encode_model(texts: list[str], m: LoadedModel, batch_size: int) -> np.ndarray:
+    """Run the encoder -> float32 array (N, dim) of unit vectors (mean pooling over the attention mask).
 
     Texts are encoded in length-sorted batches (less padding) and returned in input order.
     """
-    m = load_model(model)
     out = np.zeros((len(texts), m.dim), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     for lo in range(0, len(order), batch_size):

@@ -40,6 +40,9 @@ def test_exported_crosscoder_starts_another_run(core_run, tmp_path: Path) -> Non
     proc = _cli("select", str(tmp_path / "run.yaml"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (dest / "crosscoders" / "joint" / "metrics.jsonl").exists()  # nothing was trained
+    from latentdiff.run import Run
+
+    assert Run.open(dest).train().crosscoders  # the results API reads a run whose crosscoder was imported
     old = {(r.pair, r.latent): r for r in read_table(core_run.dir / "latents.parquet")}
     new = {(r.pair, r.latent): r for r in read_table(dest / "latents.parquet")}
     assert old.keys() == new.keys()

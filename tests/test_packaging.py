@@ -96,3 +96,17 @@ def test_the_wheel_has_nothing_outside_the_namespace(wheel: tuple[set[str], set[
     names, _ = wheel
     tops = {n.split("/")[0] for n in names}
     assert all(t == "latentdiff" or t.endswith(".dist-info") for t in tops), tops  # no bare `core`, `tests`
+
+
+def test_openmp_waits_passively_unless_the_user_says_otherwise() -> None:
+    code = (
+        "import os, sys\n"
+        "import latentdiff.core.crosscoder\n"  # loads torch through the package, after latentdiff/__init__
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert got.stdout.strip() == "PASSIVE", got.stderr[-2000:]
+    got = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, timeout=120)
+    assert got.stdout.strip() == "ACTIVE", got.stderr[-2000:]

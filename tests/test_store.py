@@ -23,7 +23,7 @@ from latentdiff.core.examples import Example
 from latentdiff.errors import LatentDiffError
 from latentdiff.records import ExampleText, Finding, LatentLabel, LatentRef
 from latentdiff.store.chroma import LatentStore, parse_url
-from latentdiff.store.embeddings import MiniLMEmbedding, default_model_dir, encode
+from latentdiff.store.embeddings import MiniLMEmbedding, VectorCache, default_model_dir, encode
 from latentdiff.store.errors import StoreError
 
 SENTENCES = [
@@ -116,6 +116,43 @@ def test_embeddings_load_offline_without_network() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_vector_cache_embeds_each_distinct_text_once_across_processes(tmp_path: Path) -> None:
+    texts = ["a cat sat on the mat", "the dog barked", "a cat sat on the mat", "rain tomorrow"]
+    plain = encode(texts)
+    cache = VectorCache(tmp_path / "vectors.sqlite")
+    got = encode(texts, cache=cache)
+    assert (cache.misses, cache.hits) == (3, 0) and len(cache) == 3
+    np.testing.assert_allclose(got, plain, atol=1e-6)
+    cache.close()
+    code = (  # another process (the label stage) reads what this one (the index stage) stored
+        "import sys\n"
+        "from latentdiff.store import embeddings as e\n"
+        "e._encode_model = None  # any new encode would fail: everything must come from the cache\n"
+        "c = e.VectorCache(sys.argv[1])\n"
+        f"v = e.encode({texts[:2]!r}, cache=c)\n"
+        "assert (c.hits, c.misses) == (2, 0), (c.hits, c.misses)\n"
+        "print(v[1][:3].tolist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "vectors.sqlite")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(eval(done.stdout.strip()), plain[1][:3], atol=1e-6)
+
+
+def test_index_embeds_each_window_once_and_searches_unmarked_text(store: LatentStore, tmp_path: Path) -> None:
+    # the same four windows shown for three latents with different marked tokens: 12 rows, 4 embeddings
+    exs = [make_example(lat, ctx, text=SENTENCES[ctx], act=1.0 + lat) for lat in range(3) for ctx in range(4)]
+    for lat, ex in enumerate(exs):
+        ex.activations = [0.0] * len(ex.tokens)
+        ex.activations[lat % len(ex.tokens)] = ex.max_act
+    cache = VectorCache(tmp_path / "vectors.sqlite")
+    assert store.add_examples("joint", exs, cache) == 12
+    assert (cache.misses, len(cache)) == (4, 4)
+    assert store.examples_for("joint", 1)[0].text != store.examples_for("joint", 2)[0].text  # marks kept
+    hit = store.search_examples("a cat sleeping on the couch", n=1)[0]
+    assert hit.example.plain == SENTENCES[2] and "<<" in hit.example.text
+
+
 def test_upsert_is_idempotent(store: LatentStore) -> None:
     exs = [make_example(i % 3, i) for i in range(8)] + [make_example(0, 1, "quantile", q=2)]
     assert store.add_examples("joint", exs) == 9
@@ -162,6 +199,17 @@ def test_typed_queries(store: LatentStore) -> None:
     assert text.plain == "window 1 of latent 5 here"
     assert text.tokens == exs[1].tokens and text.activations == exs[1].activations
     assert (text.max_act, text.doc_id, text.kind) == (4.0, 101, "top")
+
+
+def test_examples_for_many_equals_one_query_per_latent(store: LatentStore) -> None:
+    exs = [make_example(lat, ctx, kind, act=1.0 + ctx) for lat in range(4) for ctx in range(3)
+           for kind in ("top", "negative")]
+    store.add_examples("joint", exs)
+    many = store.examples_for_many("joint", [2, 0, 3, 7])
+    assert set(many) == {0, 2, 3, 7} and many[7] == []
+    for lat in (0, 2, 3):
+        assert [e.id for e in many[lat]] == [e.id for e in store.examples_for("joint", lat)]
+        assert len(many[lat]) == 6
 
 
 def test_metadata_filter_and_run_isolation(tmp_path: Path) -> None:

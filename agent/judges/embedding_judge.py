@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -39,14 +40,14 @@ NEG_WEIGHT = 0.5
 EVIDENCE_BONUS = 0.2
 
 
-def _embed(texts: list[str], model: str = "default") -> np.ndarray:
-    """Unit-norm sentence embeddings (N, dim) from the store's local MiniLM."""
+def _embed(texts: list[str], model: str = "default", cache: object = None) -> np.ndarray:
+    """Unit-norm sentence embeddings (N, dim) from the store's local MiniLM (through a VectorCache if given)."""
     try:
         from latentdiff.store.embeddings import encode
     except ImportError as err:  # pragma: no cover - store is part of the package
         raise JudgeError(f"embedding judge needs latentdiff.store.embeddings: {err}", "config") from None
     try:
-        vecs = np.asarray(encode(list(texts), model=model), dtype=np.float32)
+        vecs = np.asarray(encode(list(texts), model=model, cache=cache), dtype=np.float32)  # type: ignore[arg-type]
     except LatentDiffError as err:
         raise JudgeError(f"embedding judge: {err}", "config") from None
     norms = np.linalg.norm(vecs, axis=-1, keepdims=True)
@@ -107,8 +108,17 @@ DEFAULT_OPTIONS: dict = {**LEGACY_OPTIONS, "prototypes": True, "mode": "vote", "
 class EmbeddingJudge(Judge):
     """Categorise by embedding similarity to the taxonomy; name by characteristic marked tokens."""
 
-    def __init__(self, spec: str = "embedding", cfg: JudgeConfig | None = None, **options: object) -> None:
+    def __init__(
+        self,
+        spec: str = "embedding",
+        cfg: JudgeConfig | None = None,
+        vectors: str | Path | None = None,
+        **options: object,
+    ) -> None:
+        """`vectors`: a run's sentence-vector cache file (RunDir.vectors), shared with the index stage."""
         super().__init__(spec, cfg)
+        self._vector_path = Path(vectors) if vectors is not None else None
+        self._vector_cache: object = None
         _, _, model = spec.partition(":")
         self.model = model or "default"
         unknown = set(options) - set(DEFAULT_OPTIONS)
@@ -121,13 +131,21 @@ class EmbeddingJudge(Judge):
         """Embed texts with this judge's model (blocking; each distinct text is embedded once)."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
         if missing:
-            for t, v in zip(missing, _embed(missing, self.model), strict=True):
+            for t, v in zip(missing, _embed(missing, self.model, self._cache()), strict=True):
                 self._vectors[t] = v
         if len(self._vectors) > 200_000:  # bound the memory of long runs
             self._vectors = {t: self._vectors[t] for t in texts}
         if not texts:
             return np.zeros((0, 1), dtype=np.float32)
         return np.stack([self._vectors[t] for t in texts])
+
+    def _cache(self) -> object:
+        """The run's VectorCache, opened on first use (None without a run)."""
+        if self._vector_cache is None and self._vector_path is not None:
+            from latentdiff.store.embeddings import VectorCache
+
+            self._vector_cache = VectorCache(self._vector_path)
+        return self._vector_cache
 
     def _category_vectors(self, taxonomy: Taxonomy) -> tuple[np.ndarray, list[np.ndarray]]:
         """(description vectors (C, D), per category its subcategory [+ prototype] vectors)."""

@@ -48,10 +48,17 @@ def _import_class(spec: str) -> type[Judge]:
     return _checked(getattr(module, cls_name), spec, f"{module_name}.{cls_name}")
 
 
-def make_judge(spec: str, cfg: JudgeConfig | None = None, *, cache_dir: str | Path | None = None) -> Judge:
+def make_judge(
+    spec: str,
+    cfg: JudgeConfig | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    vectors: str | Path | None = None,
+) -> Judge:
     """Build the judge named by `spec` (see the module table); raise JudgeError for a bad spec.
 
-    `cache_dir` enables the HTTP judges' response cache when `cfg.cache` is true.
+    `cache_dir` enables the HTTP judges' response cache when `cfg.cache` is true; `vectors` is the run's
+    sentence-vector cache (RunDir.vectors), which the embedding judge reads and extends.
     """
     cfg = cfg if cfg is not None else JudgeConfig(spec=spec)
     spec = spec.strip()
@@ -59,7 +66,7 @@ def make_judge(spec: str, cfg: JudgeConfig | None = None, *, cache_dir: str | Pa
     if prefix == "embedding":
         from latentdiff.agent.judges.embedding_judge import EmbeddingJudge
 
-        return EmbeddingJudge(spec, cfg)
+        return EmbeddingJudge(spec, cfg, vectors=vectors)
     if prefix in ("vllm", "openai"):
         from latentdiff.agent.judges.openai_compat import OpenAICompatJudge
 
