@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +84,13 @@ def harvest_to_cache(
     out: Path,
     config_hash: str,
     show: bool = True,
+    on_batch: Callable[[ContextBatch], None] | None = None,
 ) -> Manifest:
-    """Harvest a split into a sharded cache at `out` (skips if complete, resumes if partial)."""
+    """Harvest a split into a sharded cache at `out` (skips if complete, resumes if partial).
+
+    on_batch: called with every token batch the harvest reads, in order, from the resume point on (the
+    held-out split's token ids are kept from these, instead of tokenizing the split a second time).
+    """
     manifest = read_manifest(out)
     if manifest is not None and manifest.config_hash != config_hash:
         raise ConfigError(f"{out} holds a cache made with other settings; remove it or use another run dir")
@@ -103,7 +108,7 @@ def harvest_to_cache(
         )
     manifest.requested_tokens = n_tokens
     if dist.is_distributed():
-        return _harvest_ranks(models, layer, data, harvest, split, n_tokens, out, manifest, show)
+        return _harvest_ranks(models, layer, data, harvest, split, n_tokens, out, manifest, show, on_batch)
     writer = ShardWriter(out, manifest, harvest.shard_tokens)
     start_ctx = manifest.next_context
     done = manifest.n_tokens
@@ -118,6 +123,8 @@ def harvest_to_cache(
         for batch in batches:
             if done >= n_tokens:
                 break
+            if on_batch is not None:
+                on_batch(batch)
             rows, ctx, pos, excluded = paired_activations(models, batch, layer, data)
             for k, v in excluded.items():
                 manifest.excluded[k] = manifest.excluded.get(k, 0) + v
@@ -153,6 +160,7 @@ def _harvest_ranks(
     out: Path,
     manifest: Manifest,
     show: bool,
+    on_batch: Callable[[ContextBatch], None] | None = None,
 ) -> Manifest:
     """`harvest_to_cache` over torchrun ranks: batch i of the split goes to rank i % world.
 
@@ -183,6 +191,8 @@ def _harvest_ranks(
             for j, batch in enumerate(group):  # in batch order, as one process would
                 if done >= n_tokens:
                     break
+                if on_batch is not None:
+                    on_batch(batch)
                 n_rows, excluded = counts[j]
                 for k, v in excluded.items():
                     manifest.excluded[k] = manifest.excluded.get(k, 0) + v

@@ -283,24 +283,33 @@ def run_harvest(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
         )
         if dist.is_main():
             compute_stats(rd.cache("train"), cfg.crosscoder.target_rms)
-    manifest = harvest_to_cache(
-        models, layer, cfg.data, cfg.harvest, "heldout", cfg.data.n_heldout_tokens, rd.cache("heldout"), h, show
-    )
+    seen: dict[int, tuple[np.ndarray, str]] = {}  # held-out ctx -> (token ids, DocMeta json), as harvested
+
+    def keep(batch: Any) -> None:
+        for row, ctx in enumerate(batch.ctx_index.tolist()):
+            n = int(batch.attention_mask[row].sum())
+            seen[ctx] = (batch.input_ids[row, :n].numpy().astype(np.int32), batch.docs[row].model_dump_json())
+
+    manifest = harvest_to_cache(models, layer, cfg.data, cfg.harvest, "heldout", cfg.data.n_heldout_tokens,
+                                rd.cache("heldout"), h, show, on_batch=keep)
     if not dist.is_main():  # the rest is small and written once, by rank 0
         mark_done(cfg, rd, "harvest", {})
         return
-    # held-out token ids and document metadata, for the example sampler
-    ids = np.full((manifest.n_contexts, cfg.data.ctx_len), -1, dtype=np.int32)
-    docs: list[str] = []
-    for batch in iter_context_batches(models[0].tokenizer, cfg.data, "heldout", 256, 10**15):
-        for row, ctx in enumerate(batch.ctx_index.tolist()):
-            if ctx >= manifest.n_contexts:
+    # held-out token ids and document metadata, for the example sampler: kept while harvesting; tokenized
+    # again only when the held-out harvest resumed after a kill (the contexts before the resume point)
+    n_ctx = manifest.n_contexts
+    if any(c not in seen for c in range(n_ctx)):
+        log.info("harvest: reading the held-out token ids again (the held-out harvest was resumed)")
+        for batch in iter_context_batches(models[0].tokenizer, cfg.data, "heldout", 256, 10**15):
+            keep(batch)
+            if batch.ctx_index[-1] >= n_ctx - 1:
                 break
-            n = int(batch.attention_mask[row].sum())
-            ids[ctx, :n] = batch.input_ids[row, :n].numpy()
-            docs.append(batch.docs[row].model_dump_json())
-        if batch.ctx_index[-1] >= manifest.n_contexts - 1:
-            break
+    ids = np.full((n_ctx, cfg.data.ctx_len), -1, dtype=np.int32)
+    docs: list[str] = []
+    for ctx in range(n_ctx):
+        row, doc = seen[ctx]
+        ids[ctx, : len(row)] = row
+        docs.append(doc)
     atomic_write(rd.contexts, lambda p: np.save(p.open("wb"), ids))
     atomic_write(rd.docs, lambda p: p.write_text("\n".join(docs) + "\n"))
     mark_done(cfg, rd, "harvest", {"layer": layer, "heldout_tokens": manifest.n_tokens,

@@ -158,3 +158,35 @@ def test_unreadable_cache_files_name_the_file(models, tmp_path: Path) -> None:
     (tmp_path / "c" / "manifest.json").write_text('{"models": ["a"], "layer": "x"')
     with pytest.raises(CorruptFile, match=r"manifest\.json: not a valid cache manifest"):
         read_manifest(tmp_path / "c")
+
+
+def test_heldout_token_ids_are_kept_while_harvesting_and_reread_only_after_a_resume(tmp_path: Path) -> None:
+    import numpy as np
+
+    from latentdiff.rundir import RunDir
+    from latentdiff.stages import run_harvest
+    from tests.conftest import small_run_config
+
+    cfg = small_run_config(tmp_path / "run", data={"n_tokens": 2_000, "n_heldout_tokens": 3_000, "ctx_len": 64})
+    rd = RunDir.of(tmp_path / "run")
+    tok = load_model(cfg.models[0], "cpu").tokenizer
+    run_harvest(cfg, rd, show=False)
+    ids, docs = np.load(rd.contexts), rd.docs.read_text().splitlines()
+    n_ctx = read_manifest(rd.cache("heldout")).n_contexts
+    assert ids.shape == (n_ctx, 64) and len(docs) == n_ctx
+    want = np.full_like(ids, -1)  # what a second tokenization of the held-out split gives
+    for batch in iter_context_batches(tok, cfg.data, "heldout", 256, 10**15):
+        for row, ctx in enumerate(batch.ctx_index.tolist()):
+            if ctx < n_ctx:
+                n = int(batch.attention_mask[row].sum())
+                want[ctx, :n] = batch.input_ids[row, :n].numpy()
+                assert docs[ctx] == batch.docs[row].model_dump_json()
+        if batch.ctx_index[-1] >= n_ctx - 1:
+            break
+    np.testing.assert_array_equal(ids, want)
+    # the held-out cache already complete (a harvest resumed after it): the ids are read again, the same
+    rd.contexts.unlink()
+    rd.docs.unlink()
+    run_harvest(cfg, rd, show=False)
+    np.testing.assert_array_equal(np.load(rd.contexts), want)
+    assert rd.docs.read_text().splitlines() == docs
