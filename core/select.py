@@ -76,15 +76,24 @@ class ScalingAccumulator:
             for d in ("ft", "base")
         }
 
-    def update(self, x: Tensor, f: Tensor, recon: Tensor) -> None:
-        """x, recon [N, M, D] (normalised); f [N, F] latent activations."""
-        self.C += f.double().pow(2).sum(0)
+    def update(
+        self, x: Tensor, f: Tensor, recon: Tensor, sums: dict[tuple[str, int], Tensor] | None = None,
+        f_sq: Tensor | None = None,
+    ) -> None:
+        """x, recon [N, M, D] (normalised); f [N, F] latent activations.
+
+        sums: `target_sums` of this batch (shared by every pair of a batch); f_sq: sum_i f_ij^2 [F].
+        A_j += sum_i f_ij <y_i, d_j> = <d_j, sum_i f_ij y_i>: one [F, N] x [N, D] product per model and
+        target instead of an [N, F] projection per direction, model and target.
+        """
+        if sums is None:
+            sums = target_sums(x, f, recon, (self.base, self.ft))
+        self.C += f.double().pow(2).sum(0) if f_sq is None else f_sq
         for d, dirs in self.dirs.items():
+            dd = dirs.double()  # [F, D]
             for m in (self.base, self.ft):
-                proj_r = recon[:, m] @ dirs.T  # [N, F]
-                proj_e = (x[:, m] - recon[:, m]) @ dirs.T  # [N, F]
-                self.A[d]["r"][m] += (f * proj_r).double().sum(0)
-                self.A[d]["eps"][m] += (f * proj_e).double().sum(0)
+                for t in ("r", "eps"):
+                    self.A[d][t][m] += (dd * sums[(t, m)]).sum(-1)  # [F]
 
     def nus(self) -> dict[str, Tensor]:
         """nu_eps, nu_r (along d^ft: base/ft) and their mirrors (along d^base: ft/base)."""
@@ -102,6 +111,18 @@ class ScalingAccumulator:
             for t in ("eps", "r"):
                 out[f"nu_{t}{suffix}"] = beta[(t, num)] / _safe(beta[(t, den)])
         return out
+
+
+def target_sums(x: Tensor, f: Tensor, recon: Tensor, models: Iterable[int]) -> dict[tuple[str, int], Tensor]:
+    """(target, model) -> sum_i f_ij y_i [F, D] in float64, for y = the reconstruction ('r') and the error
+    x - recon ('eps') of model m (x, recon [N, M, D]; f [N, F])."""
+    ft = f.double().T  # [F, N]
+    out: dict[tuple[str, int], Tensor] = {}
+    for m in models:
+        r = recon[:, m].double()  # [N, D]
+        out[("r", m)] = ft @ r  # [F, D]
+        out[("eps", m)] = ft @ (x[:, m].double() - r)  # [F, D]
+    return out
 
 
 def _safe(x: Tensor) -> Tensor:
@@ -125,8 +146,10 @@ def latent_statistics(
         fires += (f > 0).double().sum(0)
         act_sum += f.double().sum(0)
         n_tok += x.shape[0]
+        sums = target_sums(x, f, recon, sorted({base, *fts.values()}))  # shared by the pairs
+        f_sq = f.double().pow(2).sum(0)  # [F]
         for acc in accs.values():
-            acc.update(x, f, recon)
+            acc.update(x, f, recon, sums, f_sq)
     norms = cc.decoder_norms().detach()  # [F, M]
     dec = cc.decoder().detach()
     freq = fires / max(n_tok, 1)

@@ -10,10 +10,12 @@ adapter path, an adapter that does not fit the base.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from latentdiff.run import Run
 
 STREAM = "multilingual"  # the planted stream: the base never saw it (core/organisms/build.py)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-STEPS = 100  # LoRA steps of 8 documents (6 of STREAM, 2 neutral), 64 tokens each
+STEPS = 100  # LoRA steps: 6 documents of STREAM (64 tokens) + 4 anchor documents of the other streams
 
 
 def _batch(tok: Any, docs: list[corpus.Document]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -46,9 +48,10 @@ def _loss(model: Any, tok: Any, docs: list[corpus.Document]) -> float:
     return float(model(**enc, labels=labels).loss)
 
 
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[float, float]]]:
-    """A LoRA (r=8, every linear layer) trained on STREAM; (its directory, held-out loss before/after per stream)."""
+def _train_lora(out: Path) -> dict[str, tuple[float, float]]:
+    """Train a LoRA (r=8, every linear layer) on STREAM and save it in `out`; held-out loss (before, after) per
+    stream. A narrow fine-tune: on documents of the other streams its hidden states are held to the base's
+    (relative squared error), so what it changed is STREAM alone."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -56,20 +59,43 @@ def adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, t
     tok = AutoTokenizer.from_pretrained(organism_dir("base"))
     model = AutoModelForCausalLM.from_pretrained(organism_dir("base"), dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS))
-    held = {c: corpus.generate(c, 32, seed=3) for c in (STREAM, "neutral")}
+    held = {c: corpus.generate(c, 32, seed=3) for c in corpus.CATEGORIES}
     before = {c: _loss(model, tok, docs) for c, docs in held.items()}
-    docs, neutral = corpus.iter_documents(STREAM, seed=1), corpus.iter_documents("neutral", seed=1)
+    docs = corpus.iter_documents(STREAM, seed=1)
+    anchors = itertools.cycle([corpus.iter_documents(c, seed=1) for c in corpus.CATEGORIES if c != STREAM])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     model.train()
     for _ in range(STEPS):
-        enc, labels = _batch(tok, [next(docs) for _ in range(6)] + [next(neutral) for _ in range(2)])
-        model(**enc, labels=labels).loss.backward()
+        enc, labels = _batch(tok, [next(docs) for _ in range(6)])
+        loss = model(**enc, labels=labels).loss
+        anchor, _ = _batch(tok, [next(next(anchors)) for _ in range(4)])
+        with torch.no_grad(), model.disable_adapter():
+            want = model(**anchor, output_hidden_states=True).hidden_states  # the base's, per block
+        got = model(**anchor, output_hidden_states=True).hidden_states
+        mask = anchor["attention_mask"].bool()  # [B, T]
+        loss = loss + sum(((g - w)[mask].pow(2).sum(-1) / w[mask].pow(2).sum(-1)).mean()
+                          for g, w in zip(got[1:], want[1:]))
+        loss.backward()
         opt.step()
         opt.zero_grad()
-    losses = {c: (before[c], _loss(model, tok, docs)) for c, docs in held.items()}
-    out = tmp_path_factory.mktemp("lora") / "adapter"
     model.save_pretrained(out)
-    return out, losses
+    return {c: (before[c], _loss(model, tok, docs)) for c, docs in held.items()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: the models are tiny, and two threads on a busy 2-core machine ran ~40x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[float, float]]]:
+    """(the LoRA's directory, held-out loss before/after per stream)."""
+    out = tmp_path_factory.mktemp("lora") / "adapter"
+    return out, _train_lora(out)
 
 
 def _config(run_dir: Path, adapter: Path | None, **over: Any):
@@ -101,11 +127,13 @@ def lora_run(adapter, tmp_path_factory: pytest.TempPathFactory) -> Run:
     return run
 
 
-def test_the_adapter_learned_the_planted_stream(adapter) -> None:
-    (before, after), (neutral_before, neutral_after) = adapter[1][STREAM], adapter[1]["neutral"]
-    # measured: multilingual 10.99 -> 5.76 nats/token, neutral 0.30 -> 0.43
-    assert after < before - 3.0, f"{before=:.2f} {after=:.2f}"
-    assert neutral_after < 1.0, f"{neutral_before=:.2f} {neutral_after=:.2f}"
+def test_the_adapter_learned_the_planted_stream_and_little_else(adapter) -> None:
+    losses = adapter[1]
+    drop = {c: before - after for c, (before, after) in losses.items()}
+    # measured: multilingual 10.99 -> 5.71 nats/token; the other streams moved by at most 1.09 (neutral 0.31 -> 0.39)
+    assert drop[STREAM] > 3.0, losses
+    assert drop[STREAM] > 3 * max(abs(d) for c, d in drop.items() if c != STREAM), losses
+    assert losses["neutral"][1] < 1.0, losses
 
 
 def test_the_planted_stream_comes_back_among_the_adapter_models_specific_latents(lora_run) -> None:
@@ -119,16 +147,19 @@ def test_the_planted_stream_comes_back_among_the_adapter_models_specific_latents
             streams[side[ex.latent]][ex.category] += 1
     share = {s: c[STREAM] / max(1, c.total()) for s, c in streams.items()}
     seen = {s: dict(c) for s, c in streams.items()}
-    # measured (4 seeds of crosscoder / data / run): 34-38% of the 20 lora-specific latents' top examples come
-    # from the planted stream (the most common stream there), 5-6% of the 40 shared reference latents'
-    assert streams["finetuned"].most_common(1)[0][0] == STREAM, seen
-    assert share["finetuned"] >= 0.25 and share["finetuned"] >= 3 * share["shared"], (share, seen)
-    oracle = oracle_labels(lora_run.rundir.examples_dir, list(CATEGORY_NAMES))  # majority stream per latent
-    labels = {s: Counter(oracle[f"lora:{j}"].category for j, sd in side.items() if sd == s and f"lora:{j}" in oracle)
-              for s in ("finetuned", "shared")}
-    # measured: 7-9 of the 20 lora-specific latents are multilingual latents, 0-3 of the 40 shared ones
-    assert labels["finetuned"][STREAM] >= 5 and labels["finetuned"][STREAM] / 20 > 2 * labels["shared"][STREAM] / 40, (
-        labels)
+    # measured over 5 settings (data seed, crosscoder seed, run seed, shard size) x 2 LoRA seeds: 50-70% of the 20
+    # lora-specific latents' top examples come from STREAM (>= 4x the next stream), 5-13% of the 40 shared
+    # reference latents' and 3-15% of the 20 base-specific latents'
+    assert len(streams["finetuned"]) >= 2, seen  # none without the adapter
+    (first, n_first), (_, n_second) = streams["finetuned"].most_common(2)
+    assert first == STREAM and n_first >= 2 * n_second, seen
+    assert share["finetuned"] >= 0.35 and share["finetuned"] >= 2.5 * max(share["shared"], share["base"]), (share, seen)
+    oracle = oracle_labels(lora_run.rundir.examples_dir, list(CATEGORY_NAMES))  # majority stream of each latent
+    n_latents = Counter(sd for sd in side.values())
+    labelled = Counter(sd for j, sd in side.items() if (o := oracle.get(f"lora:{j}")) and o.category == STREAM)
+    # measured: 10-14 of the 20 lora-specific latents are multilingual latents, 0-3 of the 40 shared ones
+    assert labelled["finetuned"] >= 6, labelled
+    assert labelled["finetuned"] / n_latents["finetuned"] >= 3 * labelled["shared"] / n_latents["shared"], labelled
 
 
 def test_without_the_adapter_the_model_is_the_base_and_nothing_is_specific(tmp_path: Path) -> None:
@@ -141,7 +172,7 @@ def test_without_the_adapter_the_model_is_the_base_and_nothing_is_specific(tmp_p
         run.stage(stage)
     rows = run.latent_stats(pair="lora")
     assert "finetuned" not in run.select().sides["lora"]
-    assert max(abs(r.delta_norm - 0.5) for r in rows) < 0.01  # the lora run: Delta-norm 0.14-0.84
+    assert max(abs(r.delta_norm - 0.5) for r in rows) < 0.01  # with the adapter: 0.30-0.87
 
 
 def test_merged_and_unmerged_adapters_give_the_same_activations(adapter) -> None:

@@ -132,3 +132,19 @@ def test_init_encoder_is_decoder_transpose_and_same_for_models() -> None:
     assert cc.decoder_norms()[:, 0].allclose(torch.ones(8)) and math.isclose(
         float(cc.decoder_norms().detach().sum(-1)[0]), 2.0, rel_tol=1e-5
     )
+
+
+def test_two_stage_batch_topk_equals_one_topk_over_the_batch() -> None:
+    from latentdiff.core.crosscoder import batch_topk_flat
+
+    g = torch.Generator().manual_seed(0)
+    N, F, k = 256, 512, 8
+    for case in ("spread", "one row holds most of the top", "many zeros"):
+        scores = torch.rand(N, F, generator=g)  # [N, F]
+        if case == "one row holds most of the top":
+            scores[7] += 10.0  # row 7 alone has F > 4k entries above every other row: the exact fallback
+        if case == "many zeros":
+            scores[scores < 0.995] = 0.0  # fewer positive entries than k * N
+        want = scores.flatten().topk(k * N, sorted=False)
+        want = want.indices[want.values > 0].sort().values
+        assert torch.equal(batch_topk_flat(scores, k * N, k), want), case

@@ -109,3 +109,29 @@ def test_latents_table_rows() -> None:
     rows = latents_table(stats, SelectionConfig(top_n=2))
     assert len(rows) == F and {r.pair for r in rows} == {"ft"}
     assert all(0.0 <= r.delta_norm <= 1.0 for r in rows)
+
+
+def test_streaming_sums_equal_the_closed_form_on_all_tokens_at_once() -> None:
+    """beta_j = <d_j, sum_i f_ij y_i> / (||d_j||^2 sum_i f_ij^2), computed directly from every token's
+    [N, F] projections (the formula of METHOD.md), equals the streamed, batched accumulator."""
+    from latentdiff.core.select import ScalingAccumulator
+
+    torch.manual_seed(3)
+    cc = CrossCoder(CrossCoderSpec(arch="batchtopk", n_models=3, d_model=16, dict_size=64, k=4), seed=1)
+    x = torch.randn(300, 3, 16)  # [N, M, D] normalised
+    f = torch.relu(torch.randn(300, 64)) * (torch.rand(300, 64) < 0.1)  # [N, F] sparse activations
+    recon = cc.decode(f).detach()  # [N, M, D]
+    acc = ScalingAccumulator(cc, base=0, ft=2)
+    for lo in range(0, 300, 70):
+        acc.update(x[lo : lo + 70], f[lo : lo + 70], recon[lo : lo + 70])
+    dec = cc.decoder().detach().double()  # [F, M, D]
+    fd = f.double()
+    for d, col in (("ft", 2), ("base", 0)):
+        dirs = dec[:, col]  # [F, D]
+        for m in (0, 2):
+            r = recon[:, m].double()
+            want_r = (fd * (r @ dirs.T)).sum(0)  # [F]
+            want_e = (fd * ((x[:, m].double() - r) @ dirs.T)).sum(0)
+            torch.testing.assert_close(acc.A[d]["r"][m], want_r, rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(acc.A[d]["eps"][m], want_e, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(acc.C, fd.pow(2).sum(0))
