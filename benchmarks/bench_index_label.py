@@ -43,7 +43,7 @@ def _index(examples: list[Any], store_dir: Path, baseline: bool) -> float:
                 for ex in examples)
         store._upsert(store.examples, rows)
     else:
-        store.add_examples("joint", examples, VectorCache(store_dir / "vectors.sqlite"))
+        store.add_examples("joint", examples, VectorCache(store_dir.with_suffix(".vec")))
     seconds = time.perf_counter() - t0
     store.close()
     return seconds

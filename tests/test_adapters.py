@@ -148,7 +148,7 @@ def test_the_planted_stream_comes_back_among_the_adapter_models_specific_latents
     share = {s: c[STREAM] / max(1, c.total()) for s, c in streams.items()}
     seen = {s: dict(c) for s, c in streams.items()}
     # measured over 5 settings (data seed, crosscoder seed, run seed, shard size) x 2 LoRA seeds: 50-70% of the 20
-    # lora-specific latents' top examples come from STREAM (>= 4x the next stream), 5-13% of the 40 shared
+    # lora-specific latents' top examples come from STREAM (>= 2.8x the next stream), 6-13% of the 40 shared
     # reference latents' and 3-15% of the 20 base-specific latents'
     assert len(streams["finetuned"]) >= 2, seen  # none without the adapter
     (first, n_first), (_, n_second) = streams["finetuned"].most_common(2)
@@ -172,7 +172,7 @@ def test_without_the_adapter_the_model_is_the_base_and_nothing_is_specific(tmp_p
         run.stage(stage)
     rows = run.latent_stats(pair="lora")
     assert "finetuned" not in run.select().sides["lora"]
-    assert max(abs(r.delta_norm - 0.5) for r in rows) < 0.01  # with the adapter: 0.30-0.87
+    assert max(abs(r.delta_norm - 0.5) for r in rows) < 0.01  # with the adapter: 0.33-0.81
 
 
 def test_merged_and_unmerged_adapters_give_the_same_activations(adapter) -> None:
