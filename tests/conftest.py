@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# what `import latentdiff` sets for users, set here before any test module imports torch first (libgomp
+# reads it once): spinning OpenMP threads slow everything on a shared 2-core machine (docs/design.md)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
