@@ -57,15 +57,15 @@ basis = torch.randn(n_feat, M, D, generator=g) / D**0.5
 f = torch.rand(steps * 512, n_feat, generator=g) * (torch.rand(steps * 512, n_feat, generator=g) < 16 / n_feat)
 raw = torch.einsum("nf,fmd->nmd", f, basis) + 0.3  # [N, M, D], an offset like real residual streams
 out = {}
-for scale in (1.0, 100.0):
-    x = raw * scale
+for factor in (1.0, 100.0):
+    x = raw * factor
     mean, scale = normalization_stats(iter([x]), 1.0)  # [M, D], [M]: what the harvest stage computes
     cfg = CrosscoderConfig(dict_size=F, k=16, batch_size=512, steps=steps, warmup_steps=20, dead_tokens=100000)
     spec = CrossCoderSpec(n_models=M, d_model=D, dict_size=F, k=16, arch="batchtopk")
     tr = Trainer(cfg, spec, mean, scale, Path(tempfile.mkdtemp()), torch.device("cpu"))
     for i in range(steps):
         m = tr.train_step(x[i * 512 : (i + 1) * 512])
-    out[str(scale)] = {k: v for k, v in m.items() if k.startswith("fvu")}
+    out[str(factor)] = {k: round(v, 4) for k, v in m.items() if k.startswith("fvu")}
 print(json.dumps(out))
 """
 
@@ -73,6 +73,8 @@ print(json.dumps(out))
 def _cell(args: argparse.Namespace, threads: int, policy: str) -> float:
     env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": str(ROOT)}
+    if policy == "unset":  # libgomp's default: spin a while (GOMP_SPINCOUNT 300k), then sleep
+        env["OMP_WAIT_POLICY"] = ""
     argv = [str(a) for a in (args.models, args.d_model, args.dict, args.k, args.steps)]
     done = subprocess.run([sys.executable, "-c", CELL, *argv], env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode:
@@ -98,7 +100,7 @@ def main() -> None:
             time.sleep(1.0)
         try:
             for threads in (1, 2):
-                for policy in ("ACTIVE", "PASSIVE"):
+                for policy in ("unset", "ACTIVE", "PASSIVE"):
                     rates[(load, threads, policy)] = _cell(args, threads, policy)
                     print(f"{load:6s} threads={threads} OMP_WAIT_POLICY={policy:7s} "
                           f"{rates[(load, threads, policy)]:>9,.0f} tok/s", flush=True)
@@ -107,16 +109,18 @@ def main() -> None:
                 busy.kill()
                 busy.wait()
     for threads in (1, 2):
-        act, pas = rates[("loaded", threads, "ACTIVE")], rates[("loaded", threads, "PASSIVE")]
-        idle = rates[("idle", threads, "PASSIVE")]
-        print(f"threads={threads}: loaded passive/active {pas / act:.2f}x; idle/loaded (passive) {idle / pas:.2f}x; "
-              f"idle passive/active {idle / rates[('idle', threads, 'ACTIVE')]:.2f}x")
+        r = {(load, pol): rates[(load, threads, pol)] for load in ("idle", "loaded")
+             for pol in ("unset", "ACTIVE", "PASSIVE")}
+        print(f"threads={threads}: passive/unset loaded {r['loaded', 'PASSIVE'] / r['loaded', 'unset']:.2f}x, idle "
+              f"{r['idle', 'PASSIVE'] / r['idle', 'unset']:.2f}x; passive/active loaded "
+              f"{r['loaded', 'PASSIVE'] / r['loaded', 'ACTIVE']:.2f}x; idle/loaded (passive) "
+              f"{r['idle', 'PASSIVE'] / r['loaded', 'PASSIVE']:.2f}x")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", SCALE, str(args.scale_steps)], env=env, capture_output=True,
                           text=True, timeout=1800)
     if done.returncode:
         raise SystemExit(done.stderr[-2000:])
-    fvu = json.loads(done.stdout.strip().splitlines()[-1])
+    fvu = json.loads(done.stdout.strip().splitlines()[-1])  # {"1.0": {...}, "100.0": {...}}
     print(f"input scale 1x vs 100x after {args.scale_steps} steps: final FVU {fvu['1.0']} vs {fvu['100.0']}")
 
 
