@@ -101,6 +101,29 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
+def _offline_snapshot(data: DataConfig) -> str:
+    """data.id, or under HF_HUB_OFFLINE=1 the snapshot directory of hub dataset data.id at data.revision in
+    the local huggingface_hub cache (`datasets` alone, offline, finds only datasets it prepared itself).
+
+    Online, the id is left to `datasets`, which streams it without downloading the whole repository.
+    """
+    assert data.id is not None
+    if Path(data.id).expanduser().exists():
+        return data.id
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if not constants.HF_HUB_OFFLINE:
+        return data.id
+    try:
+        return snapshot_download(data.id, repo_type="dataset", revision=data.revision, local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError) as err:
+        rev = f" at revision {data.revision!r}" if data.revision else ""
+        raise ConfigError(
+            f"data.id {data.id!r}{rev}: not in the local hub cache and HF_HUB_OFFLINE=1 ({_first_line(err)})"
+        ) from None
+
+
 def _hf_dataset(data: DataConfig, name: str) -> Any:
     """Split `name` of data.id: a memory-mapped `Dataset` or an `IterableDataset` (streaming).
 
@@ -118,9 +141,10 @@ def _hf_dataset(data: DataConfig, name: str) -> Any:
     streaming = data.streaming if data.streaming is not None else not saved
     try:
         if not saved:
-            return datasets.load_dataset(
-                data.id, data.config, split=name, revision=data.revision, streaming=streaming
-            )
+            source, revision = _offline_snapshot(data), data.revision
+            if source != data.id:  # a hub id read from the local huggingface_hub cache: a data-file directory
+                revision = None
+            return datasets.load_dataset(source, data.config, split=name, revision=revision, streaming=streaming)
         ds = datasets.load_from_disk(str(path))
     # DatasetNotFoundError and DataFilesNotFoundError are FileNotFoundErrors, no network is a ConnectionError,
     # hub HTTP errors are OSErrors; a bad split or config name is a ValueError

@@ -280,3 +280,36 @@ def test_models_and_crosscoders_by_hub_id_and_revision(pushed: Path, tmp_path: P
     assert out[f"hub:{PUSHED_REPO}"] is True and out[f"hub:{PUSHED_REPO}@v2"] is True, out
     kind, msg = out[f"hub:{PUSHED_REPO}@{main}"]  # a commit of another repo: not in this repo's cache
     assert kind == "ForeignFormatError" and "\n" not in msg and PUSHED_REPO in msg, msg
+
+
+def test_a_dataset_by_hub_id_and_revision_reads_from_the_local_hub_cache_offline(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    v1, v2 = tmp_path / "v1.jsonl", tmp_path / "v2.jsonl"
+    v1.write_text("".join(json.dumps({"text": f"first revision, document {i}"}) + "\n" for i in range(30)))
+    v2.write_text("".join(json.dumps({"text": f"second revision, document {i}"}) + "\n" for i in range(50)))
+    old = _commit("texts-v1")
+    cache_repo(cache, "tiny-org/texts", {"data/train.jsonl": v1}, old, refs=("v1",), repo_type="dataset")
+    cache_repo(cache, "tiny-org/texts", {"data/train.jsonl": v2}, _commit("texts-v2"), repo_type="dataset")
+    code = (
+        "import sys\n"
+        "from latentdiff.config import DataConfig\n"
+        "from latentdiff.core.data import _hf_docs\n"
+        "from latentdiff.errors import ConfigError\n"
+        "for rev in sys.argv[1:]:\n"
+        "    d = DataConfig(source='hf', id='tiny-org/texts', revision=rev or None)\n"
+        "    try:\n"
+        "        docs = [p['text'] for _, p in _hf_docs(d, 'train')]\n"
+        "        print(rev, len(docs), docs[0])\n"
+        "    except ConfigError as err:\n"
+        "        print(rev, 'error', err)\n"
+    )
+    env = {**os.environ, **_offline_env(tmp_path, cache), "HF_DATASETS_CACHE": str(tmp_path / "ds")}
+    done = subprocess.run([sys.executable, "-c", code, "v1", old, "", "no-such-branch"], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "v1 27 first revision, document 0"  # 30 rows, every 10th held out
+    assert lines[1] == f"{old} 27 first revision, document 0"
+    assert lines[2] == " 45 second revision, document 0"  # no revision: main
+    assert lines[3].startswith("no-such-branch error data.id 'tiny-org/texts' at revision 'no-such-branch': not in "
+                               "the local hub cache"), lines[3]
