@@ -182,9 +182,11 @@ class AgentContext:
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._pending.append((findings, done))
         if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
+            # entries of an earlier event loop (a run interrupted mid-upsert) have no one waiting any more
+            self._pending = [(fs, fut) for fs, fut in self._pending if fut.get_loop() is loop]
             self._flusher = loop.create_task(self._flush_findings())
+        self._pending.append((findings, done))
         await done
 
     async def _flush_findings(self) -> None:
