@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -101,14 +102,17 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-def _offline_snapshot(data: DataConfig) -> str:
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # OWNER/NAME
+
+
+def _offline_snapshot(data: DataConfig, name: str) -> str:
     """data.id, or under HF_HUB_OFFLINE=1 the snapshot directory of hub dataset data.id at data.revision in
     the local huggingface_hub cache (`datasets` alone, offline, finds only datasets it prepared itself).
 
     Online, the id is left to `datasets`, which streams it without downloading the whole repository.
     """
     assert data.id is not None
-    if Path(data.id).expanduser().exists():
+    if Path(data.id).expanduser().exists() or not _HUB_ID.fullmatch(data.id):
         return data.id
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -120,7 +124,8 @@ def _offline_snapshot(data: DataConfig) -> str:
     except (LocalEntryNotFoundError, OSError, ValueError) as err:
         rev = f" at revision {data.revision!r}" if data.revision else ""
         raise ConfigError(
-            f"data.id {data.id!r}{rev}: not in the local hub cache and HF_HUB_OFFLINE=1 ({_first_line(err)})"
+            f"data.id {data.id!r}: cannot load split {name!r}: not in the local hub cache{rev} and HF_HUB_OFFLINE=1 "
+            f"({_first_line(err)})"
         ) from None
 
 
@@ -141,7 +146,7 @@ def _hf_dataset(data: DataConfig, name: str) -> Any:
     streaming = data.streaming if data.streaming is not None else not saved
     try:
         if not saved:
-            source, revision = _offline_snapshot(data), data.revision
+            source, revision = _offline_snapshot(data, name), data.revision
             if source != data.id:  # a hub id read from the local huggingface_hub cache: a data-file directory
                 revision = None
             return datasets.load_dataset(source, data.config, split=name, revision=revision, streaming=streaming)

@@ -311,5 +311,5 @@ def test_a_dataset_by_hub_id_and_revision_reads_from_the_local_hub_cache_offline
     assert lines[0] == "v1 27 first revision, document 0"  # 30 rows, every 10th held out
     assert lines[1] == f"{old} 27 first revision, document 0"
     assert lines[2] == " 45 second revision, document 0"  # no revision: main
-    assert lines[3].startswith("no-such-branch error data.id 'tiny-org/texts' at revision 'no-such-branch': not in "
-                               "the local hub cache"), lines[3]
+    assert lines[3].startswith("no-such-branch error data.id 'tiny-org/texts': cannot load split 'train': not in "
+                               "the local hub cache at revision 'no-such-branch'"), lines[3]
