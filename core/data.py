@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import itertools
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +22,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
 
-from latentdiff.config import DataConfig
+from latentdiff.config import HUB_ID_RE, DataConfig
 from latentdiff.errors import ConfigError, CorruptFile
 
 Split = Literal["train", "heldout"]
@@ -102,9 +101,6 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # OWNER/NAME
-
-
 def _offline_snapshot(data: DataConfig, name: str) -> str:
     """data.id, or under HF_HUB_OFFLINE=1 the snapshot directory of hub dataset data.id at data.revision in
     the local huggingface_hub cache (`datasets` alone, offline, finds only datasets it prepared itself).
@@ -112,7 +108,7 @@ def _offline_snapshot(data: DataConfig, name: str) -> str:
     Online, the id is left to `datasets`, which streams it without downloading the whole repository.
     """
     assert data.id is not None
-    if Path(data.id).expanduser().exists() or not _HUB_ID.fullmatch(data.id):
+    if Path(data.id).expanduser().exists() or not HUB_ID_RE.fullmatch(data.id):
         return data.id
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError

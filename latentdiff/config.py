@@ -37,7 +37,7 @@ CATEGORY_NAMES: tuple[str, ...] = (
 
 
 _DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # OWNER/NAME (a models[i].adapter on the hub)
+HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # OWNER/NAME: a hub model, adapter or dataset id
 
 
 RESULT_NEUTRAL = {"result_neutral": True}  # json_schema_extra of a field that changes how, not what: not hashed
@@ -106,7 +106,7 @@ class ModelSpec(_Section):
     @field_validator("adapter")
     @classmethod
     def _adapter_exists(cls, v: str | None) -> str | None:
-        if v is None or Path(v).expanduser().is_dir() or (_HUB_ID_RE.fullmatch(v) and ".." not in v):
+        if v is None or Path(v).expanduser().is_dir() or (HUB_ID_RE.fullmatch(v) and ".." not in v):
             return v
         what = "not a directory" if Path(v).expanduser().exists() else "no such directory"
         raise ValueError(f"{what}, and not a hub id OWNER/NAME (a peft adapter: adapter_config.json + weights)")
