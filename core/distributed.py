@@ -206,20 +206,13 @@ def global_topk_mask(values: Tensor, n_keep: int) -> Tensor:
     """Bool mask over local `values` [n]: this rank's share of the top `n_keep` over all ranks' values.
 
     Each rank proposes its local top n_keep (the global top n_keep is inside their union); the
-    n_keep-th largest gathered value is the cut. Ties at the cut go to ranks in rank order, so the
-    mask totals exactly n_keep entries (up to tie-breaking, the single-process `topk` selection).
+    n_keep-th largest gathered value is the cut, and every value >= the cut is kept, ties included:
+    the single-process rule of `crosscoder.batch_topk_flat`, so the kept set does not depend on the
+    number of ranks or on how a top-k orders equal values.
     """
-    local = values.topk(min(n_keep, values.numel()), sorted=True).values  # [c] descending
-    gathered = all_gather_parts(local)  # W x [c]
-    cands = torch.cat(gathered)
+    local = values.topk(min(n_keep, values.numel()), sorted=False).values  # [c]
+    cands = torch.cat(all_gather_parts(local))
     if n_keep >= cands.numel():
         return torch.ones_like(values, dtype=torch.bool)
-    cut = cands.topk(n_keep).values[-1]
-    above = values > cut
-    missing = n_keep - sum(int((g > cut).sum()) for g in gathered)  # entries equal to the cut still to take
-    before = sum(int((g == cut).sum()) for g in gathered[: rank()])
-    take = max(0, min(int((local == cut).sum()), missing - before))
-    if take:
-        ties = (values == cut).nonzero().squeeze(1)[:take]
-        above[ties] = True
-    return above
+    cut = cands.topk(n_keep, sorted=False).values.min()  # the global n_keep-th largest value
+    return values >= cut

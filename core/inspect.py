@@ -115,39 +115,103 @@ def latent_codes(models: list[LoadedModel], cc: CrossCoder, layer: int, ids: Ten
 
 
 @torch.no_grad()
+def cached_codes(cc: CrossCoder, shards: Iterator[dict[str, Tensor]], cols: list[int] | None,
+                 rows: list[tuple[int, int]], ctx_len: int) -> Tensor:
+    """f_j at every position of its context for each (latent, context) row  [R, T], from the held-out cache.
+
+    The cache holds every model's activations at the tokens the sampler read (the same numbers the
+    examples' activations came from); excluded tokens (BOS, padding) have no row and get f = 0. One
+    pass over the shards ("acts", "ctx", "pos"), a [rows of the needed contexts, latents] matmul per shard.
+    """
+    out = torch.zeros(len(rows), ctx_len)  # [R, T]
+    if not rows:
+        return out
+    lat = sorted({j for j, _ in rows})
+    col_of = {j: i for i, j in enumerate(lat)}
+    pair_ctx = torch.tensor([c for _, c in rows])  # [R]
+    pair_lat = torch.tensor([col_of[j] for j, _ in rows])  # [R] column in `lat`
+    order = torch.argsort(pair_ctx, stable=True)
+    sorted_ctx = pair_ctx[order]  # [R]
+    M, D = cc.spec.n_models, cc.spec.d_model
+    W = cc.W_enc.reshape(M * D, -1)[:, lat].float()  # [M*D, L]
+    b = cc.b_enc[lat].float()  # [L]
+    norms = cc.decoder_norms()[lat].sum(-1).float()  # [L]
+    for shard in shards:
+        ctx = shard["ctx"].long()  # [n]
+        idx = torch.isin(ctx, sorted_ctx).nonzero().squeeze(1)  # [r] rows of needed contexts
+        if not idx.numel():
+            continue
+        acts = shard["acts"][idx] if cols is None else shard["acts"][idx][:, cols]  # [r, M, D]
+        pre = torch.relu(cc.normalize(acts.float()).reshape(len(idx), -1) @ W + b)  # [r, L]
+        if cc.spec.arch == "batchtopk":  # the inference rule, as latent_codes
+            pre = pre * (pre * norms > cc.threshold.clamp_min(0))
+        rc = ctx[idx]  # [r]
+        lo = torch.searchsorted(sorted_ctx, rc)  # [r] first row (in ctx order) of each token's context
+        n = torch.searchsorted(sorted_ctx, rc, right=True) - lo  # [r] rows sharing that context
+        tok = torch.arange(len(idx)).repeat_interleave(n)  # [c] one entry per (token, row of its context)
+        first = torch.cumsum(n, 0) - n  # [r]
+        which = order[lo[tok] + torch.arange(len(tok)) - first[tok]]  # [c] the row index
+        out[which, shard["pos"].long()[idx][tok]] = pre[tok, pair_lat[which]]
+    return out
+
+
+@torch.no_grad()
 def ablation_effects(models: list[LoadedModel], cc: CrossCoder, layer: int, target: int,
-                     rows: list[tuple[int, int]], contexts: Tensor, batch_size: int = 16) -> dict[int, Ablation]:
+                     rows: list[tuple[int, int]], contexts: Tensor, batch_size: int = 16,
+                     codes: Tensor | None = None) -> dict[int, Ablation]:
     """latent -> effect on model `target` (a crosscoder column) of ablating it on its contexts.
 
     rows: (latent, held-out context index) pairs; contexts: [n_ctx, T] token ids (-1 = padding).
+    codes: f [len(rows), T] per row (`cached_codes`); None = computed from every model's forward pass
+    to the layer. Each distinct context runs clean once (its rows share the clean logits); each row
+    runs ablated once, up to `batch_size` rows per forward pass.
     """
     m = models[target]
     pad = m.tokenizer.pad_token_id if m.tokenizer.pad_token_id is not None else 0
     device = next(m.model.parameters()).device
+    by_ctx: dict[int, list[int]] = {}  # context -> indices into rows
+    for r, (_, c) in enumerate(rows):
+        by_ctx.setdefault(c, []).append(r)
+    chunks: list[list[int]] = [[]]  # contexts per forward pass, their rows filling up to batch_size
+    n_rows = 0
+    for c in sorted(by_ctx):
+        if chunks[-1] and n_rows + len(by_ctx[c]) > batch_size:
+            chunks.append([])
+            n_rows = 0
+        chunks[-1].append(c)
+        n_rows += len(by_ctx[c])
     sums: dict[int, list[float]] = {}
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        js = torch.tensor([j for j, _ in chunk])
-        ids, mask = _ids_and_mask(contexts[[c for _, c in chunk]].long(), pad)  # [B, T]
-        uniq, inv = js.unique(return_inverse=True)
-        f_all = latent_codes(models, cc, layer, ids, mask, uniq)  # [B, T, U]
-        f = f_all.gather(2, inv.view(-1, 1, 1).expand(-1, f_all.shape[1], 1)).squeeze(2)  # [B, T]
+    for chunk in chunks:
+        if not chunk:
+            continue
+        ids, mask = _ids_and_mask(contexts[chunk].long(), pad)  # [C, T]
+        ridx = [r for c in chunk for r in by_ctx[c]]  # the chunk's rows
+        at = torch.tensor([i for i, c in enumerate(chunk) for _ in by_ctx[c]])  # [B] each row's context in chunk
+        js = torch.tensor([rows[r][0] for r in ridx])  # [B]
+        if codes is None:
+            uniq, inv = js.unique(return_inverse=True)
+            f_all = latent_codes(models, cc, layer, ids, mask, uniq)  # [C, T, U]
+            f = f_all[at, :, inv]  # [B, T]
+        else:
+            f = codes[ridx].to(torch.float32)  # [B, T]
         d = cc.decoder()[js, target].float() / cc.act_scale[target].float()  # [B, D] model units
         delta = f[:, :, None] * d[:, None, :]  # [B, T, D]
         clean = m.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.float()
+        lp_c = clean.log_softmax(-1)[:, :-1][at.to(device)]  # [B, T-1, V] each row's clean context
+        r_ids, r_mask = ids[at], mask[at]  # [B, T]
         with _subtract_at(m.layers[layer], delta.to(device)):
-            ablated = m.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+            ablated = m.model(input_ids=r_ids.to(device), attention_mask=r_mask.to(device),
                               use_cache=False).logits.float()  # [B, T, V]
-        lp_c, lp_a = clean.log_softmax(-1)[:, :-1], ablated.log_softmax(-1)[:, :-1]  # [B, T-1, V]
-        nxt = ids[:, 1:].to(device)[..., None]  # [B, T-1, 1]
+        lp_a = ablated.log_softmax(-1)[:, :-1]  # [B, T-1, V]
+        nxt = r_ids[:, 1:].to(device)[..., None]  # [B, T-1, 1]
         dloss = (lp_c.gather(-1, nxt) - lp_a.gather(-1, nxt)).squeeze(-1)  # [B, T-1]
         kl = (lp_c.exp() * (lp_c - lp_a)).sum(-1)  # [B, T-1]
-        fires = (f[:, :-1] > 0) & (mask[:, 1:] > 0)  # a next token exists and the latent fires
-        for r, (j, _) in enumerate(chunk):
-            sel = fires[r].to(device)
-            acc = sums.setdefault(j, [0.0, 0.0, 0.0, 0.0])
-            acc[0] += float(dloss[r][sel].sum())
-            acc[1] += float(kl[r][sel].sum())
+        fires = (f[:, :-1] > 0) & (r_mask[:, 1:] > 0)  # a next token exists and the latent fires
+        for b, r in enumerate(ridx):
+            sel = fires[b].to(device)
+            acc = sums.setdefault(rows[r][0], [0.0, 0.0, 0.0, 0.0])
+            acc[0] += float(dloss[b][sel].sum())
+            acc[1] += float(kl[b][sel].sum())
             acc[2] += float(sel.sum())
             acc[3] += 1
     return {j: Ablation(delta_loss=round(a[0] / a[2], 6) if a[2] else 0.0, kl=round(a[1] / a[2], 6) if a[2] else 0.0,

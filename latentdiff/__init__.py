@@ -15,6 +15,35 @@ from typing import TYPE_CHECKING, Any
 # docs/benchmarks.md "Shared CPU"). Set OMP_WAIT_POLICY yourself to override; it has no effect on CUDA kernels.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+def _keep_freed_memory() -> bool:
+    """glibc: serve blocks up to 32 MiB from the heap and keep up to 256 MiB of freed heap (mallopt).
+
+    By default glibc maps each large tensor (a few MiB) fresh from the kernel and unmaps it on free,
+    so every training step page-faults its gradients, sparse products and Adam temporaries in again:
+    the crosscoder step spent ~17 ms of 107 in first-touch copies and fills (docs/benchmarks.md,
+    "Allocator"). Result-neutral (no number changes). Skipped when the user set a MALLOC_* variable
+    or LATENTDIFF_MALLOC=0, and on other C libraries. Returns whether it applied.
+    """
+    if os.environ.get("LATENTDIFF_MALLOC", "1") == "0" or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
+
+
+MALLOC_TUNED = _keep_freed_memory()
+
 __version__ = "0.1.0"
 __all__ = ["Run", "RunConfig", "load_config"]
 

@@ -571,7 +571,13 @@ def run_inspect(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
     from latentdiff.core.cache import iter_shards
     from latentdiff.core.crosscoder import CrossCoder
     from latentdiff.core.examples import read_examples
-    from latentdiff.core.inspect import ablation_effects, activation_histograms, logit_lens, unembedding
+    from latentdiff.core.inspect import (
+        ablation_effects,
+        activation_histograms,
+        cached_codes,
+        logit_lens,
+        unembedding,
+    )
     from latentdiff.core.select import read_table
     from latentdiff.records import LatentInspection, read_inspections
 
@@ -621,9 +627,17 @@ def run_inspect(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:
             for model in specific.get(j) or {shared.get(j, members[-1])}:
                 if model in members:
                     targets.setdefault(members.index(model), set()).add(j)
-        for col, lats in sorted(targets.items()):
-            rows = [(j, c) for j in sorted(lats) for c in tops.get(j, [])]
-            for j, eff in ablation_effects(mine, cc, layer, col, rows, contexts, ic.batch_size).items():
+        plan = {col: [(j, c) for j in sorted(lats) for c in tops.get(j, [])] for col, lats in sorted(targets.items())}
+        # the latents' codes on their contexts: one pass over the held-out cache, not every model's forward again
+        every = [r for rows in plan.values() for r in rows]
+        codes = cached_codes(cc, iter_shards(rd.cache("heldout"), keys=("acts", "ctx", "pos")), cols, every,
+                             contexts.shape[1])  # [R, T]
+        start = 0
+        for col, rows in plan.items():
+            effects = ablation_effects(mine, cc, layer, col, rows, contexts, ic.batch_size,
+                                       codes=codes[start:start + len(rows)])
+            start += len(rows)
+            for j, eff in effects.items():
                 out[j].ablation[members[col]] = eff
         hists = activation_histograms(cc, iter_shards(rd.cache("heldout")), cols, latents, upper, ic.bins)
         for j, h in hists.items():

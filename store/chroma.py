@@ -37,7 +37,7 @@ from chromadb.errors import ChromaError
 
 from latentdiff.config import RunConfig, StoreConfig
 from latentdiff.records import Finding
-from latentdiff.store.embeddings import MiniLMEmbedding, VectorCache, encode
+from latentdiff.store.embeddings import MiniLMEmbedding, VectorCache, encode, without_special
 from latentdiff.store.errors import StoreError
 from latentdiff.store.records import ExampleHit, FindingHit, StoredExample
 
@@ -335,8 +335,9 @@ class LatentStore:
         """Index a crosscoder's examples (streamed, batched); return how many were upserted.
 
         The document is the marked text (what the judge and the chat show); its vector is the unmarked
-        window's, so the same window shown for many latents is embedded once (through `vectors`, or an
-        in-memory cache for this call) and semantic search does not depend on which tokens are marked.
+        window's without chat-template tokens (`embeddings.without_special`, the text the embedding judge
+        embeds), so the same window shown for many latents is embedded once per run (through `vectors`, or
+        an in-memory cache for this call) and semantic search does not depend on which tokens are marked.
         """
         fp = self.fingerprint(crosscoder)
         vectors = vectors if vectors is not None else VectorCache()
@@ -357,7 +358,8 @@ class LatentStore:
                     "tokens": json.dumps(ex.tokens, ensure_ascii=False),
                     "activations": json.dumps(ex.activations),
                 }
-                yield example_id(self.run, crosscoder, ex, fp), ex.marked_text(), meta, "".join(ex.tokens)
+                vector_text = without_special("".join(ex.tokens))
+                yield example_id(self.run, crosscoder, ex, fp), ex.marked_text(), meta, vector_text
 
         return self._upsert(self.examples, rows(), vectors)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -193,6 +194,19 @@ class VectorCache:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+SPECIAL_TOKEN_RE = re.compile(r"<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]")  # chat-template tokens: <|user|>, </s>, [INST]
+
+
+def without_special(text: str) -> str:
+    """The text an example's vector is computed from: chat-template tokens dropped, whitespace collapsed.
+
+    Template tokens are in every chat window and carry no meaning of their own; the index stage and the
+    embedding judge (its `strip_special` option, on by default) embed this same text, so each window is
+    encoded once per run (`VectorCache`). A text of template tokens only is kept as it is.
+    """
+    return " ".join(SPECIAL_TOKEN_RE.sub(" ", text).split()) or text
 
 
 def encode(

@@ -134,17 +134,34 @@ def test_init_encoder_is_decoder_transpose_and_same_for_models() -> None:
     )
 
 
-def test_two_stage_batch_topk_equals_one_topk_over_the_batch() -> None:
+def test_batch_topk_keeps_the_top_scores_and_every_tie_at_the_boundary() -> None:
     from latentdiff.core.crosscoder import batch_topk_flat
+
+    def want(scores: torch.Tensor, n_keep: int) -> torch.Tensor:  # every positive entry >= the n_keep-th largest
+        flat = scores.flatten()
+        kth = flat.topk(n_keep).values.min()
+        return ((flat >= kth) & (flat > 0)).nonzero().squeeze(1)
 
     g = torch.Generator().manual_seed(0)
     N, F, k = 256, 512, 8
-    for case in ("spread", "one row holds most of the top", "many zeros"):
+    for case in ("spread", "one row holds most of the top", "many zeros", "duplicate rows"):
         scores = torch.rand(N, F, generator=g)  # [N, F]
         if case == "one row holds most of the top":
-            scores[7] += 10.0  # row 7 alone has F > 4k entries above every other row: the exact fallback
+            scores[7] += 10.0  # row 7 alone holds F > k entries above every other row
         if case == "many zeros":
             scores[scores < 0.995] = 0.0  # fewer positive entries than k * N
-        want = scores.flatten().topk(k * N, sorted=False)
-        want = want.indices[want.values > 0].sort().values
-        assert torch.equal(batch_topk_flat(scores, k * N, k), want), case
+        if case == "duplicate rows":
+            scores[10:20] = scores[3]  # the same token in the same context: identical scores
+        got = batch_topk_flat(scores, k * N, k)
+        assert torch.equal(got, want(scores, k * N)), case
+        if case == "duplicate rows":  # the copies are treated alike: all keep the same latents
+            rows = got // F
+            assert len({tuple((got[rows == r] % F).tolist()) for r in [3, *range(10, 20)]}) == 1
+        if case == "spread":  # no ties: exactly the one-stage top-k
+            assert torch.equal(got, scores.flatten().topk(k * N).indices.sort().values)
+    for r in range(20):  # random shapes with many ties
+        n_rows, n_lat = int(torch.randint(1, 200, (1,), generator=g)), int(torch.randint(2, 300, (1,), generator=g))
+        kk = int(torch.randint(1, min(n_lat, 20) + 1, (1,), generator=g))
+        scores = torch.relu(torch.randn(n_rows, n_lat, generator=g)).mul(4).round()  # [n_rows, n_lat]
+        n_keep = min(kk * n_rows, n_rows * n_lat)
+        assert torch.equal(batch_topk_flat(scores, n_keep, kk), want(scores, n_keep)), r

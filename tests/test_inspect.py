@@ -7,7 +7,7 @@ import torch
 
 from latentdiff.config import ModelSpec
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec
-from latentdiff.core.inspect import ablation_effects, latent_codes, logit_lens, unembedding
+from latentdiff.core.inspect import ablation_effects, cached_codes, latent_codes, logit_lens, unembedding
 from latentdiff.core.models import forward_to_layer, load_model
 
 LAYER = 1
@@ -73,6 +73,66 @@ def test_ablation_is_zero_for_a_null_direction_and_positive_otherwise(models) ->
         cc2.b_enc.fill_(-100.0)  # never fires: nothing to measure
     silent = ablation_effects(models, cc2, LAYER, 1, [(4, 0)], contexts)
     assert silent[4].n_positions == 0 and silent[4].delta_loss == 0.0
+
+
+def _contexts(models, texts: list[str], T: int = 12) -> torch.Tensor:  # noqa: ANN001
+    tok = models[1].tokenizer
+    rows = [tok.encode(t)[:T] for t in texts]
+    T = max(map(len, rows))
+    return torch.tensor([r + [-1] * (T - len(r)) for r in rows])  # -1 = padding, as held-out contexts
+
+
+def _cache_shards(models, contexts: torch.Tensor, per_shard: int) -> list[dict[str, torch.Tensor]]:  # noqa: ANN001
+    """A held-out cache as the harvest writes it: one row per kept token (not padding, not position 0)."""
+    ids = torch.where(contexts >= 0, contexts, torch.zeros_like(contexts))
+    mask = (contexts >= 0).long()
+    x = torch.stack([forward_to_layer(m, ids, mask, LAYER).float() for m in models], dim=2)  # [B, T, M, D]
+    keep = (mask > 0).clone()
+    keep[:, 0] = False  # the BOS-like first token is excluded, as exclude_bos does
+    ctx, pos = keep.nonzero(as_tuple=True)
+    perm = torch.randperm(len(ctx), generator=torch.Generator().manual_seed(0))  # rows in any order
+    ctx, pos = ctx[perm], pos[perm]
+    acts = x[ctx, pos]  # [n, M, D]
+    return [{"acts": acts[i:i + per_shard], "ctx": ctx[i:i + per_shard], "pos": pos[i:i + per_shard]}
+            for i in range(0, len(ctx), per_shard)]
+
+
+def test_cached_codes_equal_the_forward_codes_where_the_cache_has_rows(models) -> None:  # noqa: ANN001
+    cc = _cc(models[0].d_model, "batchtopk")
+    cc.threshold.fill_(0.01)
+    contexts = _contexts(models, ["Please answer in JSON with two keys.", "Je ne sais pas, désolé.",
+                                  "The river runs past the old mill."])
+    rows = [(2, 0), (7, 0), (2, 2), (11, 1), (7, 2), (2, 0)]  # repeats, several latents per context
+    got = cached_codes(cc, iter(_cache_shards(models, contexts, per_shard=7)), None, rows, contexts.shape[1])
+    ids = torch.where(contexts >= 0, contexts, torch.zeros_like(contexts))
+    full = latent_codes(models, cc, LAYER, ids, (contexts >= 0).long(), torch.tensor([2, 7, 11]))  # [B, T, 3]
+    col = {2: 0, 7: 1, 11: 2}
+    for r, (j, c) in enumerate(rows):
+        want = full[c, :, col[j]].clone()
+        want[0] = 0.0  # no cache row for the excluded first token
+        assert torch.allclose(got[r], want, atol=1e-5), (j, c)
+    assert (got > 0).any()  # the check compared active codes, not only zeros
+
+
+def test_ablation_does_not_depend_on_batching_or_on_where_the_codes_come_from(models) -> None:  # noqa: ANN001
+    cc = _cc(models[0].d_model)
+    with torch.no_grad():
+        cc.W_dec[4] *= 50.0
+    contexts = _contexts(models, ["Please answer in JSON with two keys.", "Je ne sais pas, désolé.",
+                                  "The river runs past the old mill."])
+    rows = [(4, 0), (5, 0), (4, 1), (6, 2), (5, 2), (4, 2)]
+    one = ablation_effects(models, cc, LAYER, 1, rows, contexts, batch_size=1)
+    many = ablation_effects(models, cc, LAYER, 1, rows, contexts, batch_size=16)
+    codes = latent_codes(models, cc, LAYER, torch.where(contexts >= 0, contexts, 0), (contexts >= 0).long(),
+                         torch.arange(cc.spec.dict_size))  # [B, T, F]
+    given = ablation_effects(models, cc, LAYER, 1, rows, contexts, batch_size=4,
+                             codes=torch.stack([codes[c, :, j] for j, c in rows]))
+    assert one.keys() == many.keys() == given.keys() == {4, 5, 6}
+    for j in one:
+        for other in (many[j], given[j]):
+            assert other.n_positions == one[j].n_positions and other.n_contexts == one[j].n_contexts
+            assert abs(other.delta_loss - one[j].delta_loss) < 1e-4 and abs(other.kl - one[j].kl) < 1e-4
+    assert one[4].kl > 1e-3
 
 
 def test_histogram_counts_every_active_token_once() -> None:

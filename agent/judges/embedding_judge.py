@@ -34,7 +34,6 @@ from latentdiff.config import JudgeConfig
 from latentdiff.errors import LatentDiffError
 from latentdiff.records import ExampleText, LatentLabel
 
-_SPECIAL = re.compile(r"<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]")
 TEMPERATURE = 0.05
 NEG_WEIGHT = 0.5
 EVIDENCE_BONUS = 0.2
@@ -160,14 +159,21 @@ class EmbeddingJudge(Judge):
             subs.append(self.embed(texts) if texts else np.zeros((0, cats.shape[1]), dtype=np.float32))
         return cats, subs
 
+    def _plain(self, ex: ExampleText) -> str:
+        """The unmarked text of an example as embedded: without chat-template tokens under `strip_special`
+        (`store.embeddings.without_special`, the text the index stage embedded: a cache hit)."""
+        text = unmark(ex.plain or ex.text)
+        if self.options["strip_special"]:
+            from latentdiff.store.embeddings import without_special
+
+            text = without_special(text)
+        return text
+
     def _texts(self, examples: list[tuple[ExampleText, float]]) -> tuple[list[str], list[float], list[int]]:
         """Texts to embed, their weights, and which example each comes from."""
         texts, weights, owner = [], [], []
         for i, (ex, w) in enumerate(examples):
-            text = unmark(ex.plain or ex.text)
-            if self.options["strip_special"]:
-                text = " ".join(_SPECIAL.sub(" ", text).split()) or text
-            texts.append(text)
+            texts.append(self._plain(ex))
             weights.append(w)
             owner.append(i)
             spans = marked_spans(ex.text)
@@ -272,7 +278,8 @@ class EmbeddingJudge(Judge):
 
     def _detect_sync(self, label: LatentLabel, examples: list[ExampleText]) -> list[bool]:
         texts = [unmark(e.plain or e.text) for e in examples]
-        vecs = self.embed([f"{label.name}. {label.description}", *texts])
+        # embedded as the labelling texts are (stripped under strip_special: index-stage cache hits; session 7)
+        vecs = self.embed([f"{label.name}. {label.description}", *[self._plain(e) for e in examples]])
         sims = vecs[1:] @ vecs[0]
         bonus = np.asarray([any(_contains(t, s) for s in label.evidence) for t in texts], dtype=np.float32)
         score = sims + EVIDENCE_BONUS * bonus
