@@ -88,9 +88,19 @@ class AgentContext:
     _upcoming_keys: list[str] = field(default_factory=list, repr=False)
     _pending: list[tuple[list[Finding], asyncio.Future[None]]] = field(default_factory=list, repr=False)
     _flusher: asyncio.Task[None] | None = field(default=None, repr=False)  # upserts `_pending` (index_findings)
+    _vectors: Any = field(default=None, repr=False)  # the run's VectorCache, opened on first use
 
     def __post_init__(self) -> None:
         self.run_dir = RunDir.of(self.run_dir)
+
+    def vectors(self) -> Any:
+        """The run's sentence-vector cache (`RunDir.vectors`, shared with the index stage and the embedding
+        judge): a finding's label text that the judge embedded is not embedded again when it is indexed."""
+        if self._vectors is None:
+            from latentdiff.store.embeddings import VectorCache
+
+            self._vectors = VectorCache(self.run_dir.vectors)
+        return self._vectors
 
     def recorded(self) -> None:
         """One latent recorded: a progress line (count, ETA, judge calls) at most every 30 s."""
@@ -195,7 +205,7 @@ class AgentContext:
             batch, self._pending = self._pending, []
             rows = [f for fs, _ in batch for f in fs]
             try:
-                await asyncio.to_thread(self.store.upsert_findings, rows)
+                await asyncio.to_thread(self.store.upsert_findings, rows, self.vectors())
             except Exception as exc:  # handed to every waiting record node, which fails as it did before
                 for _, fut in batch:
                     if not fut.done():

@@ -51,6 +51,12 @@ class LatentLabel(BaseModel):
     evidence: list[str] = Field(default_factory=list, max_length=12, description="Evidence tokens/phrases.")
     judge: str = Field(default="", description="Spec of the judge that produced it.")
 
+    @property
+    def text(self) -> str:
+        """The label as one text: what the findings store embeds and searches, and what the embedding judge
+        compares examples with (one vector per label, shared through the run's `VectorCache`)."""
+        return f"{self.name}. {self.description}"
+
 
 class LabelAttempt(BaseModel):
     """One round of labelling a latent: what the judge was shown, what it said, how it scored."""

@@ -425,8 +425,12 @@ class LatentStore:
 
     # -- findings --------------------------------------------------------------------------
 
-    def upsert_findings(self, findings: Iterable[Finding]) -> int:
-        """Index findings (one per latent and pair); return how many were upserted."""
+    def upsert_findings(self, findings: Iterable[Finding], vectors: VectorCache | None = None) -> int:
+        """Index findings (one per latent and pair); return how many were upserted.
+
+        A finding's document is its label's text (`LatentLabel.text`); with `vectors` (the run's cache), a label
+        the embedding judge already embedded is not embedded again.
+        """
 
         setting = self.scope.label if self.scope is not None else ""
 
@@ -435,7 +439,7 @@ class LatentStore:
                 fp = self.fingerprint(f.ref.crosscoder)
                 label = f.label
                 if label is not None:
-                    doc = f"{label.name}: {label.description}"
+                    doc = label.text
                 else:
                     doc = f"unlabelled latent {f.ref.key}: {f.failure or 'no label'}"
                 meta = {
@@ -455,9 +459,9 @@ class LatentStore:
                     "failed": label is None or f.failure is not None,
                     "finding": f.model_dump_json(),
                 }
-                yield finding_id(self.run, f, fp, setting), doc, meta, None
+                yield finding_id(self.run, f, fp, setting), doc, meta, doc if vectors is not None else None
 
-        return self._upsert(self.findings, rows())
+        return self._upsert(self.findings, rows(), vectors)
 
     def get_finding(self, crosscoder: str, latent: int, pair: str | None = None) -> list[Finding]:
         """Findings of one latent (all pairs, or one), sorted by pair."""

@@ -279,7 +279,7 @@ class EmbeddingJudge(Judge):
     def _detect_sync(self, label: LatentLabel, examples: list[ExampleText]) -> list[bool]:
         texts = [unmark(e.plain or e.text) for e in examples]
         # embedded as the labelling texts are (stripped under strip_special: index-stage cache hits; session 7)
-        vecs = self.embed([f"{label.name}. {label.description}", *[self._plain(e) for e in examples]])
+        vecs = self.embed([label.text, *[self._plain(e) for e in examples]])
         sims = vecs[1:] @ vecs[0]
         bonus = np.asarray([any(_contains(t, s) for s in label.evidence) for t in texts], dtype=np.float32)
         score = sims + EVIDENCE_BONUS * bonus
