@@ -92,7 +92,7 @@ def window_values(
     Returns f [n, S] (token rows), row window keys [n], unique window keys [W], window max [W, S].
     """
     acts = shard["acts"] if cols is None else shard["acts"][:, cols]  # [n, M, D]
-    f = cc.encode(cc.normalize(acts.float()))[:, latents]  # [n, S]
+    f = cc.encode_latents(cc.normalize(acts.float()), latents)  # [n, S]
     per_ctx = -(-ctx_len // window)
     keys = shard["ctx"].long() * per_ctx + shard["pos"].long() // window  # [n]
     uniq, inverse = torch.unique(keys, return_inverse=True)

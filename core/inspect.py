@@ -10,7 +10,9 @@ Two measurements per latent, for the latent pages (what researchers look for on 
 - **Ablation.** On the latent's top contexts, model m runs twice: as is, and with the latent's
   decoder contribution f_j(x) d_j^m / s_m removed from the residual stream after block `layer` at
   every position where the latent fires (f_j from the crosscoder's inference rule on all models'
-  activations at that position). The effect is the mean change of the next-token loss (nats) and
+  activations at that position, read from the held-out cache the examples came from, so the ablation
+  fires exactly where the examples say the latent does; BOS and padding have no cache row and are never
+  ablated). The effect is the mean change of the next-token loss (nats) and
   the mean KL(clean || ablated) over those positions: a causal check that the direction matters
   to the model's predictions where the latent is active. Rows of several latents share a batch:
   each row subtracts its own latent's contribution.
@@ -105,12 +107,7 @@ def latent_codes(models: list[LoadedModel], cc: CrossCoder, layer: int, ids: Ten
     """f_j at every position [B, T, L] for the given latents, from every crosscoder model's activations."""
     x = torch.stack([forward_to_layer(m, ids, mask, layer).float().cpu() for m in models], dim=2)  # [B, T, M, D]
     B, T, M, D = x.shape
-    xn = cc.normalize(x.reshape(B * T, M, D)).reshape(B * T, M * D)  # [B*T, M*D]
-    W = cc.W_enc.reshape(M * D, -1)[:, latents]  # [M*D, L]
-    pre = torch.relu(xn @ W + cc.b_enc[latents])  # [B*T, L]
-    if cc.spec.arch == "batchtopk":  # the inference rule: score f * sum_m ||d^m|| above the threshold
-        keep = pre * cc.decoder_norms()[latents].sum(-1) > cc.threshold.clamp_min(0)
-        pre = pre * keep
+    pre = cc.encode_latents(cc.normalize(x.reshape(B * T, M, D)), latents)  # [B*T, L] the inference rule
     return (pre * mask.reshape(B * T, 1)).reshape(B, T, -1)
 
 
@@ -132,19 +129,14 @@ def cached_codes(cc: CrossCoder, shards: Iterator[dict[str, Tensor]], cols: list
     pair_lat = torch.tensor([col_of[j] for j, _ in rows])  # [R] column in `lat`
     order = torch.argsort(pair_ctx, stable=True)
     sorted_ctx = pair_ctx[order]  # [R]
-    M, D = cc.spec.n_models, cc.spec.d_model
-    W = cc.W_enc.reshape(M * D, -1)[:, lat].float()  # [M*D, L]
-    b = cc.b_enc[lat].float()  # [L]
-    norms = cc.decoder_norms()[lat].sum(-1).float()  # [L]
+    lat_t = torch.tensor(lat)
     for shard in shards:
         ctx = shard["ctx"].long()  # [n]
         idx = torch.isin(ctx, sorted_ctx).nonzero().squeeze(1)  # [r] rows of needed contexts
         if not idx.numel():
             continue
         acts = shard["acts"][idx] if cols is None else shard["acts"][idx][:, cols]  # [r, M, D]
-        pre = torch.relu(cc.normalize(acts.float()).reshape(len(idx), -1) @ W + b)  # [r, L]
-        if cc.spec.arch == "batchtopk":  # the inference rule, as latent_codes
-            pre = pre * (pre * norms > cc.threshold.clamp_min(0))
+        pre = cc.encode_latents(cc.normalize(acts.float()), lat_t)  # [r, L] the inference rule
         rc = ctx[idx]  # [r]
         lo = torch.searchsorted(sorted_ctx, rc)  # [r] first row (in ctx order) of each token's context
         n = torch.searchsorted(sorted_ctx, rc, right=True) - lo  # [r] rows sharing that context
@@ -235,7 +227,7 @@ def activation_histograms(cc: CrossCoder, shards: Iterator[dict[str, Tensor]], c
     n_tokens = 0
     for shard in shards:
         acts = shard["acts"] if cols is None else shard["acts"][:, cols]  # [n, M, D]
-        f = cc.encode(cc.normalize(acts.float()))[:, lat]  # [n, L]
+        f = cc.encode_latents(cc.normalize(acts.float()), lat)  # [n, L]
         if top is None:  # [L]: the bin range, fixed before counting
             first = 2.0 * f.amax(0)
             top = torch.tensor([float((upper or {}).get(j, 0.0)) or float(first[i]) for i, j in enumerate(latents)])

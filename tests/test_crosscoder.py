@@ -165,3 +165,19 @@ def test_batch_topk_keeps_the_top_scores_and_every_tie_at_the_boundary() -> None
         scores = torch.relu(torch.randn(n_rows, n_lat, generator=g)).mul(4).round()  # [n_rows, n_lat]
         n_keep = min(kk * n_rows, n_rows * n_lat)
         assert torch.equal(batch_topk_flat(scores, n_keep, kk), want(scores, n_keep)), r
+
+
+def test_encode_latents_is_encode_restricted_to_those_latents() -> None:
+    for arch in ("batchtopk", "l1"):
+        cc = CrossCoder(CrossCoderSpec(arch=arch, n_models=2, d_model=16, dict_size=64, k=4), seed=2)
+        with torch.no_grad():
+            cc.b_enc.normal_(0, 0.3)
+            cc.threshold.fill_(0.2)
+        x = torch.randn(200, 2, 16)  # [N, M, D] normalised
+        lat = torch.tensor([0, 5, 17, 63, 40])
+        with torch.no_grad():
+            want = cc.encode(x)[:, lat]  # [N, S]
+            got = cc.encode_latents(x, lat)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)  # a column subset of one GEMM: rounding only
+        assert torch.equal(got > 0, want > 0), arch  # the same entries kept
+        assert (got > 0).any() and (got == 0).any(), arch  # the rule kept some values and dropped others
