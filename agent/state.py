@@ -102,6 +102,12 @@ class AgentContext:
             self._vectors = VectorCache(self.run_dir.vectors)
         return self._vectors
 
+    def close(self) -> None:
+        """Release what the context opened (the run's vector cache); the store and judge belong to the caller."""
+        if self._vectors is not None:
+            self._vectors.close()
+            self._vectors = None
+
     def recorded(self) -> None:
         """One latent recorded: a progress line (count, ETA, judge calls) at most every 30 s."""
         from latentdiff.progress import LineProgress

@@ -57,7 +57,7 @@ def _batches(run: Path, models: list[str], batch: int, n: int) -> tuple[list, ob
     from latentdiff.core.cache import ShuffledStream, load_stats
     from latentdiff.rundir import RunDir
 
-    cfg = load_config(run / "config.yaml")
+    cfg = load_config(RunDir.of(run).config)
     names = [m.name for m in cfg.models]
     cols = [names.index(m) for m in models]
     acts = RunDir.of(run).cache("train")
@@ -146,7 +146,9 @@ def main() -> None:
     if args.models is None:
         from latentdiff.config import load_config
 
-        args.models = [m.name for m in load_config(Path(args.run) / "config.yaml").models][:2]
+        from latentdiff.rundir import RunDir
+
+        args.models = [m.name for m in load_config(RunDir.of(args.run).config).models][:2]
     if args.cell:
         args.impl, args.threads = args.cell, args.threads[0]
         print(json.dumps(cell(args)))

@@ -812,21 +812,27 @@ def run_label(cfg: RunConfig, run_dir: RunPath, show: bool = True, judge: Any = 
         ctx.tracker = tracker  # label/ scalars after each wave (agent/nodes.py, assess)
         if worker is not None:
             index, count = worker
-            mine = asyncio.run(label_share(ctx, thread, index, count))
+            try:
+                mine = asyncio.run(label_share(ctx, thread, index, count))
+            finally:
+                ctx.close()
             atomic_write_json(rd.worker_marker(worker_tag(index, count)), {"hash": h, "judge_calls": ctx.budget.used})
             _raise_if_judging_failed(mine, f"worker {index}/{count}", "run it again (or the merge run, "
                                      "`label` without --worker) to judge them again")
             log.info("worker %d/%d done (%d judge calls); run `label` without --worker to merge",
                      index, count, ctx.budget.used)
             return
-        store.prune()  # findings of other label settings or crosscoder weights (served by nothing)
+        store.prune(examples=False)  # findings of other label settings or crosscoder weights (served by nothing)
         # only findings of workers that labelled under these settings (the store may still hold
         # findings of an earlier label run with other settings, e.g. another judge or agent config)
         workers = [json.loads(m.read_text()) for m in rd.worker_markers()]
         imported = import_store_findings(ctx) if any(w.get("hash") == h for w in workers) else 0
         if imported:
             log.info("collected the findings of %d latents labelled by other workers", imported)
-        state = asyncio.run(run_agent(ctx, thread_id=thread))
+        try:
+            state = asyncio.run(run_agent(ctx, thread_id=thread))
+        finally:
+            ctx.close()
     recorded = read_findings(rd)
     _raise_if_judging_failed(recorded, "stage label", "run the same command again to judge them again")
     findings = {f.ref.key: f for f in recorded}

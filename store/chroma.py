@@ -243,13 +243,15 @@ class LatentStore:
         value = (where or {}).get("crosscoder")
         return value if isinstance(value, str) else None
 
-    def prune(self) -> int:
+    def prune(self, examples: bool = True) -> int:
         """Delete this run's rows outside the scope (another crosscoder's weights, other label settings);
-        return how many. No-op when unscoped."""
+        return how many. No-op when unscoped. `examples=False` prunes the findings only (the label stage:
+        the index stage pruned the examples under the same weights)."""
         if self.scope is None:
             return 0
         n = 0
-        for col, findings in ((self.examples, False), (self.findings, True)):
+        cols = ((self.examples, False), (self.findings, True)) if examples else ((self.findings, True),)
+        for col, findings in cols:
             keep = {i for i, _, _ in self._get(col, self._where(self._in_scope(findings=findings)), [])}
             stale = [i for i, _, _ in self._get(col, self._where(), []) if i not in keep]
             size = max(self.batch_size(), 1)

@@ -107,7 +107,8 @@ def test_sparse_path_under_bf16_autocast_matches_fp32() -> None:
     out16, loss16, grads16 = _step(CrossCoder(spec, seed=0), x, bf16=True)
     assert out16.vals.dtype is torch.float32 and out16.recon.dtype is torch.float32
     kept32, kept16 = ({tuple(r) for r in o.idx.tolist()} for o in (out32, out16))
-    assert len(kept16) == len(kept32) == 4 * 256
+    # k * N kept, plus every entry tied with the cut: bf16 pre-activations tie often (8-bit mantissa)
+    assert len(kept32) == 4 * 256 and 4 * 256 <= len(kept16) <= 1.05 * 4 * 256
     assert len(kept16 & kept32) >= 0.99 * len(kept32)  # bf16 rounding may swap a few entries at the cut
     assert not torch.equal(loss16, loss32)  # the bf16 encoder matmul really ran
     torch.testing.assert_close(loss16, loss32, rtol=5e-3, atol=0)
