@@ -145,7 +145,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.models is None:
         from latentdiff.config import load_config
-
         from latentdiff.rundir import RunDir
 
         args.models = [m.name for m in load_config(RunDir.of(args.run).config).models][:2]
