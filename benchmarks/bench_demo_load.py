@@ -10,7 +10,6 @@ it. Prints each run's per-stage times and total, and the loaded/idle ratio (issu
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import re
 import shutil
 import subprocess
@@ -18,14 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.competitor import busy_process
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_RE = re.compile(r"stage (\d)/9 (\w+): (.+)$")
-
-
-def _busy() -> None:
-    x = 0
-    while True:
-        x = (x * 1103515245 + 12345) % 2**31
 
 
 def _seconds(text: str) -> float:
@@ -36,17 +31,11 @@ def _seconds(text: str) -> float:
 def demo(run_dir: Path, loaded: bool) -> tuple[float, dict[str, float]]:
     """Wall seconds of one demo run and its stage times."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    competitor = mp.Process(target=_busy, daemon=True) if loaded else None
-    if competitor:
-        competitor.start()
-    try:
+    with busy_process(loaded):
         t0 = time.perf_counter()
         res = subprocess.run([sys.executable, "-m", "latentdiff.cli", "run", "benchmarks/configs/demo.yaml",
                               f"run_dir={run_dir}"], cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-    finally:
-        if competitor:
-            competitor.terminate()
     if res.returncode:
         raise SystemExit(f"demo failed:\n{res.stderr[-3000:]}")
     stages = {m.group(2): _seconds(m.group(3)) for line in res.stderr.splitlines() if (m := STAGE_RE.search(line))}

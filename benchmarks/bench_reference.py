@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -28,13 +27,9 @@ import time
 import types
 from pathlib import Path
 
+from benchmarks.competitor import busy_process
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _busy() -> None:  # a CPU-bound competitor
-    x = 0
-    while True:
-        x = (x * 1103515245 + 12345) % 2**31
 
 
 def _import_reference(path: Path) -> type:
@@ -157,10 +152,7 @@ def main() -> None:
     plan = [(t, loaded, 1.0) for loaded in ([False] if args.no_load else [False, True]) for t in args.threads]
     plan += [(max(args.threads), False, s) for s in args.scales if s != 1.0]
     for threads, loaded, scale in plan:
-        competitor = mp.Process(target=_busy, daemon=True) if loaded else None
-        if competitor:
-            competitor.start()
-        try:
+        with busy_process(loaded):
             for impl in ("reference", "latentdiff"):
                 cmd = [sys.executable, "-m", "benchmarks.bench_reference", "--reference", args.reference, "--run",
                        args.run, "--models", *args.models, "--dict", str(args.dict), "--k", str(args.k), "--batch",
@@ -171,9 +163,6 @@ def main() -> None:
                     raise SystemExit(f"cell {impl} failed:\n{res.stderr[-2000:]}")
                 rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
                 print(json.dumps(rows[-1]), flush=True)
-        finally:
-            if competitor:
-                competitor.terminate()
     print(f"\nd={rows[0] and args.dict} k={args.k} B={args.batch} models={args.models} steps={args.steps}")
     print("| threads | machine | scale | reference tok/s | latentdiff tok/s | ratio | FVU reference | FVU latentdiff |")
     print("|---|---|---|---|---|---|---|---|")

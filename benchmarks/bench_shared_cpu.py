@@ -17,8 +17,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchmarks.competitor import busy_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,20 +95,12 @@ def main() -> None:
     args = ap.parse_args()
     rates: dict[tuple[str, int, str], float] = {}
     for load in ("idle", "loaded"):
-        busy = None
-        if load == "loaded":
-            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            time.sleep(1.0)
-        try:
+        with busy_process(load == "loaded"):
             for threads in (1, 2):
                 for policy in ("unset", "ACTIVE", "PASSIVE"):
                     rates[(load, threads, policy)] = _cell(args, threads, policy)
                     print(f"{load:6s} threads={threads} OMP_WAIT_POLICY={policy:7s} "
                           f"{rates[(load, threads, policy)]:>9,.0f} tok/s", flush=True)
-        finally:
-            if busy is not None:
-                busy.kill()
-                busy.wait()
     for threads in (1, 2):
         r = {(load, pol): rates[(load, threads, pol)] for load in ("idle", "loaded")
              for pol in ("unset", "ACTIVE", "PASSIVE")}
