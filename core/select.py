@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from torch import Tensor
 
 from latentdiff.config import SelectionConfig
-from latentdiff.core.crosscoder import CrossCoder
+from latentdiff.core.crosscoder import CrossCoder, _csr_t
 
 log = logging.getLogger(__name__)
 Side = Literal["finetuned", "base", "shared", "other"]
@@ -129,11 +129,7 @@ class _SparseCodes:
 
     def __init__(self, tokens: Tensor, latents: Tensor, vals: Tensor, shape: tuple[int, int]) -> None:
         self.latents, self.vals, self.shape = latents, vals, shape  # vals float64 [nnz]
-        order = torch.argsort(latents, stable=True)
-        crow = torch.zeros(shape[1] + 1, dtype=torch.long)
-        crow[1:] = torch.bincount(latents, minlength=shape[1]).cumsum(0)
-        self.ft = torch.sparse_csr_tensor(crow, tokens[order], vals[order], (shape[1], shape[0]),
-                                          check_invariants=False)  # [F, N]
+        self.ft = _csr_t(tokens, latents, vals, shape)  # [F, N]: the decoder's sparse-transpose helper
 
     @classmethod
     def of(cls, f: Tensor) -> _SparseCodes:
