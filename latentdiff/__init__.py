@@ -28,14 +28,12 @@ def _keep_freed_memory() -> bool:
     if os.environ.get("LATENTDIFF_MALLOC", "1") == "0" or any(k.startswith("MALLOC_") for k in os.environ):
         return False
     import ctypes
-    import ctypes.util
     import sys
 
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+    try:  # the process's own symbols: no library search at import (find_library runs ldconfig, ~10 ms)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # musl and others: no mallopt
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
