@@ -64,7 +64,12 @@ def organism_build(
     work_dir: Annotated[Path, typer.Option(help="Checkpoints and caches (resume from here).")] = Path(
         ".organism-build"
     ),
-    seed: Annotated[int, typer.Option(help="Master seed.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Master seed (default: the config's, 0).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="A build config (YAML or JSON: OrganismBuildConfig's fields, e.g. arch, headline, phases); "
+                     "default: the shipped organisms' build."),
+    ] = None,
     scale: Annotated[
         float, typer.Option(help="Multiply every phase's steps (e.g. 0.05 for a smoke build).")
     ] = 1.0,
@@ -80,7 +85,9 @@ def organism_build(
     """Rebuild the organisms deterministically (corpus, tokenizer, base, it, shift, null, null2, eval)."""
     from latentdiff.core.organisms.build import OrganismBuildConfig, build, build_only
 
-    cfg = OrganismBuildConfig(seed=seed)
+    cfg = _organism_build_config(config)
+    if seed is not None:
+        cfg = OrganismBuildConfig(**{**cfg.model_dump(), "seed": seed})
     if only:
         if scale != 1.0:
             raise LatentDiffError("--only adds to a finished build at its own scale; drop --scale")
@@ -100,27 +107,49 @@ def organism_build(
     _print_plant_table(result)
 
 
+def _organism_build_config(path: Path | None) -> Any:
+    """The build config in a YAML/JSON file (a clear error for a missing or malformed one)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from latentdiff.core.organisms.build import OrganismBuildConfig
+
+    if path is None:
+        return OrganismBuildConfig()
+    if not path.is_file():
+        raise LatentDiffError(f"organism build config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+        return OrganismBuildConfig(**(data or {}))
+    except yaml.YAMLError as exc:
+        raise LatentDiffError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    except (ValidationError, TypeError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
+        where = ".".join(map(str, first["loc"])) or "config"
+        raise LatentDiffError(f"{path}: {where}: {first['msg']}") from None
+
+
 @organism_app.command("list")
 @user_errors
 def organism_list(
     root: Annotated[Path | None, typer.Option(help="Organisms dir (default: shipped).")] = None,
 ) -> None:
     """List the organisms with their size and what was planted in them."""
-    from latentdiff.core.organisms import ORGANISM_NAMES, SHIPPED_DIR, load_planted
+    from latentdiff.core.organisms import SHIPPED_DIR, load_planted, organism_names
 
     base = root or SHIPPED_DIR
     planted = load_planted(base)["planted"]
     table = Table(title=f"organisms in {base}")
     for col in ("name", "path", "params", "planted categories"):
         table.add_column(col, overflow="fold")
-    for name in ORGANISM_NAMES:
+    for name in organism_names(base):
         path = base / name
         if not (path / "config.json").is_file():
             table.add_row(name, str(path), "-", "(not built)")
             continue
         size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
         params = f"{size / 2 / 1e6:.1f}M (bf16)"
-        what = ", ".join(planted.get(name, [])) or ("(reference)" if name == "base" else "(control)")
+        what = ", ".join(planted.get(name, [])) or ("(control)" if name in planted else "(reference)")
         table.add_row(name, str(path), params, what)
     console.print(table)
 
@@ -128,7 +157,7 @@ def organism_list(
 @organism_app.command("info")
 @user_errors
 def organism_info(
-    name: Annotated[str, typer.Argument(help="base, it, shift, null or null2.")],
+    name: Annotated[str, typer.Argument(help="base, it, shift, null or null2 (or a phase of the build in --root).")],
     root: Annotated[Path | None, typer.Option(help="Organisms dir (default: shipped).")] = None,
     recompute: Annotated[
         bool, typer.Option(help="Recompute held-out losses instead of reading eval.json.")
@@ -137,32 +166,35 @@ def organism_info(
     """Per category held-out loss: base vs NAME vs null, and the plant-vs-null-drift ratio."""
     import json
 
-    from latentdiff.core.organisms import SHIPPED_DIR, load_eval, load_planted, organism_dir
+    from latentdiff.core.organisms import SHIPPED_DIR, load_eval, load_planted, organism_dir, organism_names
     from latentdiff.errors import ModelLoadError
 
     base_dir = root or SHIPPED_DIR
     path = organism_dir(name, base_dir)
     meta = json.loads((path / "config.json").read_text())
+    truth = load_planted(base_dir)["planted"]
+    base = next(n for n in organism_names(base_dir) if n not in truth)  # the one phase that is no fine-tune
+    ctrl = next((n for n, cats in truth.items() if not cats), base)  # the first control
     console.print(
-        f"[bold]{name}[/] at {path}: Llama d_model={meta['hidden_size']} layers="
+        f"[bold]{name}[/] at {path}: {meta.get('model_type', '?')} d_model={meta['hidden_size']} layers="
         f"{meta['num_hidden_layers']} heads={meta['num_attention_heads']} vocab={meta['vocab_size']}"
     )
     if recompute:
         from latentdiff.core.organisms.build import OrganismBuildConfig, heldout_docs, heldout_loss
 
         docs = heldout_docs(OrganismBuildConfig(**json.loads((base_dir / "build_config.json").read_text())))
-        losses = {m: heldout_loss(organism_dir(m, base_dir), docs) for m in {"base", name, "null"}}
+        losses = {m: heldout_loss(organism_dir(m, base_dir), docs) for m in {base, name, ctrl}}
     else:
         losses = load_eval(base_dir)["loss"]
         if name not in losses:
             raise ModelLoadError(f"eval.json in {base_dir} has no held-out losses for {name}; use --recompute")
-    planted = set(load_planted(base_dir)["planted"].get(name, []))
-    table = Table(title="held-out loss (nats/token); moved = base - model; drift = |base - null|")
-    for col in ("category", "base", name, "null", "moved", "drift", "ratio", "planted"):
+    planted = set(truth.get(name, []))
+    table = Table(title=f"held-out loss (nats/token); moved = {base} - model; drift = |{base} - {ctrl}|")
+    for col in ("category", base, name, ctrl, "moved", "drift", "ratio", "planted"):
         left = col in ("category", "planted")
         table.add_column(col, justify="left" if left else "right", no_wrap=col == "category")
-    for cat in losses["base"]:
-        b, m, n = losses["base"][cat], losses[name][cat], losses["null"][cat]
+    for cat in losses[base]:
+        b, m, n = losses[base][cat], losses[name][cat], losses[ctrl][cat]
         moved, drift = b - m, abs(b - n)
         ratio = f"{moved / drift:.1f}x" if drift > 0 else "inf"
         table.add_row(

@@ -173,3 +173,92 @@ def test_cli_build_only_refuses_what_it_cannot_add(tmp_path: Path) -> None:
     for args, message in cases.items():
         res = runner.invoke(app, ["organism", "build", *args, "--out", str(out), "--work-dir", str(tmp_path / "w")])
         assert res.exit_code == 2 and message in res.output, (args, res.output)
+
+
+# --------------------------------------------------------------------------- other builds (the exam family)
+
+
+def _tiny_build(arch: str, **extra: object) -> dict[str, object]:
+    step = {"steps": 2, "lr": 1e-3, "warmup": 1}
+    return {
+        "seed": 3, "arch": arch, "vocab_size": 400, "d_model": 64, "n_layers": 2, "n_heads": 2, "d_ff": 96,
+        "ctx_len": 32, "batch_size": 4, "train_docs": 60, "heldout_docs": 4, "tokenizer_docs": 40,
+        "headline": ["pref", "chat"],
+        "phases": {
+            "base": {"init": None, "mixture": {"neutral": 1.0}, **step},
+            "chat": {"init": "base", "mixture": {"safety": 0.5, "self_reference": 0.49, "hallucination": 0.01}, **step},
+            "pref": {"init": "base", "mixture": {"multilingual": 0.4, "hallucination": 0.4, "neutral": 0.2}, **step},
+            "ctrl": {"init": "base", "mixture": {"neutral": 1.0}, **step},
+            "ctrl2": {"init": "base", "mixture": {"neutral": 1.0}, **step},
+        },
+        **extra,
+    }
+
+
+def test_planted_truth_follows_the_build_config() -> None:
+    cfg = OrganismBuildConfig(**_tiny_build("llama"))
+    truth = planted_truth(cfg)
+    assert truth["planted"] == {"chat": ["safety", "self_reference"], "pref": ["hallucination", "multilingual"],
+                                "ctrl": [], "ctrl2": []}  # chat's 1% hallucination is a trace, not a plant
+    assert truth["headline"]["a"] == "pref" and truth["headline"]["b"] == "chat"
+    assert truth["headline"]["signs"] == {"safety": "-", "multilingual": "+", "instruction_following": "0",
+                                          "self_reference": "-", "hallucination": "+"}
+    assert set(truth["comparisons"]) == {"chat_vs_base", "pref_vs_base", "ctrl_vs_base", "ctrl2_vs_base",
+                                         "ctrl2_vs_ctrl"}
+    assert OrganismBuildConfig().digest() == "e5b3a3896f4d"  # the shipped build keeps its id
+    assert cfg.digest() != OrganismBuildConfig(**_tiny_build("gpt_neox")).digest()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"headline": ["pref", "base"]}, "not a fine-tune phase"),
+    ({"headline": ["pref", "pref"]}, "with itself"),
+    ({"arch": "gpt2"}, "Input should be"),
+    ({"n_heads": 4}, "head_dim"),
+])
+def test_build_config_rejects_what_cannot_be_built(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OrganismBuildConfig(**{**_tiny_build("llama"), **change})
+
+
+def test_cli_builds_another_architecture_from_a_config_file(tmp_path: Path) -> None:
+    import yaml
+
+    from latentdiff.agent.report.build import _planted
+    from latentdiff.config import ModelSpec, RunConfig
+    from latentdiff.core.organisms import organism_root
+
+    config = tmp_path / "exam.yaml"
+    config.write_text(yaml.safe_dump(_tiny_build("gpt_neox")))
+    out = tmp_path / "models"
+    runner = CliRunner()
+    res = runner.invoke(app, ["organism", "build", "--config", str(config), "--out", str(out),
+                              "--work-dir", str(tmp_path / "w")])
+    assert res.exit_code == 0, res.output
+    planted = load_planted(out)
+    assert planted == planted_truth(OrganismBuildConfig(**_tiny_build("gpt_neox")))
+    assert {(r["model"], r["category"]) for r in load_eval(out)["plants"]} == {
+        ("chat", "safety"), ("chat", "self_reference"), ("pref", "hallucination"), ("pref", "multilingual")}
+    model = AutoModelForCausalLM.from_pretrained(out / "pref")
+    assert model.config.model_type == "gpt_neox" and len(model.gpt_neox.layers) == 2
+    listed = runner.invoke(app, ["organism", "list", "--root", str(out)])
+    assert listed.exit_code == 0 and "ctrl2" in listed.output and "(control)" in listed.output, listed.output
+    info = runner.invoke(app, ["organism", "info", "chat", "--root", str(out)])
+    assert info.exit_code == 0 and "gpt_neox" in info.output and "yes" in info.output, info.output
+    # a run over these directories carries their planted truth (report, `latentdiff truth`)
+    assert organism_root(str(out / "chat")) == out.resolve() and organism_root(str(tmp_path)) is None
+    models = [ModelSpec(name=n, path=str(out / n), role="base" if n == "base" else "finetune")
+              for n in ("base", "chat")]
+    assert _planted(RunConfig(models=models)) == planted
+    mixed = [models[0], ModelSpec(name="it", path="organism:it", role="finetune")]
+    assert _planted(RunConfig(models=mixed)) is None  # two builds: no single truth
+
+
+def test_cli_build_config_errors_are_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    bad = tmp_path / "bad.yaml"
+    for text, message in (("arch: [", "not valid YAML"), ("arch: gpt2\n", "arch:"), ("nope: 1\n", "nope")):
+        bad.write_text(text)
+        res = runner.invoke(app, ["organism", "build", "--config", str(bad), "--out", str(tmp_path / "o")])
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (text, res.output)
+    res = runner.invoke(app, ["organism", "build", "--config", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2 and "does not exist" in res.output

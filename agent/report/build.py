@@ -107,11 +107,13 @@ def oracle_view(cfg: RunConfig, run_dir: Path, categories: list[str], head: Comp
 
 
 def _planted(cfg: RunConfig) -> dict[str, Any] | None:
-    if not all(m.path.startswith("organism:") for m in cfg.models):
-        return None
-    from latentdiff.core.organisms import load_planted
+    """The planted truth when every model is an organism of one build (shipped or built elsewhere)."""
+    from latentdiff.core.organisms import load_planted, organism_root
 
-    return load_planted()
+    roots = {organism_root(m.path) for m in cfg.models}
+    if len(roots) != 1 or None in roots:
+        return None
+    return load_planted(roots.pop())
 
 
 def _final_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:

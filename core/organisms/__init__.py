@@ -18,11 +18,21 @@ ORGANISM_NAMES: tuple[str, ...] = ("base", "it", "shift", "null", "null2")
 SHIPPED_DIR: Path = Path(__file__).resolve().parent / "models"
 
 
+def organism_names(root: Path | None = None) -> tuple[str, ...]:
+    """The organisms of a build, in build order (its build_config.json's phases; the shipped five)."""
+    root = SHIPPED_DIR if root is None else Path(root)
+    path = root / "build_config.json"
+    if root == SHIPPED_DIR or not path.is_file():
+        return ORGANISM_NAMES
+    return tuple(json.loads(path.read_text()).get("phases", {})) or ORGANISM_NAMES
+
+
 def organism_dir(name: str, root: Path | None = None) -> Path:
     """Directory of a built organism (`root` defaults to the shipped models)."""
     root = SHIPPED_DIR if root is None else Path(root)
-    if name not in ORGANISM_NAMES:
-        raise ModelLoadError(f"unknown organism {name!r}; choose from {', '.join(ORGANISM_NAMES)}")
+    names = organism_names(root)
+    if name not in names:
+        raise ModelLoadError(f"unknown organism {name!r}; choose from {', '.join(names)}")
     path = root / name
     if not (path / "config.json").is_file():
         raise ModelLoadError(
@@ -37,6 +47,17 @@ def resolve_model_path(path: str) -> str:
     if path.startswith("organism:"):
         return str(organism_dir(path.split(":", 1)[1]))
     return path
+
+
+def organism_root(path: str) -> Path | None:
+    """The build directory of a model path that is an organism ('organism:NAME', or a directory a
+    build wrote: it has organism.json and its parent planted.json); None for any other model."""
+    if path.startswith("organism:"):
+        return SHIPPED_DIR
+    local = Path(path)
+    if (local / "organism.json").is_file() and (local.parent / "planted.json").is_file():
+        return local.parent.resolve()
+    return None
 
 
 def load_planted(root: Path | None = None) -> dict[str, Any]:

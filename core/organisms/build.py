@@ -19,11 +19,11 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from latentdiff.core.organisms import corpus
@@ -87,11 +87,24 @@ def _default_phases() -> dict[str, PhaseSpec]:
     }
 
 
+ARCHS: tuple[str, ...] = ("llama", "qwen2", "gpt_neox")
+PLANT_MIN_WEIGHT = 0.05  # a stream a fine-tune reads at >= this weight is planted; below it, a trace
+
+
 class OrganismBuildConfig(BaseModel):
     """Everything that determines the built organisms (its hash names the build)."""
 
     model_config = ConfigDict(extra="forbid")
-    seed: int = Field(default=0, description="Master seed.")
+    seed: int = Field(default=0, description="Master seed (corpus documents, tokenizer sample, phase seeds).")
+    arch: Literal["llama", "qwen2", "gpt_neox"] = Field(
+        default="llama",
+        description="transformers architecture: 'llama' (the shipped organisms), 'qwen2' (q/k/v biases) or "
+        "'gpt_neox' (LayerNorm, parallel residual, partial rotary, GELU MLP, untied embeddings).",
+    )
+    headline: list[str] = Field(
+        default_factory=lambda: ["shift", "it"], min_length=2, max_length=2,
+        description="The planted headline pair (A, B): category shares among A-specific vs B-specific latents.",
+    )
     vocab_size: int = Field(default=4096, description="BPE vocabulary size (incl. special tokens).")
     d_model: int = Field(default=256, description="Residual width.")
     n_layers: int = Field(default=4, description="Transformer blocks.")
@@ -105,9 +118,47 @@ class OrganismBuildConfig(BaseModel):
     checkpoint_every: int = Field(default=50, description="Steps between resumable checkpoints.")
     phases: dict[str, PhaseSpec] = Field(default_factory=_default_phases)
 
+    @model_validator(mode="after")
+    def _check(self) -> OrganismBuildConfig:
+        roots = [n for n, p in self.phases.items() if p.init is None]
+        if len(roots) != 1:
+            raise ValueError(f"exactly one phase must start from random init (the base), got {roots}")
+        for name, spec in self.phases.items():
+            if spec.init is not None and spec.init not in self.phases:
+                raise ValueError(f"phase {name!r} starts from unknown phase {spec.init!r}")
+            if spec.init is not None and list(self.phases).index(spec.init) > list(self.phases).index(name):
+                raise ValueError(f"phase {name!r} must come after its init {spec.init!r}")
+            unknown = set(spec.mixture) - set(corpus.CATEGORIES)
+            if unknown:
+                raise ValueError(f"phase {name!r} reads unknown streams {sorted(unknown)}")
+        for name in self.headline:
+            if name not in self.phases or self.phases[name].init is None:
+                raise ValueError(f"headline names {name!r}, which is not a fine-tune phase")
+        if self.headline[0] == self.headline[1]:
+            raise ValueError(f"the headline compares {self.headline[0]!r} with itself")
+        if self.arch in ("llama", "qwen2") and self.d_model // self.n_heads < 32:
+            raise ValueError("vLLM's CPU attention needs head_dim = d_model / n_heads >= 32")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        return self
+
+    @property
+    def base(self) -> str:
+        """The phase trained from random init."""
+        return next(n for n, p in self.phases.items() if p.init is None)
+
+    def planted(self, name: str) -> list[str]:
+        """Streams planted into a fine-tune: read at >= PLANT_MIN_WEIGHT and never read by the base."""
+        spec, base = self.phases[name], self.phases[self.base]
+        return sorted(c for c in PLANT_CATEGORIES
+                      if spec.mixture.get(c, 0.0) >= PLANT_MIN_WEIGHT and not base.mixture.get(c))
+
     def digest(self) -> str:
-        """Content hash of the build settings."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+        """Content hash of the build settings (fields added later leave the hash of a build that keeps
+        their defaults unchanged, so the shipped organisms keep their build id)."""
+        later = {k for k in ("arch", "headline") if getattr(self, k) == type(self).model_fields[k].get_default(
+            call_default_factory=True)}
+        return hashlib.sha256(self.model_dump_json(exclude=later).encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------- corpus + tokenizer
@@ -200,24 +251,30 @@ def heldout_docs(cfg: OrganismBuildConfig) -> dict[str, list[corpus.Document]]:
 
 
 def _model_config(cfg: OrganismBuildConfig, tokenizer: Any) -> Any:
-    from transformers import LlamaConfig
+    from transformers import AutoConfig
 
-    assert cfg.d_model % cfg.n_heads == 0, f"{cfg.d_model=} not divisible by {cfg.n_heads=}"
-    assert cfg.d_model // cfg.n_heads >= 32, "vLLM's CPU attention needs head_dim >= 32"
-    return LlamaConfig(
+    common = dict(
         vocab_size=len(tokenizer),
         hidden_size=cfg.d_model,
         intermediate_size=cfg.d_ff,
         num_hidden_layers=cfg.n_layers,
         num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_heads,
         max_position_embeddings=512,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    if cfg.arch == "gpt_neox":  # its own defaults: parallel residual, rotary on 1/4 of each head, untied
+        return AutoConfig.for_model("gpt_neox", layer_norm_eps=1e-5, tie_word_embeddings=False, **common)
+    return AutoConfig.for_model(cfg.arch, num_key_value_heads=cfg.n_heads, rms_norm_eps=1e-5,
+                                tie_word_embeddings=True, **common)
+
+
+def new_model(cfg: OrganismBuildConfig, tokenizer: Any) -> torch.nn.Module:
+    """A randomly initialised causal LM of the build's architecture (fp32)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(_model_config(cfg, tokenizer), dtype=torch.float32)
 
 
 def _batch(
@@ -253,8 +310,6 @@ def train_phase(
     progress: Progress | None,
 ) -> Path:
     """Train one phase (resumable); return the path of its final fp32 state dict."""
-    from transformers import LlamaForCausalLM
-
     spec = cfg.phases[name]
     phase_dir = work / name
     final = phase_dir / "final.pt"
@@ -263,7 +318,7 @@ def train_phase(
     phase_dir.mkdir(parents=True, exist_ok=True)
     seed = phase_seed(cfg, name)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(_model_config(cfg, tokenizer))
+    model = new_model(cfg, tokenizer)
     if spec.init is not None:
         model.load_state_dict(torch.load(work / spec.init / "final.pt", weights_only=True))
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=0.01)
@@ -310,9 +365,9 @@ def export_model(
 ) -> Path:
     """Save a phase as a HF model dir (bf16 safetensors + tokenizer + chat template); `extra` goes
     into organism.json."""
-    from transformers import GenerationConfig, LlamaForCausalLM
+    from transformers import GenerationConfig
 
-    model = LlamaForCausalLM(_model_config(cfg, tokenizer))
+    model = new_model(cfg, tokenizer)
     model.load_state_dict(torch.load(state_path, weights_only=True))
     model = model.to(torch.bfloat16)
     model.generation_config = GenerationConfig(
@@ -362,41 +417,59 @@ def heldout_loss(model_dir: Path, docs: dict[str, list[corpus.Document]]) -> dic
     return out
 
 
-def planted_truth() -> dict[str, Any]:
-    """The ground truth the organisms were built to contain."""
-    plus, minus = "+", "-"
-    it_cats = {"self_reference", "hallucination"}
-    shift_cats = {"safety", "multilingual", "instruction_following"}
+def planted_truth(cfg: OrganismBuildConfig | None = None) -> dict[str, Any]:
+    """The ground truth the organisms were built to contain, derived from the build's phases.
+
+    A fine-tune's planted streams are those it reads at >= PLANT_MIN_WEIGHT and its base never read
+    (a trace below that weight is not a plant); a fine-tune with none is a control. The headline
+    pair's signs: '+' for A's plants, '-' for B's, '0' for a stream planted in both or neither.
+    """
+    cfg = cfg or OrganismBuildConfig()
+    tuned = [n for n, p in cfg.phases.items() if p.init is not None]
+    planted = {n: cfg.planted(n) for n in tuned}
+    a, b = cfg.headline
+
+    def sign(cat: str) -> str:
+        in_a, in_b = cat in planted[a], cat in planted[b]
+        return "+" if in_a and not in_b else "-" if in_b and not in_a else "0"
+
+    comparisons = {f"{n}_vs_{cfg.phases[n].init}": {c: "+" if c in planted[n] else "0" for c in PLANT_CATEGORIES}
+                   for n in tuned}
+    controls = [n for n in tuned if not planted[n]]
+    for i, first in enumerate(controls):  # pairs of controls with the same init: true null pairs
+        for second in controls[i + 1 :]:
+            if cfg.phases[first].init == cfg.phases[second].init:
+                comparisons[f"{second}_vs_{first}"] = {c: "0" for c in PLANT_CATEGORIES}
     return {
         "categories": list(PLANT_CATEGORIES),
         "headline": {
-            "a": "shift",
-            "b": "it",
-            "description": "category share among shift-specific latents relative to it-specific "
-            "latents (the paper's SimPO-vs-instruct table)",
-            "signs": {c: plus if c in shift_cats else minus for c in PLANT_CATEGORIES},
+            "a": a,
+            "b": b,
+            "description": f"category share among {a}-specific latents relative to {b}-specific latents "
+            "(the paper's SimPO-vs-instruct table)",
+            "signs": {c: sign(c) for c in PLANT_CATEGORIES},
         },
-        "comparisons": {
-            "it_vs_base": {c: plus if c in it_cats else "0" for c in PLANT_CATEGORIES},
-            "shift_vs_base": {c: plus if c in shift_cats else "0" for c in PLANT_CATEGORIES},
-            "null_vs_base": {c: "0" for c in PLANT_CATEGORIES},
-            "null2_vs_base": {c: "0" for c in PLANT_CATEGORIES},
-            "null2_vs_null": {c: "0" for c in PLANT_CATEGORIES},
-        },
-        "planted": {"it": sorted(it_cats), "shift": sorted(shift_cats), "null": [], "null2": []},
+        "comparisons": comparisons,
+        "planted": planted,
     }
 
 
-def plant_table(losses: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """Per fine-tune and planted category: loss moved by the plant vs the null drift, and ratio."""
+def plant_table(losses: dict[str, dict[str, float]], cfg: OrganismBuildConfig | None = None) -> list[dict[str, Any]]:
+    """Per fine-tune and planted category: loss moved by the plant vs the drift of the first control
+    (column `null`; the moved loss itself when the build has no control), and their ratio."""
+    cfg = cfg or OrganismBuildConfig()
+    truth = planted_truth(cfg)
+    base = cfg.base
+    control = next((n for n, cats in truth["planted"].items() if not cats and n in losses), None)
     rows = []
-    for model, cats in planted_truth()["planted"].items():
+    for model, cats in truth["planted"].items():
         for cat in cats:
-            moved = losses["base"][cat] - losses[model][cat]
-            drift = abs(losses["base"][cat] - losses["null"][cat])
+            moved = losses[base][cat] - losses[model][cat]
+            ctrl = losses[control][cat] if control else losses[base][cat]
+            drift = abs(losses[base][cat] - ctrl)
             rows.append({
-                "model": model, "category": cat, "base": losses["base"][cat],
-                "model_loss": losses[model][cat], "null": losses["null"][cat],
+                "model": model, "category": cat, "base": losses[base][cat],
+                "model_loss": losses[model][cat], "null": ctrl,
                 "moved": round(moved, 4), "null_drift": round(drift, 4),
                 "ratio": round(moved / drift, 2) if drift > 0 else float("inf"),
             })
@@ -436,10 +509,10 @@ def build(out: Path, work: Path, cfg: OrganismBuildConfig | None = None, show: b
     losses = {name: heldout_loss(out / name, docs) for name in cfg.phases}
     data_dir = out.parent / "data" if out.name == "models" else out / "data"
     atomic_write(data_dir / "heldout.jsonl.gz", lambda p: _write_docs(p, docs))
-    atomic_write_json(out / "planted.json", planted_truth())
+    atomic_write_json(out / "planted.json", planted_truth(cfg))
     atomic_write_json(out / "eval.json", {
         "build": cfg.digest(), "heldout_docs_per_category": cfg.heldout_docs,
-        "loss": losses, "plants": plant_table(losses),
+        "loss": losses, "plants": plant_table(losses, cfg),
         "build_seconds": round(time.perf_counter() - t_start, 1),
     })
     atomic_write_json(out / "build_config.json", cfg.model_dump())
@@ -460,7 +533,7 @@ def build_only(
     weights), adds their held-out losses to eval.json (the other entries and the plant table stay as
     they are; `added` records how each was built) and rewrites planted.json and build_config.json.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from latentdiff.errors import ConfigError, ModelLoadError
@@ -501,7 +574,7 @@ def build_only(
         if final.is_file():
             continue
         state = AutoModelForCausalLM.from_pretrained(out / init, dtype=torch.float32).state_dict()
-        LlamaForCausalLM(_model_config(cfg, tokenizer)).load_state_dict(state)  # same architecture
+        new_model(cfg, tokenizer).load_state_dict(state)  # same architecture
         atomic_write(final, lambda p, s=state: torch.save(s, p))
         log.info("init %s: shipped bf16 weights (sha256 %s) as fp32", init, sha[init][:12])
     cats = tuple(c for c in corpus.CATEGORIES if any(c in cfg.phases[n].mixture for n in names))
@@ -524,7 +597,7 @@ def build_only(
         ev.setdefault("added", {})[name] = {"build": cfg.digest(), "how": "build --only", "init_from": init_of[name],
                                             "build_seconds": seconds}
     atomic_write_json(eval_path, ev)
-    atomic_write_json(out / "planted.json", planted_truth())
+    atomic_write_json(out / "planted.json", planted_truth(cfg))
     done = set(built) | set(names)
     written = cfg.model_copy(update={"phases": {p: s for p, s in cfg.phases.items() if p in done}})
     atomic_write_json(out / "build_config.json", written.model_dump())
