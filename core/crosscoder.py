@@ -188,7 +188,7 @@ class CrossCoder(nn.Module):
         w = directions.expand(M, D, F).clone()  # same initial encoder for every model (DL init)
         self.W_enc = nn.Parameter(w)  # [M, D, F]
         self.b_enc = nn.Parameter(torch.zeros(F))  # [F]
-        self.W_dec = nn.Parameter(w.permute(2, 0, 1).clone())  # [F, M, D]
+        self.W_dec = nn.Parameter(w.permute(2, 0, 1).contiguous())  # [F, M, D], row-major like a loaded one
         self.b_dec = nn.Parameter(torch.zeros(M, D))  # [M, D]
         self.register_buffer("threshold", torch.tensor(-1.0))  # BatchTopK inference threshold
         self.register_buffer("act_mean", torch.zeros(M, D))  # normalisation: x' = (x - mean) * scale

@@ -106,6 +106,36 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
     return state
 
 
+def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam (betas 0.9, 0.999), with torch's fused kernel where the device has one (CPU, CUDA).
+
+    The fused update reads and writes each parameter and its two moments once; the default CPU path
+    runs about ten elementwise passes per tensor, and was the largest cost of a CPU step after the GEMM
+    (docs/benchmarks.md). Same update up to float rounding (its ops are ordered differently).
+    """
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), fused=True)
+    except RuntimeError:  # a device without the fused kernel
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+
+
+def _state_like_params(opt: torch.optim.Optimizer) -> None:
+    """Lay each loaded optimiser moment out in memory like its parameter.
+
+    torch's fused Adam walks a parameter and its moments as flat memory, so a moment whose strides
+    differ from its parameter's (a checkpoint written with another layout: gathered from sharded
+    ranks, or by a version whose W_dec was a permuted view) is applied to the wrong elements
+    (measured: a resumed run diverged from the uninterrupted one at its first step).
+    `Optimizer.load_state_dict` keeps the saved strides.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 class Trainer:
     """Train one crosscoder on a stream of normalised-on-the-fly batches."""
 
@@ -134,7 +164,7 @@ class Trainer:
 
             ids = [device.index] if device.type == "cuda" else None
             self.model = DistributedDataParallel(self.cc, device_ids=ids, forward_sync_buffers=False)
-        self.opt = torch.optim.Adam(self.cc.parameters(), lr=learning_rate(cfg, 0), betas=(0.9, 0.999))
+        self.opt = _adam(list(self.cc.parameters()), learning_rate(cfg, 0))
         self.step = 0
         self.since_fired = torch.zeros(self.cc.spec.dict_size, dtype=torch.long, device=device)  # [F] (block: [F/W])
 
@@ -175,6 +205,7 @@ class Trainer:
             self.cc.load_state_dict(state["cc"])
             self.opt.load_state_dict(state["opt"])
             since_fired = state["since_fired"]
+        _state_like_params(self.opt)
         self.step = state["step"]
         self.since_fired = since_fired.to(self.device, copy=True)
         torch.set_rng_state(state["rng"])

@@ -109,3 +109,37 @@ def test_schedules() -> None:
     assert learning_rate(cfg, 0) == pytest.approx(0.1)
     assert learning_rate(cfg, 50) == 1.0 and learning_rate(cfg, 90) == pytest.approx(0.5)
     assert current_k(cfg, 0) == 50 and current_k(cfg, 20) == 30 and current_k(cfg, 99) == 10
+
+
+def test_resume_lays_optimizer_moments_out_like_their_parameters(tmp_path: Path) -> None:
+    """torch's fused Adam walks a parameter and its moments as flat memory: a checkpoint whose moments
+    have other strides than the parameters (written gathered from sharded ranks, or by a version with a
+    permuted W_dec) must be laid out like the parameters on load, or the resumed run takes wrong steps."""
+    cache = tmp_path / "cache"
+    _fake_cache(cache)
+    cfg = CrosscoderConfig(dict_size=32, k=4, batch_size=64, steps=12, warmup_steps=2, checkpoint_every=6)
+    stream = ShuffledStream(cache, cfg.batch_size, seed=0)
+
+    def run(out: Path, steps: int) -> Trainer:
+        tr = _trainer(out, cache, cfg)
+        tr.load_checkpoint()
+        batches = stream.batches(tr.step)
+        while tr.step < steps:
+            tr.train_step(next(batches))
+        return tr
+
+    whole = run(tmp_path / "whole", 12)
+    part = run(tmp_path / "part", 6)
+    assert part.opt.param_groups[0]["fused"]  # the fused kernel is the one with this hazard
+    part.save_checkpoint()
+    ckpt = torch.load(part.ckpt_path, weights_only=False)
+    for entry in ckpt["opt"]["state"].values():  # another layout, same values
+        for key in ("exp_avg", "exp_avg_sq"):
+            v = entry[key]
+            if v.dim() >= 2:
+                entry[key] = v.transpose(0, 1).contiguous().transpose(0, 1)
+                assert entry[key].stride() != v.stride()
+    torch.save(ckpt, part.ckpt_path)
+    resumed = run(tmp_path / "part", 12)
+    for (name, a), (_, b) in zip(whole.cc.state_dict().items(), resumed.cc.state_dict().items()):
+        assert torch.equal(a, b), name
