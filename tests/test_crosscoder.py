@@ -159,6 +159,16 @@ def test_batch_topk_keeps_the_top_scores_and_every_tie_at_the_boundary() -> None
             assert len({tuple((got[rows == r] % F).tolist()) for r in [3, *range(10, 20)]}) == 1
         if case == "spread":  # no ties: exactly the one-stage top-k
             assert torch.equal(got, scores.flatten().topk(k * N).indices.sort().values)
+    # the sample misjudges the scores (only the sampled entries are high): the row bound takes over
+    from latentdiff.core.crosscoder import SAMPLE_SIZE, _sample_stride
+
+    N, F, k = 2048, 1024, 64
+    stride = _sample_stride(N * F, F)
+    assert stride > 1 and math.gcd(stride, F) == 1 and N * F // stride <= SAMPLE_SIZE + 1
+    scores = torch.rand(N, F, generator=g)
+    scores.view(-1)[::stride] += 10.0  # N*F/stride entries, far fewer than k * N
+    assert scores.numel() // stride < k * N
+    assert torch.equal(batch_topk_flat(scores, k * N, k), want(scores, k * N))
     for r in range(20):  # random shapes with many ties
         n_rows, n_lat = int(torch.randint(1, 200, (1,), generator=g)), int(torch.randint(2, 300, (1,), generator=g))
         kk = int(torch.randint(1, min(n_lat, 20) + 1, (1,), generator=g))
