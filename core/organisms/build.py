@@ -87,7 +87,6 @@ def _default_phases() -> dict[str, PhaseSpec]:
     }
 
 
-ARCHS: tuple[str, ...] = ("llama", "qwen2", "gpt_neox")
 PLANT_MIN_WEIGHT = 0.05  # a stream a fine-tune reads at >= this weight is planted; below it, a trace
 
 
