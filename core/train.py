@@ -214,8 +214,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def train_step(self, raw: Tensor) -> dict[str, float]:
-        """One optimisation step on raw activations [batch, M, D]; returns metrics."""
+    def train_step(self, raw: Tensor, metrics: bool = True) -> dict[str, float]:
+        """One optimisation step on raw activations [batch, M, D]; returns its metrics (FVU per model,
+        loss, L0, dead fraction, lr), or {} with `metrics=False` (`fit` computes them on the steps it
+        logs; under torchrun every rank must pass the same value: the metrics are collective)."""
         cfg, cc = self.cfg, self.cc
         x = cc.normalize(to_device(raw, self.device))  # [B, M, D] (torchrun: this rank's [B / world, M, D])
         spread = self.data_ranks > 1  # x is this rank's slice of the global batch
@@ -258,6 +260,8 @@ class Trainer:
                 if low is not None:
                     cc.threshold.copy_(low if cc.threshold < 0 else 0.999 * cc.threshold + 0.001 * low)
         self.step += 1
+        if not metrics:
+            return {}
         total_loss = float(recon.detach() + cc.total(sparsity.detach()) + aux.detach())  # every block's L1
         return self._metrics(x, out.recon.detach(), out.idx, total_loss, float(aux.detach()))
 
@@ -323,20 +327,24 @@ class Trainer:
         metrics_fh = metrics_path.open("a") if main else open(os.devnull, "w")  # rank 0 logs the global figures
         with make_progress(*cols, disable=not (show and main)) as progress, metrics_fh as log_fh:
             task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
+            shown = ""  # the last logged step's figures, shown until the next one
             while self.step < cfg.steps:
                 raw = next(stream)  # [B, M, D] the global batch
                 raw = dist.rank_slice(raw) if self.data_ranks > 1 else raw  # [B / world, M, D]: this rank's part
-                m = self.train_step(raw)
+                log_now = (self.step + 1) % 10 == 0 or self.step + 1 == cfg.steps  # the same on every rank
+                m = self.train_step(raw, metrics=log_now)
                 tokens += raw.shape[0] * self.data_ranks
-                m["tok_s"] = tokens / (time.perf_counter() - t0)
-                if self.step % 10 == 0 or self.step == cfg.steps:
+                rate = tokens / (time.perf_counter() - t0)
+                if log_now:
+                    m["tok_s"] = rate
                     row = {k: round(v, 6) for k, v in m.items()}
                     log_fh.write(json.dumps(row) + "\n")
                     log_fh.flush()
                     if tracker is not None and main:  # the same row: no extra device sync
                         tracker.log({k: v for k, v in row.items() if k != "step"}, self.step, "train")
-                fvus = " ".join(f"{k[4:]}={v:.3f}" for k, v in m.items() if k.startswith("fvu_"))
-                progress.update(task, advance=1, info=f"FVU {fvus} L0 {m['l0']:.0f} {m['tok_s']:,.0f} tok/s")
+                    fvus = " ".join(f"{k[4:]}={v:.3f}" for k, v in m.items() if k.startswith("fvu_"))
+                    shown = f"FVU {fvus} L0 {m['l0']:.0f} "
+                progress.update(task, advance=1, info=f"{shown}{rate:,.0f} tok/s")
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     log_fh.flush()
                     self.save_checkpoint()
