@@ -33,7 +33,9 @@ from latentdiff.core import distributed as dist
 from latentdiff.core.crosscoder import CrossCoder, CrossCoderSpec, init_directions
 from latentdiff.errors import ConfigError
 
-SHARDED_DIMS = {"W_enc": 2, "b_enc": 0, "W_dec": 0}  # parameter -> its latent dimension; the rest is replicated
+# tensor -> its latent dimension; the rest is replicated. `W_enc` [M, D, F] is the encoder's name in state
+# dicts and files, `W_enc_t` [F, M, D] the parameter's (named_parameters, optimiser state)
+SHARDED_DIMS = {"W_enc": 2, "W_enc_t": 0, "b_enc": 0, "W_dec": 0}
 
 
 def block_bounds(dict_size: int, world: int, rank: int) -> tuple[int, int]:

@@ -205,6 +205,10 @@ class Trainer:
             self.cc.load_state_dict(state["cc"])
             self.opt.load_state_dict(state["opt"])
             since_fired = state["since_fired"]
+        enc_state = self.opt.state.get(self.cc.W_enc_t, {})
+        for key, value in enc_state.items():  # checkpoints before session 8 hold the encoder's moments [M, D, F]
+            if torch.is_tensor(value) and value.dim() == 3 and value.shape != self.cc.W_enc_t.shape:
+                enc_state[key] = value.permute(2, 0, 1)
         _state_like_params(self.opt)
         self.step = state["step"]
         self.since_fired = since_fired.to(self.device, copy=True)

@@ -135,7 +135,8 @@ def test_checkpoints_cross_between_sharded_data_parallel_and_one_process(
     _train(a, sharded, ranks=2, stop_at=20)
     ckpt = torch.load(a / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 20 and ckpt["cc"]["W_dec"].shape[0] == 256 and ckpt["since_fired"].shape == (256,)
-    assert ckpt["opt"]["state"][0]["exp_avg"].shape == ckpt["cc"]["W_enc"].shape  # whole-dictionary moments
+    enc = ckpt["cc"]["W_enc"]  # [M, D, F]; its moments follow the latent-major parameter W_enc_t [F, M, D]
+    assert ckpt["opt"]["state"][0]["exp_avg"].shape == enc.permute(2, 0, 1).shape  # whole-dictionary moments
     _train(a, settings, ranks=1)
     _assert_same(reference["batchtopk_auxk"], a)
     # written by one process, finished by 2 sharded ranks

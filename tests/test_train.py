@@ -139,6 +139,10 @@ def test_resume_lays_optimizer_moments_out_like_their_parameters(tmp_path: Path)
             if v.dim() >= 2:
                 entry[key] = v.transpose(0, 1).contiguous().transpose(0, 1)
                 assert entry[key].stride() != v.stride()
+    enc = ckpt["opt"]["state"][0]  # the encoder's moments as checkpoints before session 8 held them: [M, D, F]
+    assert enc["exp_avg"].shape == part.cc.W_enc_t.shape
+    enc["exp_avg"] = enc["exp_avg"].permute(1, 2, 0).contiguous()
+    enc["exp_avg_sq"] = enc["exp_avg_sq"].permute(1, 2, 0)
     torch.save(ckpt, part.ckpt_path)
     resumed = run(tmp_path / "part", 12)
     for (name, a), (_, b) in zip(whole.cc.state_dict().items(), resumed.cc.state_dict().items()):
