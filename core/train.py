@@ -136,6 +136,17 @@ def _state_like_params(opt: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
+def _upgrade_encoder_moments(state: dict[str, Any], param_names: list[str]) -> None:
+    """Checkpoints written before the encoder was stored latent-major hold its Adam moments in W_enc's
+    layout [M, D, F]; the parameter is now W_enc_t [F, M, D]. Permute them (whole-dictionary
+    checkpoints, so this holds for one process and for sharded ranks alike)."""
+    enc = state["cc"]["W_enc"]  # [M, D, F]
+    entry = state["opt"]["state"].get(param_names.index("W_enc_t"), {})
+    for key, value in entry.items():
+        if torch.is_tensor(value) and value.shape == enc.shape and enc.shape != enc.permute(2, 0, 1).shape:
+            entry[key] = value.permute(2, 0, 1)
+
+
 class Trainer:
     """Train one crosscoder on a stream of normalised-on-the-fly batches."""
 
@@ -197,6 +208,7 @@ class Trainer:
         if not self.ckpt_path.is_file():
             return False
         state = load_checkpoint_file(self.ckpt_path)
+        _upgrade_encoder_moments(state, [name for name, _ in self.cc.named_parameters()])
         if isinstance(self.cc, ShardedCrossCoder):
             self.cc.load_full_state_dict(state["cc"])
             self.cc.load_full_optimizer_state(self.opt, state["opt"])
@@ -205,10 +217,6 @@ class Trainer:
             self.cc.load_state_dict(state["cc"])
             self.opt.load_state_dict(state["opt"])
             since_fired = state["since_fired"]
-        enc_state = self.opt.state.get(self.cc.W_enc_t, {})
-        for key, value in enc_state.items():  # checkpoints before session 8 hold the encoder's moments [M, D, F]
-            if torch.is_tensor(value) and value.dim() == 3 and value.shape != self.cc.W_enc_t.shape:
-                enc_state[key] = value.permute(2, 0, 1)
         _state_like_params(self.opt)
         self.step = state["step"]
         self.since_fired = since_fired.to(self.device, copy=True)
