@@ -504,6 +504,10 @@ def truth_cmd(
     known_failures: Annotated[Path | None, typer.Option(
         help="JSON {check id: reason} of documented failures: each must still fail (strict), everything else "
              "must pass.")] = None,
+    oracle: Annotated[bool, typer.Option(
+        "--oracle", help="Check the comparisons made with oracle labels (each latent's majority stream) instead "
+                         "of the judge's: what fails with both is the crosscoder's, selection's or organisms'; "
+                         "what fails only with the judge's is the judge's.")] = False,
 ) -> None:
     """Check a finished organism run against the planted truth (exit 1 if any sign is missed).
 
@@ -518,12 +522,12 @@ def truth_cmd(
         if given is not None and not given.is_file():
             raise LatentDiffError(f"{given}: no such file")
     try:
-        result = check_report(path, planted, flip=flip_signs, known_failures=known_failures)
+        result = check_report(path, planted, flip=flip_signs, known_failures=known_failures, oracle=oracle)
     except (ValueError, KeyError, TypeError) as err:
         raise LatentDiffError(f"{path}: not a report this version can check ({type(err).__name__}: {err})") from None
     for line in result.lines:
         console.print(line, highlight=False, markup=False)
-    what = " (planted signs flipped)" if flip_signs else ""
+    what = (" (oracle labels)" if oracle else "") + (" (planted signs flipped)" if flip_signs else "")
     n_bad = len(result.failed)
     if result.ok and n_bad:
         verdict = (f"[bold yellow]NOT fully recovered[/]: {n_bad} of {result.checked} planted checks fail, each listed "

@@ -203,15 +203,31 @@ def check(report: dict[str, Any], planted: dict[str, Any] | None = None, flip: b
     return TruthCheck(ok=ok, lines=lines, checked=checked, failed=failed)
 
 
+def with_oracle_labels(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with its comparisons recomputed from oracle labels (the majority stream of each latent's
+    top examples, `agent/oracle.py`) in place of the judge's: the same sets, tests and correction, so a
+    check that passes with these and fails with the judge's points at the judge, and one that fails with
+    both at the crosscoder, the selection or the organisms."""
+    from latentdiff.errors import LatentDiffError
+
+    oracle = report.get("oracle") or {}
+    if not oracle.get("comparisons"):
+        raise LatentDiffError("the report has no oracle labels (they exist for runs on the organism corpus only)")
+    return {**report, "comparisons": oracle["comparisons"]}
+
+
 def check_report(report_path: Path, planted_path: Path | None = None, flip: bool = False,
-                 known_failures: Path | None = None) -> TruthCheck:
-    """Check report.json against the planted truth it carries (or the planted.json given)."""
+                 known_failures: Path | None = None, oracle: bool = False) -> TruthCheck:
+    """Check report.json against the planted truth it carries (or the planted.json given); with `oracle`,
+    the comparisons made with oracle labels (`with_oracle_labels`)."""
     from latentdiff.errors import CorruptFile
     from latentdiff.io import read_json
 
     report = read_json(Path(report_path), "report")  # unreadable or not JSON: one line naming the file
     if not isinstance(report, dict):
         raise CorruptFile(f"{report_path}: not a report of this latentdiff version (a JSON object expected)")
+    if oracle:
+        report = with_oracle_labels(report)
     planted = json.loads(Path(planted_path).read_text()) if planted_path else None
     result = check(report, planted, flip)
     return apply_known_failures(result, load_known_failures(known_failures)) if known_failures else result

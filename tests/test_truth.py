@@ -152,3 +152,25 @@ def test_known_failures_are_strict(tmp_path: Path) -> None:
     rp = tmp_path / "report.json"
     rp.write_text(json.dumps(_report(strong=False)))
     assert check_report(rp, known_failures=path).ok
+
+
+def test_oracle_labels_are_checked_in_place_of_the_judges(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from latentdiff.cli import app
+
+    weak, strong = _report(strong=False), _report()
+    report = {**weak, "oracle": {"comparisons": strong["comparisons"]}}  # the judge misses, the oracle finds
+    run = tmp_path / "run" / "report"
+    run.mkdir(parents=True)
+    (run / "report.json").write_text(json.dumps(report))
+    assert not check_report(run / "report.json").ok
+    assert check_report(run / "report.json", oracle=True).ok
+    assert not check_report(run / "report.json", oracle=True, flip=True).ok
+    runner = CliRunner()
+    res = runner.invoke(app, ["truth", str(tmp_path / "run"), "--oracle"])
+    assert res.exit_code == 0 and "ground truth (oracle labels): recovered" in res.output, res.output
+    assert runner.invoke(app, ["truth", str(tmp_path / "run")]).exit_code == 1
+    (run / "report.json").write_text(json.dumps(weak))  # no oracle section: one line, not a pass
+    res = runner.invoke(app, ["truth", str(tmp_path / "run"), "--oracle"])
+    assert res.exit_code == 2 and "no oracle labels" in res.output, res.output
