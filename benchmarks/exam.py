@@ -10,8 +10,8 @@ crosscoder, selection, judge and statistics; nothing tuned here) on another buil
     python -m benchmarks.exam --organisms exam-organisms --run-dir runs/exam
     python -m benchmarks.exam --organisms exam-organisms --run-dir runs/exam-pairwise design=pairwise
 
-Prints the truth check (each planted check PASS/FAIL) and writes it to RUN_DIR/../NAME.truth.json with
-`--out`. Exit status 0 whether or not the truth holds (this is a measurement); 2 on bad input.
+Prints the truth check (one ok/FAIL line per planted check) and, with `--out FILE`, writes it there as
+JSON. Exit status 0 whether or not the truth holds (this is a measurement); 2 on bad input.
 """
 
 from __future__ import annotations

@@ -112,6 +112,7 @@ def _organism_build_config(path: Path | None) -> Any:
     import yaml
     from pydantic import ValidationError
 
+    from latentdiff.config import _format_validation_error
     from latentdiff.core.organisms.build import OrganismBuildConfig
 
     if path is None:
@@ -119,14 +120,11 @@ def _organism_build_config(path: Path | None) -> Any:
     if not path.is_file():
         raise LatentDiffError(f"organism build config {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-        return OrganismBuildConfig(**(data or {}))
+        return OrganismBuildConfig.model_validate(yaml.safe_load(path.read_text()) or {})
     except yaml.YAMLError as exc:
         raise LatentDiffError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
-    except (ValidationError, TypeError) as exc:
-        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
-        where = ".".join(map(str, first["loc"])) or "config"
-        raise LatentDiffError(f"{path}: {where}: {first['msg']}") from None
+    except ValidationError as exc:  # the run config's formatter: every field, one line
+        raise LatentDiffError(f"{path}: {_format_validation_error(exc)}") from None
 
 
 @organism_app.command("list")
