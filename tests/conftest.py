@@ -181,9 +181,11 @@ def serving(run_dir: Path, log_dir: Path) -> Iterator[str]:
     port = _free_port()
     log = log_dir / "serve.log"
     exe = Path(sys.executable).with_name("latentdiff")
+    tmp = log_dir / "tmp"  # the server's temp dir: its private store copy must be gone once it is stopped
+    tmp.mkdir()
     with log.open("w") as fh:
         proc = subprocess.Popen([str(exe), "serve", str(run_dir), "--port", str(port), "--offline"],
-                                stdout=fh, stderr=subprocess.STDOUT)
+                                stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp)})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -197,6 +199,9 @@ def serving(run_dir: Path, log_dir: Path) -> Iterator[str]:
                     pytest.fail(f"latentdiff serve did not start:\n{log.read_text()[-3000:]}")
                 time.sleep(0.5)
         yield url
+        assert any(tmp.glob("latentdiff-chat-store-*")), "serve did not copy the run's store"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    left = list(tmp.glob("latentdiff-chat-store-*"))
+    assert not left, f"serve left its store copy behind after SIGTERM: {left}"

@@ -176,9 +176,21 @@ def make_app(session: ChatSession, host: str = "127.0.0.1") -> FastAPI:
 
 def serve(session: ChatSession, host: str, port: int) -> None:
     """Serve the app with uvicorn on host:port (checked first: a bad port is a one-line error)."""
+    import signal
+
     import uvicorn
 
-    uvicorn.run(make_app(session, host), host=host, port=check_port(port), log_level="warning")
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler it found: with
+    # the default one the process dies without running exit handlers, and the chat's private copy of the
+    # run's store (`read_only_store`, ~90 MB on the demo) was left in the temp dir on every `kill`
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        uvicorn.run(make_app(session, host), host=host, port=check_port(port), log_level="warning")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _marks(text: str) -> str:
