@@ -133,6 +133,16 @@ def variants() -> dict[str, tuple[Path | None, dict]]:
         "v34 v30, quantile weight 1.0": (None, {**V30, "quantile_weight": 1.0}),
         "v35 v30, negatives x1.0": (None, {**V30, "neg_weight": 1.0}),
         "v36 v30, marked-span text x0.5": (None, {**V30, "span_weight": 0.5}),
+        "v37 v30, scores centred on the negatives' mean": (None, {**V30, "center": True}),
+        "v38 v37, no negative vote subtraction": (None, {**V30, "center": True, "neg_weight": 0.0}),
+        "v39 v37, other below 0.4 vote share": (None, {**V30, "center": True, "min_share": 0.4}),
+        "v40 v37, other below 0.2 vote share": (None, {**V30, "center": True, "min_share": 0.2}),
+        "v41 v37, quantile weight 1.0": (None, {**V30, "center": True, "quantile_weight": 1.0}),
+        "v42 v30, 4 tokens each side of the peak instead of the window": (None, {**V30, "local": 4}),
+        "v43 v30, 8 tokens each side of the peak instead of the window": (None, {**V30, "local": 8}),
+        "v44 v30, 12 tokens each side of the peak instead of the window": (None, {**V30, "local": 12}),
+        "v45 v30 + 8 tokens each side of the peak, weight 1": (None, {**V30, "local": 8, "local_weight": 1.0}),
+        "v46 v30 + 4 tokens each side of the peak, weight 1": (None, {**V30, "local": 4, "local_weight": 1.0}),
         "new default": (None, dict(DEFAULT_OPTIONS)),
     }
 

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from latentdiff.agent.judges import Judge, JudgeError, LabelRequest, load_taxonomy, make_judge
@@ -277,6 +278,27 @@ def test_embedding_judge_options_mixed_evidence_is_other(embedding_judge: Judge)
     chat = [ex(f"<|user|>\n{e.plain}<|end|>") for e in REFUSAL]
     refusal = run(embedding_judge.label(LabelRequest(latent="a:4", top=chat, negative=NEUTRAL)))
     assert refusal.category == "safety"
+
+
+def test_embedding_judge_rejected_variants_do_what_they_say(embedding_judge: Judge) -> None:
+    """The variants tried in session 9 (docs/benchmarks.md): peak context, and scores centred on the negatives."""
+    judge = EmbeddingJudge("embedding", local=2)
+    toks = ["The", " tram", " stops", " near", " the", " old", " museum", "."]
+    acts = [0.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0]
+    peak = ExampleText(text="x", plain="".join(toks), tokens=toks, activations=acts)
+    texts, weights, _ = judge._texts([(peak, 1.0)])
+    assert texts == ["near the old museum."] and weights == [1.0]
+    judge.options["local_weight"] = 0.5
+    texts, weights, _ = judge._texts([(peak, 1.0)])
+    assert texts == ["".join(toks), "near the old museum."] and weights == [1.0, 0.5]
+    assert judge._texts([(REFUSAL[0], 1.0)])[0] == [judge._plain(REFUSAL[0])]  # no per-token values: the window
+    centred = EmbeddingJudge("embedding", center=True)
+    bg = centred._background(NEUTRAL, TAXONOMY)
+    assert bg is not None and bg.shape == (len(TAXONOMY.categories),)
+    raw, _ = centred._aggregate([(e, 1.0) for e in SPANISH], TAXONOMY)
+    shifted, _ = centred._aggregate([(e, 1.0) for e in SPANISH], TAXONOMY, background=np.full_like(bg, 1.0))
+    assert np.ptp(raw - shifted) < 1e-6  # votes depend on score differences: a constant background is inert
+    assert run(centred.label(LabelRequest(latent="a:5", top=SPANISH, negative=NEUTRAL))).category == "multilingual"
 
 
 def test_embedding_judge_detection_beats_chance(embedding_judge: Judge) -> None:

@@ -98,6 +98,9 @@ LEGACY_OPTIONS: dict = {
     "other_margin": None,  # say `other` unless the best category beats `other` by this much
     "strip_special": False,  # drop chat-template tokens like <|user|> before embedding
     "min_share": None,  # vote mode: say `other` when no category wins this share of the examples' votes
+    "center": False,  # vote/avg: subtract the negatives' mean score per category from each example's scores
+    "local": None,  # tokens each side of an example's peak: embed that context (instead of / beside the window)
+    "local_weight": None,  # None: the local context replaces the window; a number: it is added with this weight
 }
 # chosen on the organisms' dev set (benchmarks/bench_judges.py, docs/benchmarks.md "Offline judge comparison")
 DEFAULT_OPTIONS: dict = {**LEGACY_OPTIONS, "prototypes": True, "mode": "vote", "span_weight": 0.0,
@@ -169,13 +172,33 @@ class EmbeddingJudge(Judge):
             text = without_special(text)
         return text
 
+    def _local(self, ex: ExampleText) -> str | None:
+        """The `local` tokens each side of the example's peak activation (None without per-token values)."""
+        width = self.options["local"]
+        if width is None or not ex.tokens or not ex.activations or len(ex.tokens) != len(ex.activations):
+            return None
+        peak = max(range(len(ex.activations)), key=ex.activations.__getitem__)
+        text = "".join(ex.tokens[max(0, peak - int(width)): peak + int(width) + 1])
+        if self.options["strip_special"]:
+            from latentdiff.store.embeddings import without_special
+
+            text = without_special(text)
+        return text if text.strip() else None
+
     def _texts(self, examples: list[tuple[ExampleText, float]]) -> tuple[list[str], list[float], list[int]]:
         """Texts to embed, their weights, and which example each comes from."""
         texts, weights, owner = [], [], []
         for i, (ex, w) in enumerate(examples):
-            texts.append(self._plain(ex))
-            weights.append(w)
-            owner.append(i)
+            local = self._local(ex)
+            lw = self.options["local_weight"]
+            if local is None or lw is not None:
+                texts.append(self._plain(ex))
+                weights.append(w)
+                owner.append(i)
+            if local is not None:
+                texts.append(local)
+                weights.append(w if lw is None else float(lw) * w)
+                owner.append(i)
             spans = marked_spans(ex.text)
             if spans and self.options["span_weight"] > 0:
                 texts.append(" ".join(spans))
@@ -195,10 +218,21 @@ class EmbeddingJudge(Judge):
                 desc[:, i] += sims.max(1)
         return desc, best
 
+    def _background(self, negatives: list[ExampleText], taxonomy: Taxonomy) -> np.ndarray | None:
+        """Mean category scores (C,) of the negatives: how much each category attracts any text of this corpus."""
+        texts = [self._plain(e) for e in negatives]
+        if not texts:
+            return None
+        scores, _ = self._score_matrix(self.embed(texts), taxonomy)
+        return scores.mean(0)
+
     def _aggregate(
-        self, examples: list[tuple[ExampleText, float]], taxonomy: Taxonomy
+        self, examples: list[tuple[ExampleText, float]], taxonomy: Taxonomy, background: np.ndarray | None = None
     ) -> tuple[np.ndarray, list[int]] | None:
-        """Category scores (C,) of a set of examples and the best subcategory per category."""
+        """Category scores (C,) of a set of examples and the best subcategory per category.
+
+        `background` (C,), when given, is subtracted from every example's scores before they vote.
+        """
         texts, weights, _ = self._texts(examples)
         if not texts:
             return None
@@ -211,6 +245,8 @@ class EmbeddingJudge(Judge):
             scores, best = self._score_matrix(v[None, :], taxonomy)
             return scores[0], [int(b) for b in best[0]]
         scores, best = self._score_matrix(vecs, taxonomy)
+        if background is not None:
+            scores = scores - background[None, :]
         if mode == "vote":
             votes = np.zeros(scores.shape, dtype=np.float32)
             votes[np.arange(len(scores)), scores.argmax(1)] = 1.0
@@ -228,7 +264,11 @@ class EmbeddingJudge(Judge):
     def _label_sync(self, request: LabelRequest) -> LatentLabel:
         taxonomy = request.taxonomy
         qw = float(self.options["quantile_weight"])
-        pos = self._aggregate([(e, 1.0) for e in request.top] + [(e, qw) for e in request.quantile], taxonomy)
+        background = None
+        if self.options["center"] and not request.hard_negatives and request.negative:
+            background = self._background(request.negative, taxonomy)
+        pos = self._aggregate([(e, 1.0) for e in request.top] + [(e, qw) for e in request.quantile], taxonomy,
+                              background)
         if pos is None:
             raise JudgeError(f"latent {request.latent}: no example text to embed", "invalid")
         scores, best_sub = pos
