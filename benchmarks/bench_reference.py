@@ -92,7 +92,7 @@ def cell(args: argparse.Namespace) -> dict:
         tr = Trainer(cfg, spec, mean * args.scale, scale / args.scale, Path(args.out) / "ld", torch.device("cpu"))
 
         def step(i: int, x: torch.Tensor) -> None:
-            tr.train_step(x, metrics=(i + 1) % 10 == 0)  # as `Trainer.fit` runs it: metrics on logged steps
+            tr.run_step(x, metrics=(i + 1) % 10 == 0)  # as `Trainer.fit` runs it (metrics, thread governor)
 
         def recon(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():

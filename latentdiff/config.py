@@ -331,6 +331,13 @@ class CrosscoderConfig(_Section):
     normalize: bool = Field(default=True, description="Per-model activation normalisation.")
     target_rms: float = Field(default=1.0, gt=0, description="Activation RMS after normalisation.")
     checkpoint_every: int = Field(default=250, gt=0, description="Steps between checkpoints.")
+    cpu_threads: int | None = Field(
+        default=None, ge=1,
+        description="CPU training: threads per step. None: start from torch's count and let the trainer choose "
+        "between it and fewer by timing its own steps (core/threads.py: on a CPU shared with another busy "
+        "process fewer threads are faster). Speed only: the weights are the same with any count.",
+        json_schema_extra=RESULT_NEUTRAL,
+    )
     autocast_bf16: bool = Field(default=True, description="bf16 autocast where the device supports it.")
     seed: int = Field(default=0, description="Initialisation and data-order seed.")
     seeds: list[int] | None = Field(
