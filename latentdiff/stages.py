@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from latentdiff.results import (
 from latentdiff.rundir import RunDir
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RunPath = Path | RunDir  # a run directory given as a path or as a (possibly staged) RunDir
 
@@ -767,6 +768,15 @@ def _agent_context(cfg: RunConfig, rd: RunDir, store: Any, judge: Any = None) ->
                         budget=new_budget(cfg.agent.max_judge_calls, rd), scaffold=read_scaffold(rd.examples_dir))
 
 
+async def _closing(work: Coroutine[Any, Any, T], judge: Any, owned: bool) -> T:
+    """Await `work`, then close the judge (on its own event loop) when this stage made it."""
+    try:
+        return await work
+    finally:
+        if owned:
+            await judge.aclose()
+
+
 def label_worker(cfg: RunConfig, run_dir: RunPath, index: int, count: int, judge: Any = None) -> None:
     """One labelling worker of `count` (see `run_label`); needs the index stage done here."""
     rd = RunDir.of(run_dir)
@@ -808,12 +818,13 @@ def run_label(cfg: RunConfig, run_dir: RunPath, show: bool = True, judge: Any = 
     thread = f"label-{h}"
     part = ("label",) if worker is None else ("label", worker_tag(*worker))
     with open_store(cfg, rd) as store, metrics_logger(cfg, rd, *part) as tracker:
+        owned = judge is None  # a judge made here is closed here (its HTTP clients, caches); a caller's is not
         ctx = _agent_context(cfg, rd, store, judge)
         ctx.tracker = tracker  # label/ scalars after each wave (agent/nodes.py, assess)
         if worker is not None:
             index, count = worker
             try:
-                mine = asyncio.run(label_share(ctx, thread, index, count))
+                mine = asyncio.run(_closing(label_share(ctx, thread, index, count), ctx.judge, owned))
             finally:
                 ctx.close()
             atomic_write_json(rd.worker_marker(worker_tag(index, count)), {"hash": h, "judge_calls": ctx.budget.used})
@@ -830,7 +841,7 @@ def run_label(cfg: RunConfig, run_dir: RunPath, show: bool = True, judge: Any = 
         if imported:
             log.info("collected the findings of %d latents labelled by other workers", imported)
         try:
-            state = asyncio.run(run_agent(ctx, thread_id=thread))
+            state = asyncio.run(_closing(run_agent(ctx, thread_id=thread), ctx.judge, owned))
         finally:
             ctx.close()
     recorded = read_findings(rd)

@@ -100,8 +100,19 @@ def test_vllm_judge_labels_through_the_agent(core_run, vllm_server, tmp_path: Pa
     assert (run.dir / "judge_cache").exists()
 
 
-def test_judge_server_down_is_recorded_and_the_stage_is_not_done(core_run, tmp_path: Path) -> None:
+def test_judge_server_down_is_recorded_and_the_stage_is_not_done(core_run, tmp_path: Path, monkeypatch) -> None:
     import socket
+
+    from latentdiff.agent.judges.openai_compat import OpenAICompatJudge
+
+    closed: list[str] = []
+    aclose = OpenAICompatJudge.aclose
+
+    async def spy(self: OpenAICompatJudge) -> None:
+        closed.append(self.spec)
+        await aclose(self)
+
+    monkeypatch.setattr(OpenAICompatJudge, "aclose", spy)
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -113,6 +124,7 @@ def test_judge_server_down_is_recorded_and_the_stage_is_not_done(core_run, tmp_p
     with pytest.raises(LabelIncomplete, match="judging failed for 3 of 3 latents") as info:
         run.stage("label")
     assert "unreachable" in str(info.value) and "\n" not in str(info.value)
+    assert len(closed) == 1  # the stage closed the judge it made (its HTTP clients), on its event loop
     findings = {f.ref.key: f for f in read_findings(run.dir)}
     assert len(findings) == 3 and all(f.label is None for f in findings.values())
     assert all("unreachable" in f.failure for f in findings.values()), [f.failure for f in findings.values()]

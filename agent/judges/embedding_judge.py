@@ -329,6 +329,12 @@ class EmbeddingJudge(Judge):
     async def label(self, request: LabelRequest) -> LatentLabel:
         return await self._timed(self._label_sync, request)
 
+    async def aclose(self) -> None:
+        """Close the run's vector cache (reopened if the judge is used again)."""
+        cache, self._vector_cache = self._vector_cache, None
+        if cache is not None:
+            cache.close()  # type: ignore[attr-defined]
+
     async def detect(self, label: LatentLabel, examples: list[ExampleText]) -> list[bool]:
         if not examples:
             return []
