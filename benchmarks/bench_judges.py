@@ -143,8 +143,6 @@ def variants() -> dict[str, tuple[Path | None, dict]]:
         "v44 v30, 12 tokens each side of the peak instead of the window": (None, {**V30, "local": 12}),
         "v45 v30 + 8 tokens each side of the peak, weight 1": (None, {**V30, "local": 8, "local_weight": 1.0}),
         "v46 v30 + 4 tokens each side of the peak, weight 1": (None, {**V30, "local": 4, "local_weight": 1.0}),
-        "v47 v30, examples firing on layout marks in structured text vote for the layout category":
-            (None, {**V30, "layout": True}),
         "new default": (None, dict(DEFAULT_OPTIONS)),
     }
 

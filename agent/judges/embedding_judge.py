@@ -64,30 +64,6 @@ def _contains(text: str, span: str) -> bool:
     return re.search(pattern, text.lower()) is not None
 
 
-_LAYOUT_CHARS = set('|{}[]":#*-•')
-_STRUCTURED_LINE = re.compile(r"^\s*(?:[-*•]\s|\d+[.)]\s|\||#{1,6}\s|[{}\[\]]|\"[^\"\n]*\"\s*:)")
-_JSONISH = re.compile(r'[\[{,]\s*"[^"\n]*"\s*[:,\]}]')
-
-
-def is_layout_mark(span: str) -> bool:
-    """A marked span made of layout: a table bar, list marker, JSON quote or bracket, with few letters."""
-    body = "".join(span.split())
-    if not body or not (_LAYOUT_CHARS & set(body) or re.fullmatch(r"\d+[.)]", body)):
-        return False
-    return sum(c.isalpha() for c in body) * 2 <= len(body)
-
-
-def is_layout_example(ex: ExampleText) -> bool:
-    """Most of the example's marked spans are layout marks, and its text is structured: two or more table
-    rows, list items, headings or JSON lines, or JSON-like quoting (`["a", "b"]`, `{"key": ...}`)."""
-    spans = marked_spans(ex.text)
-    if not spans or sum(is_layout_mark(s) for s in spans) * 2 < len(spans):
-        return False
-    text = unmark(ex.plain or ex.text)
-    lines = sum(bool(_STRUCTURED_LINE.match(line)) for line in text.splitlines())
-    return lines >= 2 or bool(_JSONISH.search(text))
-
-
 def characteristic_spans(
     positives: list[ExampleText], negatives: list[ExampleText], k: int = 12
 ) -> list[str]:
@@ -125,7 +101,6 @@ LEGACY_OPTIONS: dict = {
     "center": False,  # vote/avg: subtract the negatives' mean score per category from each example's scores
     "local": None,  # tokens each side of an example's peak: embed that context (instead of / beside the window)
     "local_weight": None,  # None: the local context replaces the window; a number: it is added with this weight
-    "layout": False,  # vote/avg: an example firing on layout marks in structured text votes for the layout category
 }
 # chosen on the organisms' dev set (benchmarks/bench_judges.py, docs/benchmarks.md "Offline judge comparison")
 DEFAULT_OPTIONS: dict = {**LEGACY_OPTIONS, "prototypes": True, "mode": "vote", "span_weight": 0.0,
@@ -258,7 +233,7 @@ class EmbeddingJudge(Judge):
 
         `background` (C,), when given, is subtracted from every example's scores before they vote.
         """
-        texts, weights, owner = self._texts(examples)
+        texts, weights, _ = self._texts(examples)
         if not texts:
             return None
         vecs = self.embed(texts)
@@ -272,11 +247,6 @@ class EmbeddingJudge(Judge):
         scores, best = self._score_matrix(vecs, taxonomy)
         if background is not None:
             scores = scores - background[None, :]
-        layout = [i for i, c in enumerate(taxonomy.categories) if c.layout]
-        if self.options["layout"] and layout and mode == "vote":
-            for row, i in enumerate(owner):
-                if is_layout_example(examples[i][0]):  # this example's vote goes to the layout category
-                    scores[row, layout[0]] = scores[row].max() + 1e-3
         if mode == "vote":
             votes = np.zeros(scores.shape, dtype=np.float32)
             votes[np.arange(len(scores)), scores.argmax(1)] = 1.0

@@ -33,12 +33,6 @@ class Category(BaseModel):
     prototypes: list[str] = Field(
         default_factory=list, description="Short sentences typical of the concept (the embedding judge's prototypes)."
     )
-    layout: bool = Field(
-        default=False,
-        description="Text layout is evidence for this category: the embedding judge counts an example whose "
-        "activating tokens are layout marks (table bars, list markers, JSON quotes and brackets) inside "
-        "structured text (table rows, list items, a JSON object) as a vote for it.",
-    )
 
     @field_validator("name")
     @classmethod
