@@ -43,6 +43,7 @@ from latentdiff.store.records import ExampleHit, FindingHit, StoredExample
 
 if TYPE_CHECKING:
     from latentdiff.core.examples import Example
+    from latentdiff.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,18 @@ class StoreScope:
 
     fingerprints: Mapping[str, str] = field(default_factory=dict)  # crosscoder name -> hash of its weights
     label: str = ""  # hash of the label settings whose findings are served ("" = any)
+
+
+def recorded_scope(rd: RunDir) -> StoreScope:
+    """The scope a finished run's stages recorded: the crosscoder fingerprints in the index stage's marker
+    and the label stage's settings hash (what `latentdiff.stages.store_scope` computes while they run).
+    StoreError when either stage is not done."""
+    fps = (rd.read_marker("index") or {}).get("fingerprints") or {}
+    label = rd.marker_hash("label")
+    if not fps or not label:
+        raise StoreError(f"{rd.root}: the index and label stages are not done, so there is no labelled store to read")
+    return StoreScope({name: rec["sha256"] for name, rec in fps.items() if isinstance(rec, dict) and rec.get("sha256")},
+                      label=label)
 
 
 def _source(crosscoder: str, fingerprint: str) -> str:
@@ -129,15 +142,15 @@ class LatentStore:
             raise
 
     @classmethod
-    def for_run(cls, cfg: RunConfig, path: str | Path | None = None) -> LatentStore:
+    def for_run(cls, cfg: RunConfig, path: str | Path | None = None, scope: StoreScope | None = None) -> LatentStore:
         """The store of a run: cfg.store, named after the run, embedded in RUN_DIR/chroma by default (or at
-        `path`, e.g. a private copy), scoped to the run's crosscoder weights and label settings."""
+        `path`, e.g. a private copy), scoped to `scope`; by default the scope the run's index and label
+        stages recorded (`recorded_scope`: a finished run's crosscoder weights and label settings)."""
         from latentdiff.rundir import RunDir
-        from latentdiff.stages import store_scope  # TODO(layering): store/ should not import the roof
 
-        run_dir = cfg.resolved_run_dir()
+        rd = RunDir(cfg.resolved_run_dir())
         store_cfg = cfg.store if path is None else cfg.store.model_copy(update={"path": str(path)})
-        return cls(store_cfg, cfg.name, RunDir(run_dir).chroma, scope=store_scope(cfg, run_dir))
+        return cls(store_cfg, cfg.name, rd.chroma, scope=recorded_scope(rd) if scope is None else scope)
 
     @staticmethod
     def _connect(cfg: StoreConfig, default_path: str | Path | None) -> ClientAPI:

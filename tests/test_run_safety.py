@@ -139,23 +139,23 @@ def _judge(port: int, **kw: Any) -> dict[str, Any]:
 
 def _indexed_and_labelled(core_run: Run, dest: Path) -> tuple[Run, list[Any]]:
     """A copy of the core run through index and label (offline judge, 4 latents); the store's findings."""
-    from latentdiff.store.chroma import LatentStore
+    from latentdiff.stages import open_store
 
     run = _copy_run(core_run, dest, agent={"max_latents": 4})
     for stage in ("index", "label"):
         run.stage(stage)
-    with LatentStore.for_run(run.cfg) as store:
+    with open_store(run.cfg, run.dir) as store:
         findings = list(store.iter_findings())
     assert len({f.ref.key for f in findings}) == 4
     return run, findings
 
 
 def test_store_never_serves_findings_of_other_label_settings(core_run: Run, tmp_path: Path) -> None:
-    from latentdiff.store.chroma import LatentStore
+    from latentdiff.stages import open_store
 
     run, _ = _indexed_and_labelled(core_run, tmp_path / "run")
     relabel = Run(small_run_config(run.dir, agent={"max_latents": 2}))  # same crosscoder, other label settings
-    with LatentStore.for_run(relabel.cfg) as store:
+    with open_store(relabel.cfg, relabel.dir) as store:
         assert list(store.iter_findings()) == [] and store.count_findings() == 0
         assert store.search_findings("planted feature", n=5) == []
         assert store.count_examples() > 0  # the examples are the same crosscoder's: still served
@@ -163,6 +163,7 @@ def test_store_never_serves_findings_of_other_label_settings(core_run: Run, tmp_
 
 def test_store_never_serves_another_crosscoders_examples_or_findings(core_run: Run, tmp_path: Path) -> None:
     from latentdiff.core.examples import read_examples
+    from latentdiff.stages import open_store
     from latentdiff.store.chroma import LatentStore
 
     run, old_findings = _indexed_and_labelled(core_run, tmp_path / "run")
@@ -180,7 +181,7 @@ def test_store_never_serves_another_crosscoders_examples_or_findings(core_run: R
     by_latent: dict[int, list[Any]] = {}
     for ex in new:
         by_latent.setdefault(ex.latent, []).append(ex)
-    with LatentStore.for_run(again.cfg) as store:
+    with open_store(again.cfg, again.dir) as store:
         assert store.count_examples() == len(new)
         assert store.latent_ids("joint") == sorted(by_latent)
         for latent, mine in by_latent.items():

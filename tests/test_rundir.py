@@ -225,3 +225,34 @@ def test_no_run_dir_path_literals_outside_rundir() -> None:
                 continue
             hits.extend(_path_literals(path))
     assert not hits, "run-dir paths spelled outside latentdiff/rundir.py:\n" + "\n".join(hits)
+
+
+ROOF = ("latentdiff.stages", "latentdiff.run", "latentdiff.cli", "latentdiff.results")
+
+
+def test_core_store_and_agent_never_import_the_roof() -> None:
+    """docs/design.md layout: core/, store/ and agent/ sit below the stage runner, the CLI and the API."""
+    bad = []
+    for folder in ("core", "store", "agent"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for n in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                names = ([a.name for a in n.names] if isinstance(n, ast.Import)
+                         else [n.module or ""] + [f"{n.module}.{a.name}" for a in n.names]
+                         if isinstance(n, ast.ImportFrom) else [])
+                if any(name == r or name.startswith(r + ".") for name in names for r in ROOF):
+                    bad.append(f"{path.relative_to(ROOT)}:{n.lineno}")
+    assert not bad, f"imports of the roof ({', '.join(ROOF)}) below it: {bad}"
+
+
+def test_a_finished_runs_recorded_store_scope_is_the_stages_scope(reported_run, tmp_path: Path) -> None:
+    from latentdiff import stages
+    from latentdiff.rundir import RunDir
+    from latentdiff.store.chroma import recorded_scope
+    from latentdiff.store.errors import StoreError
+
+    rd = RunDir(reported_run.dir)
+    assert recorded_scope(rd) == stages.store_scope(reported_run.cfg, rd)  # the chat reads what the stages wrote
+    run_dir = _copy(reported_run, tmp_path)
+    RunDir(run_dir).forget("label")
+    with pytest.raises(StoreError, match="not done"):
+        recorded_scope(RunDir(run_dir))
