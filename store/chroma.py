@@ -142,15 +142,15 @@ class LatentStore:
             raise
 
     @classmethod
-    def for_run(cls, cfg: RunConfig, path: str | Path | None = None, scope: StoreScope | None = None) -> LatentStore:
-        """The store of a run: cfg.store, named after the run, embedded in RUN_DIR/chroma by default (or at
-        `path`, e.g. a private copy), scoped to `scope`; by default the scope the run's index and label
-        stages recorded (`recorded_scope`: a finished run's crosscoder weights and label settings)."""
+    def for_run(cls, cfg: RunConfig, path: str | Path | None = None) -> LatentStore:
+        """A finished run's store: cfg.store, named after the run, embedded in RUN_DIR/chroma by default (or
+        at `path`, e.g. a private copy), scoped to what the run's index and label stages recorded
+        (`recorded_scope`: its crosscoder weights and label settings). The stages use `stages.open_store`."""
         from latentdiff.rundir import RunDir
 
         rd = RunDir(cfg.resolved_run_dir())
         store_cfg = cfg.store if path is None else cfg.store.model_copy(update={"path": str(path)})
-        return cls(store_cfg, cfg.name, rd.chroma, scope=recorded_scope(rd) if scope is None else scope)
+        return cls(store_cfg, cfg.name, rd.chroma, scope=recorded_scope(rd))
 
     @staticmethod
     def _connect(cfg: StoreConfig, default_path: str | Path | None) -> ClientAPI:

@@ -165,7 +165,10 @@ class EmbeddingJudge(Judge):
     def _plain(self, ex: ExampleText) -> str:
         """The unmarked text of an example as embedded: without chat-template tokens under `strip_special`
         (`store.embeddings.without_special`, the text the index stage embedded: a cache hit)."""
-        text = unmark(ex.plain or ex.text)
+        return self._cleaned(unmark(ex.plain or ex.text))
+
+    def _cleaned(self, text: str) -> str:
+        """Text as embedded: without chat-template tokens under `strip_special`."""
         if self.options["strip_special"]:
             from latentdiff.store.embeddings import without_special
 
@@ -178,11 +181,7 @@ class EmbeddingJudge(Judge):
         if width is None or not ex.tokens or not ex.activations or len(ex.tokens) != len(ex.activations):
             return None
         peak = max(range(len(ex.activations)), key=ex.activations.__getitem__)
-        text = "".join(ex.tokens[max(0, peak - int(width)): peak + int(width) + 1])
-        if self.options["strip_special"]:
-            from latentdiff.store.embeddings import without_special
-
-            text = without_special(text)
+        text = self._cleaned("".join(ex.tokens[max(0, peak - int(width)): peak + int(width) + 1]))
         return text if text.strip() else None
 
     def _texts(self, examples: list[tuple[ExampleText, float]]) -> tuple[list[str], list[float], list[int]]:
