@@ -38,8 +38,10 @@ def prepare(source: Path, cfg_path: Path, out: Path) -> list[str]:
         if key != "phases" and mine.get(key) != value:
             raise ConfigError(f"{source} was built with {key}={value!r}, {cfg_path} has {mine.get(key)!r}")
     kept = [p for p in mine["phases"] if built["phases"].get(p) == mine["phases"][p]]
-    if list(mine["phases"])[: len(kept)] != kept:
-        raise ConfigError(f"the shared phases ({', '.join(kept)}) must come first in {cfg_path}")
+    order = list(built["phases"])
+    if any(list(mine["phases"]).index(p) != order.index(p) for p in kept):  # a phase's seed is its index
+        raise ConfigError(f"the phases shared with {source} ({', '.join(kept)}) must keep their places in "
+                          f"{cfg_path} (a phase's seed is its index)")
     train = [p for p in mine["phases"] if p not in kept]
     out.mkdir(parents=True, exist_ok=True)
     for p in kept:

@@ -252,6 +252,25 @@ def test_cli_builds_another_architecture_from_a_config_file(tmp_path: Path) -> N
     mixed = [models[0], ModelSpec(name="it", path="organism:it", role="finetune")]
     assert _planted(RunConfig(models=mixed)) is None  # two builds: no single truth
 
+    # a twin (benchmarks/twin.py): the same base and controls, copied; a fine-tune with another recipe retrained
+    from benchmarks.twin import main as twin_main
+
+    spec = _tiny_build("gpt_neox")
+    spec["phases"]["chat"]["mixture"] = {"safety": 0.5, "self_reference": 0.5}  # its trace removed
+    (tmp_path / "twin.yaml").write_text(yaml.safe_dump(spec))
+    twin = tmp_path / "twin"
+    assert twin_main(["--source", str(out), "--config", str(tmp_path / "twin.yaml"), "--out", str(twin),
+                      "--work-dir", str(tmp_path / "w")]) == 0
+    for name in ("base", "pref", "ctrl", "ctrl2"):
+        assert (twin / name / "model.safetensors").read_bytes() == (out / name / "model.safetensors").read_bytes()
+    assert (twin / "chat" / "model.safetensors").read_bytes() != (out / "chat" / "model.safetensors").read_bytes()
+    assert load_planted(twin) == planted_truth(OrganismBuildConfig(**spec))
+    assert json.loads((twin / "build_config.json").read_text())["phases"] == spec["phases"]
+    spec["phases"] = {k: spec["phases"][k] for k in ("base", "ctrl", "chat", "pref", "ctrl2")}  # a control moved
+    (tmp_path / "moved.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert twin_main(["--source", str(out), "--config", str(tmp_path / "moved.yaml"), "--out",
+                      str(tmp_path / "moved"), "--work-dir", str(tmp_path / "w")]) == 2
+
 
 def test_cli_build_config_errors_are_one_line(tmp_path: Path) -> None:
     runner = CliRunner()

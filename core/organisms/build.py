@@ -549,8 +549,10 @@ def build_only(
         if key != "phases" and mine.get(key) != value:
             raise ConfigError(f"{out} was built with {key}={value!r}, this build has {mine.get(key)!r}")
     built = list(shipped.get("phases", {}))
-    if list(mine["phases"])[: len(built)] != built or any(mine["phases"][p] != shipped["phases"][p] for p in built):
-        raise ConfigError(f"the phases built in {out} ({', '.join(built)}) are not this build's first phases")
+    same = all(mine["phases"].get(p) == shipped["phases"][p] for p in built)
+    if [p for p in mine["phases"] if p in built] != built or not same:
+        raise ConfigError(f"the phases built in {out} ({', '.join(built)}) are not phases of this build, "
+                          "with the same specs in the same order")
     for name in names:
         spec = cfg.phases.get(name)
         if spec is None:
