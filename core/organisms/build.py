@@ -462,7 +462,7 @@ def plant_table(losses: dict[str, dict[str, float]], cfg: OrganismBuildConfig | 
     control = next((n for n, cats in truth["planted"].items() if not cats and n in losses), None)
     rows = []
     for model, cats in truth["planted"].items():
-        for cat in cats:
+        for cat in cats if model in losses else ():  # a phase not built (yet) has no row
             moved = losses[base][cat] - losses[model][cat]
             ctrl = losses[control][cat] if control else losses[base][cat]
             drift = abs(losses[base][cat] - ctrl)
@@ -529,8 +529,8 @@ def build_only(
     rounding only (a full build's fp32 checkpoints are not shipped). Training is deterministic and
     resumable through a work directory keyed by the build config and the init weights' hash (never
     shared with a full build's). Exports the phases like `build` (organism.json also names the init
-    weights), adds their held-out losses to eval.json (the other entries and the plant table stay as
-    they are; `added` records how each was built) and rewrites planted.json and build_config.json.
+    weights), adds their held-out losses to eval.json, recomputes its plant table from every built
+    model's losses (`added` records how each was built) and rewrites planted.json and build_config.json.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -594,6 +594,7 @@ def build_only(
     eval_path = out / "eval.json"
     ev = json.loads(eval_path.read_text()) if eval_path.is_file() else {"loss": {}, "plants": []}
     ev["loss"].update(losses)
+    ev["plants"] = plant_table(ev["loss"], cfg)  # every built fine-tune's plants, the added ones included
     for name in names:
         ev.setdefault("added", {})[name] = {"build": cfg.digest(), "how": "build --only", "init_from": init_of[name],
                                             "build_seconds": seconds}
