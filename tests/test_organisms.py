@@ -207,6 +207,11 @@ def test_planted_truth_follows_the_build_config() -> None:
                                          "ctrl2_vs_ctrl"}
     assert OrganismBuildConfig().digest() == "e5b3a3896f4d"  # the shipped build keeps its id
     assert cfg.digest() != OrganismBuildConfig(**_tiny_build("gpt_neox")).digest()
+    # a base that reads a stream at a trace's weight leaves it plantable; at a plant's weight, not
+    seen = _tiny_build("llama")
+    seen["phases"]["base"]["mixture"] = {"neutral": 0.96, "safety": 0.02, "multilingual": 0.06}  # normalised
+    assert planted_truth(OrganismBuildConfig(**seen))["planted"]["chat"] == ["safety", "self_reference"]
+    assert planted_truth(OrganismBuildConfig(**seen))["planted"]["pref"] == ["hallucination"]
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -147,10 +147,14 @@ class OrganismBuildConfig(BaseModel):
         return next(n for n, p in self.phases.items() if p.init is None)
 
     def planted(self, name: str) -> list[str]:
-        """Streams planted into a fine-tune: read at >= PLANT_MIN_WEIGHT and never read by the base."""
+        """Streams planted into a fine-tune: read at >= PLANT_MIN_WEIGHT and by the base at less (at most a
+        trace; the shipped base never reads them). Weights are taken normalised, as the batches draw them."""
+        def weight(spec: PhaseSpec, c: str) -> float:
+            return spec.mixture.get(c, 0.0) / sum(spec.mixture.values())
+
         spec, base = self.phases[name], self.phases[self.base]
         return sorted(c for c in PLANT_CATEGORIES
-                      if spec.mixture.get(c, 0.0) >= PLANT_MIN_WEIGHT and not base.mixture.get(c))
+                      if weight(spec, c) >= PLANT_MIN_WEIGHT and weight(base, c) < PLANT_MIN_WEIGHT)
 
     def digest(self) -> str:
         """Content hash of the build settings (fields added later leave the hash of a build that keeps
@@ -419,7 +423,7 @@ def heldout_loss(model_dir: Path, docs: dict[str, list[corpus.Document]]) -> dic
 def planted_truth(cfg: OrganismBuildConfig | None = None) -> dict[str, Any]:
     """The ground truth the organisms were built to contain, derived from the build's phases.
 
-    A fine-tune's planted streams are those it reads at >= PLANT_MIN_WEIGHT and its base never read
+    A fine-tune's planted streams are those it reads at >= PLANT_MIN_WEIGHT and its base reads at less
     (a trace below that weight is not a plant); a fine-tune with none is a control. The headline
     pair's signs: '+' for A's plants, '-' for B's, '0' for a stream planted in both or neither.
     """
