@@ -93,7 +93,10 @@ def comparisons_for(cfg: RunConfig, findings: list[Finding], categories: list[st
         ref = pts(p, "shared")
         out["comparisons"].append(compare(
             p, pts(p, "finetuned"), "reference", ref, categories,
-            f"latents specific to {p} (vs base) vs the reference sample of shared latents",
+            f"latents specific to {p} (vs base) vs the reference sample of shared latents. A specific latent marks "
+            f"text on which {p}'s activations differ from the base's, which includes text of concepts it was never "
+            "trained on (measured on the organisms, docs/organisms.md), so this is where it changed, not a list of "
+            "what it learned; the headline, a contrast of two fine-tunes, cancels what both changed",
             kind="vs_reference", sets="reference", pair=p, **opts))
         out["comparisons"].append(compare(
             "base", pts(p, "base"), "reference", ref, categories,

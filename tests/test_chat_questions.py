@@ -55,7 +55,10 @@ def _model_changes(pair: str) -> Facts:
         n = _n_specific(report, view, pair)
         if n == 0:
             return ["Nothing found", f"{pair} has no latents specific to it"]
-        return [f"{n} latents specific to it", "compared with the base"]
+        tested = any(c["kind"] == "vs_reference" and c["a"] == pair and c["status"] == "ok"
+                     for c in report["comparisons"])
+        caveat = ["including text of concepts it was never trained on"] if tested else []
+        return [f"{n} latents specific to it", "compared with the base", *caveat]
     return facts
 
 

@@ -223,6 +223,10 @@ class RetrievalAnswerer:
             else:
                 out.append("Against the reference sample of shared latents, no category is over- or under-represented "
                            "among them after correction.")
+            out.append(f"Specific latents mark text on which `{pair}`'s activations differ from the base's, "
+                       "including text of concepts it was never trained on (measured on the organisms), so read "
+                       "this as where it changed; what it learned more than another fine-tune is the headline's "
+                       "question.")
             out.append(f"\n{CELL_HEADER}")
             out += [cell_line(c) for c in cells]
         by_cat: dict[str, list[LatentBrief]] = {}
