@@ -42,11 +42,11 @@ def _table() -> tuple[tuple[Stage, ...], tuple[str, ...]]:
 
 def stage_named(name: str) -> Stage:
     """The stage called `name` (StageNotAvailable, one line, for an unknown name)."""
-    STAGES = _table()[0]
-    for stage in STAGES:
+    table = _table()[0]
+    for stage in table:
         if stage.name == name:
             return stage
-    raise StageNotAvailable(f"unknown stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
+    raise StageNotAvailable(f"unknown stage {name!r}; stages: {', '.join(s.name for s in table)}")
 
 
 def needs(name: str) -> tuple[str, ...]:
@@ -54,9 +54,9 @@ def needs(name: str) -> tuple[str, ...]:
     spec = stage_named(name)
     if spec.after is not None:
         return spec.after
-    STAGE_NAMES = _table()[1]
-    i = STAGE_NAMES.index(name)
-    return (STAGE_NAMES[i - 1],) if i > 0 else ()
+    names = _table()[1]
+    i = names.index(name)
+    return (names[i - 1],) if i > 0 else ()
 
 
 def stage_hash(cfg: RunConfig, stage: str) -> str:

@@ -9,17 +9,9 @@ import numpy as np
 
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write
-from latentdiff.results import (
-    HarvestResult,
-    cache_info,
-)
+from latentdiff.results import HarvestResult, cache_info
 from latentdiff.rundir import RunDir
-from latentdiff.stages.base import (
-    RunPath,
-    load_models,
-    mark_done,
-    stage_hash,
-)
+from latentdiff.stages.base import RunPath, load_models, mark_done, stage_hash
 
 log = logging.getLogger(__name__)
 

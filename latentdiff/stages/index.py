@@ -9,13 +9,7 @@ from typing import Any
 from latentdiff.config import RunConfig
 from latentdiff.results import IndexResult
 from latentdiff.rundir import RunDir
-from latentdiff.stages.base import (
-    RunPath,
-    crosscoder_plan,
-    is_done,
-    mark_done,
-    stage_hash,
-)
+from latentdiff.stages.base import RunPath, crosscoder_plan, is_done, mark_done, stage_hash
 
 log = logging.getLogger(__name__)
 

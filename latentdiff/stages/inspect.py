@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json
 from latentdiff.rundir import RunDir
-from latentdiff.stages.base import (
-    RunPath,
-    crosscoder_plan,
-    load_models,
-    mark_done,
-)
+from latentdiff.stages.base import RunPath, crosscoder_plan, load_models, mark_done
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def run_inspect(cfg: RunConfig, run_dir: RunPath, show: bool = True) -> None:

@@ -7,10 +7,7 @@ from typing import Any
 
 from latentdiff.config import RunConfig
 from latentdiff.rundir import RunDir
-from latentdiff.stages.base import (
-    RunPath,
-    mark_done,
-)
+from latentdiff.stages.base import RunPath, mark_done
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,7 @@ from latentdiff.config import RunConfig
 from latentdiff.io import atomic_write_json
 from latentdiff.results import SampleResult
 from latentdiff.rundir import RunDir
-from latentdiff.stages.base import (
-    RunPath,
-    crosscoder_plan,
-    mark_done,
-)
+from latentdiff.stages.base import RunPath, crosscoder_plan, mark_done
 
 
 def reference_latents(cfg: RunConfig, table: list[Any], cc_name: str) -> list[int]:

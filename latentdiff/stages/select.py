@@ -8,11 +8,7 @@ from typing import Any
 from latentdiff.config import RunConfig
 from latentdiff.results import SelectResult
 from latentdiff.rundir import RunDir
-from latentdiff.stages.base import (
-    RunPath,
-    crosscoder_plan,
-    mark_done,
-)
+from latentdiff.stages.base import RunPath, crosscoder_plan, mark_done
 
 log = logging.getLogger(__name__)
 

@@ -9,19 +9,9 @@ from typing import Any
 
 from latentdiff.config import RunConfig
 from latentdiff.errors import ConfigError, StageNotAvailable
-from latentdiff.results import (
-    TrainResult,
-    crosscoder_info,
-)
+from latentdiff.results import TrainResult, crosscoder_info
 from latentdiff.rundir import RunDir
-from latentdiff.stages.base import (
-    RunPath,
-    crosscoder_plan,
-    crosscoder_seed,
-    load_models,
-    mark_done,
-    metrics_logger,
-)
+from latentdiff.stages.base import RunPath, crosscoder_plan, crosscoder_seed, load_models, mark_done, metrics_logger
 
 log = logging.getLogger(__name__)
 
