@@ -19,7 +19,7 @@ from latentdiff.core.data import iter_context_batches
 from latentdiff.core.harvest import paired_activations
 from latentdiff.core.models import check_compatible, load_model, resolve_device, resolve_dtype
 from latentdiff.core.train import Trainer, to_device
-from latentdiff.stages import _load_models
+from latentdiff.stages.base import load_models
 from tests.conftest import small_run_config
 
 
@@ -74,7 +74,7 @@ def test_device_map_split_over_devices_harvests_the_same_rows(tmp_path: Path) ->
     harvest = {"batch_size": 16, "shard_tokens": 3_000, "device": "cpu", "device_map": "auto",
                "max_memory": {"cpu": "8MB"}, "offload_folder": str(tmp_path / "offload")}
     cfg = small_run_config(tmp_path / "run", harvest=harvest)
-    spread, layer = _load_models(cfg)
+    spread, layer = load_models(cfg)
     for m in spread:
         assert set(m.model.hf_device_map.values()) == {"cpu", "disk"}, m.model.hf_device_map
     plain = [load_model(s, "cpu") for s in cfg.models]
