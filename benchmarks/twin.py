@@ -24,24 +24,21 @@ import sys
 from pathlib import Path
 
 from latentdiff.cli import _organism_build_config
-from latentdiff.core.organisms.build import build_only
+from latentdiff.core.organisms.build import OrganismBuildConfig, build_only, check_same_settings
 from latentdiff.errors import ConfigError, LatentDiffError
 from latentdiff.io import atomic_write_json
 
 
-def prepare(source: Path, cfg_path: Path, out: Path) -> list[str]:
-    """Copy the phases the twin shares with `source` into `out`; return the phases left to train."""
-    cfg = _organism_build_config(cfg_path)
+def prepare(source: Path, cfg: OrganismBuildConfig, out: Path) -> list[str]:
+    """Copy the phases the twin `cfg` shares with `source` into `out`; return the phases left to train."""
     built = json.loads((source / "build_config.json").read_text())
+    check_same_settings(built, cfg, source)
     mine = cfg.model_dump()
-    for key, value in built.items():
-        if key != "phases" and mine.get(key) != value:
-            raise ConfigError(f"{source} was built with {key}={value!r}, {cfg_path} has {mine.get(key)!r}")
     kept = [p for p in mine["phases"] if built["phases"].get(p) == mine["phases"][p]]
     order = list(built["phases"])
     if any(list(mine["phases"]).index(p) != order.index(p) for p in kept):  # a phase's seed is its index
-        raise ConfigError(f"the phases shared with {source} ({', '.join(kept)}) must keep their places in "
-                          f"{cfg_path} (a phase's seed is its index)")
+        raise ConfigError(f"the phases shared with {source} ({', '.join(kept)}) must keep their places in the "
+                          "twin's config (a phase's seed is its index)")
     train = [p for p in mine["phases"] if p not in kept]
     out.mkdir(parents=True, exist_ok=True)
     for p in kept:
@@ -66,13 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        cfg = _organism_build_config(args.config)
         if (args.out / "build_config.json").is_file() and args.out.resolve() != args.source.resolve():
-            done = json.loads((args.out / "build_config.json").read_text())["phases"]
-            cfg = _organism_build_config(args.config)
+            done = json.loads((args.out / "build_config.json").read_text())["phases"]  # resumed
             train = [p for p in cfg.phases if p not in done]
         else:
-            train = prepare(args.source, args.config, args.out)
-            cfg = _organism_build_config(args.config)
+            train = prepare(args.source, cfg, args.out)
         if train:
             build_only(train, args.out, args.work_dir, cfg)
     except LatentDiffError as exc:

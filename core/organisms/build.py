@@ -522,6 +522,17 @@ def build(out: Path, work: Path, cfg: OrganismBuildConfig | None = None, show: b
     return out
 
 
+def check_same_settings(built: dict[str, Any], cfg: OrganismBuildConfig, where: Path) -> None:
+    """ConfigError (one line) unless `cfg` has the build settings (all but the phases) of the build_config.json
+    `built` that was written in `where`."""
+    from latentdiff.errors import ConfigError
+
+    mine = cfg.model_dump()
+    for key, value in built.items():
+        if key != "phases" and mine.get(key) != value:
+            raise ConfigError(f"{where} was built with {key}={value!r}, this build has {mine.get(key)!r}")
+
+
 def build_only(
     names: list[str], out: Path, work: Path, cfg: OrganismBuildConfig | None = None, show: bool = True
 ) -> Path:
@@ -549,9 +560,7 @@ def build_only(
         raise ModelLoadError(f"no build_config.json in {out}; --only adds to a finished build")
     shipped = json.loads(shipped_path.read_text())
     mine = cfg.model_dump()
-    for key, value in shipped.items():  # same build settings, and the built phases as a prefix
-        if key != "phases" and mine.get(key) != value:
-            raise ConfigError(f"{out} was built with {key}={value!r}, this build has {mine.get(key)!r}")
+    check_same_settings(shipped, cfg, out)
     built = list(shipped.get("phases", {}))
     same = all(mine["phases"].get(p) == shipped["phases"][p] for p in built)
     if [p for p in mine["phases"] if p in built] != built or not same:
