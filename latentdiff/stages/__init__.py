@@ -46,11 +46,14 @@ from latentdiff.stages.sample import read_sample, reference_latents, run_sample
 from latentdiff.stages.select import read_select, run_select
 from latentdiff.stages.train import read_train, run_train
 
-__all__ = [
-    "STAGES", "STAGE_NAMES", "RunPath", "Stage", "begin", "crosscoder_fingerprints", "crosscoder_plan",
-    "crosscoder_seed", "invalidate", "is_done", "label_plan", "label_worker", "mark_done", "metrics_logger",
-    "needs", "open_store", "reference_latents", "require_done", "run_aggregate", "run_label", "stage_hash",
-    "stage_named", "store_scope", "validate",
+__all__ = [  # the table and every name the stages' modules lend it
+    "STAGES", "STAGE_NAMES", "RunPath", "Stage", "begin", "check_device", "check_judge", "check_logging",
+    "check_models", "check_taxonomy", "crosscoder_fingerprints", "crosscoder_plan", "crosscoder_seed",
+    "invalidate", "is_done", "label_plan", "label_worker", "mark_done", "metrics_logger", "needs", "open_store",
+    "read_aggregate", "read_harvest", "read_index", "read_inspect", "read_label", "read_report", "read_sample",
+    "read_select", "read_train", "reference_latents", "require_done", "run_aggregate", "run_harvest",
+    "run_index", "run_inspect", "run_label", "run_report", "run_sample", "run_select", "run_train",
+    "stage_hash", "stage_named", "store_scope", "validate",
 ]
 
 
